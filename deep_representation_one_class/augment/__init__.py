@@ -1,0 +1,45 @@
+"""Image augmentation: stateless ops registered in ``AUG_OPS`` and the DROC string grammar.
+
+Importing this package registers every op. ``parse`` turns an ``--aug_list`` string into
+``ViewSpec`` data and ``build_view_fn`` turns those into ``fn(image, seed) -> views``.
+"""
+
+from __future__ import annotations
+
+from deep_representation_one_class.augment.grammar import (
+    OpSpec,
+    ViewSpec,
+    build_view_fn,
+    format_views,
+    parse,
+    valid_tokens,
+    view_names,
+)
+from deep_representation_one_class.augment.ops import (
+    AUG_OPS,
+    AugmentError,
+    Op,
+    OpFactory,
+    blur_radius,
+    gaussian_blur,
+    gaussian_kernel1d,
+    sample_crop_side,
+)
+
+__all__ = [
+    "AUG_OPS",
+    "AugmentError",
+    "Op",
+    "OpFactory",
+    "OpSpec",
+    "ViewSpec",
+    "blur_radius",
+    "build_view_fn",
+    "format_views",
+    "gaussian_blur",
+    "gaussian_kernel1d",
+    "parse",
+    "sample_crop_side",
+    "valid_tokens",
+    "view_names",
+]

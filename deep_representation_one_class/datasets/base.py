@@ -1,0 +1,495 @@
+"""Dataset registry, the one-class split protocol and the on-disk cache of decoded images.
+
+A dataset module registers a :class:`DatasetSpec` whose ``loader`` returns the full labelled
+train and test arrays (:class:`SourceArrays`). :func:`load_one_class` then applies the
+reference's one-class protocol (spec 7.1) in pure numpy: the training inliers are the training
+images of the chosen category, the test set is the whole test split relabelled 0 = inlier,
+1 = outlier, and the classifier-fitting set is the inliers capped by a seeded subsample. The
+validation mode (spec 7.2) draws from an explicit ``np.random.Generator`` derived from the seed.
+Fix of reference bug: the reference reseeds the *global* numpy RNG (``np.random.seed(1)``) for
+the validation split; here the global RNG state is never touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from deep_representation_one_class.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "DatasetSpec",
+    "OneClassData",
+    "SourceArrays",
+    "SplitIndices",
+    "cached_arrays",
+    "default_cache_dir",
+    "fingerprint",
+    "load_one_class",
+    "one_class_indices",
+    "register_dataset",
+    "validate_category",
+    "validate_input_shape",
+]
+
+# Stream ids for the seed-derived generators, so that the validation split and the classifier
+# subsample are independent draws even for the same seed.
+_STREAM_VALIDATION = 1
+_STREAM_CLS_CAP = 2
+# Bump when the cached arrays change meaning (preprocessing, keys), to invalidate old caches.
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """Bad data location, layout or option; the message says what was expected where."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OneClassData:
+    """One one-class task: the inliers to learn from and a labelled test set.
+
+    Attributes:
+      name: canonical dataset key, e.g. 'cifar10ood'.
+      category: canonical inlier category, e.g. '0', 'airplane' (folder) or 'Eyeglasses'.
+      train_x: [N, H, W, C] uint8 inliers for representation learning (before distribution
+        augmentation).
+      cls_x: [M, H, W, C] uint8 inliers for fitting the one-class classifiers: ``train_x``, or a
+        seeded subsample of ``max_cls`` rows of it when N is larger (M <= N).
+      test_x: [T, H, W, C] uint8 test images.
+      test_y: [T] int64, 1 = outlier, 0 = inlier.
+      test_class: [T] int64 original class ids (attribute flag for CelebA) for per-class
+        analysis; index into ``class_names``.
+      class_names: the names of the original classes.
+      test_paths: the source file of each test image for folder datasets, else None.
+    """
+
+    name: str
+    category: str
+    train_x: np.ndarray
+    cls_x: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_class: np.ndarray
+    class_names: tuple[str, ...]
+    test_paths: tuple[str, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceArrays:
+    """What a loader returns: labelled arrays of the whole dataset (or of what the task needs).
+
+    ``train_y``/``test_y`` are original class ids (int64, index into ``class_names``) and
+    ``inlier`` is the id of the requested category. A loader may omit the training images of
+    the other classes when ``need_outliers`` is False (they only serve the validation mode).
+    """
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    class_names: tuple[str, ...]
+    inlier: int
+    category: str
+    test_paths: tuple[str, ...] | None = None
+    train_paths: tuple[str, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset.
+
+    Attributes:
+      name: canonical key.
+      categories: the valid canonical categories, or None for an open set (folder datasets,
+        where any subfolder name is a category).
+      default_input_shape: (H, W, C) used when the caller gives none.
+      loader: ``loader(root, *, category, input_shape, need_outliers, cache_dir, skip_corrupt,
+        seed) -> SourceArrays``; ``category`` is already canonical.
+      description: one line for help texts.
+    """
+
+    name: str
+    categories: tuple[str, ...] | None
+    default_input_shape: tuple[int, int, int]
+    loader: Callable[..., SourceArrays]
+    description: str
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+# Normalised alternative spellings of categories (class names), per canonical dataset key, and
+# the readable name shown next to each category in error messages.
+_CATEGORY_ALIASES: dict[str, dict[str, str]] = {}
+_CATEGORY_DISPLAY: dict[str, dict[str, str]] = {}
+
+
+def _norm(text: str) -> str:
+    """Case-, space- and punctuation-insensitive form of a class name ('T-shirt/top')."""
+    return re.sub(r"[^0-9a-z]", "", str(text).lower().replace("&", "and"))
+
+
+def register_dataset(
+    spec: DatasetSpec,
+    *aliases: str,
+    class_names: Sequence[str] | None = None,
+    category_aliases: Mapping[str, str] | None = None,
+) -> DatasetSpec:
+    """Adds ``spec`` to :data:`DATASETS` under its name and ``aliases``.
+
+    Args:
+      spec: the dataset.
+      aliases: other dataset keys (e.g. the reference's 'fashion_mnistood').
+      class_names: names parallel to ``spec.categories``, accepted as categories too.
+      category_aliases: further spellings, mapped to canonical categories.
+    """
+    DATASETS.add(spec.name, spec, *aliases)
+    cats = tuple(spec.categories or ())
+    table = {_norm(c): c for c in cats}
+    display: dict[str, str] = {}
+    if class_names is not None:
+        if len(class_names) != len(cats):
+            raise ValueError(f"{spec.name}: {len(class_names)} class names for {len(cats)} ids")
+        for cat, cname in zip(cats, class_names):
+            table.setdefault(_norm(cname), cat)
+            if cname != cat:
+                display[cat] = cname
+    table.update({_norm(k): v for k, v in (category_aliases or {}).items()})
+    _CATEGORY_ALIASES[spec.name] = table
+    _CATEGORY_DISPLAY[spec.name] = display
+    return spec
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec registered under ``name`` (or an alias); DataError listing the valid names."""
+    try:
+        return DATASETS.get(name)
+    except KeyError as e:
+        raise DataError(str(e.args[0])) from None
+
+
+def validate_category(name: str, category: str | int) -> str:
+    """Returns the canonical category of dataset ``name``; fast, loads no data.
+
+    Accepts the canonical id ('3'), the reference's ``int(float())`` spellings ('3.0', 3) and
+    class names in any case/punctuation ('T-shirt/top', 'airplane', 'eyeglasses'). For open-set
+    datasets (``categories is None``) any non-empty string is returned stripped; it is checked
+    against the data at load time.
+
+    Raises:
+      DataError: unknown dataset or category; the message lists the valid values.
+    """
+    spec = get_spec(name)
+    text = str(category).strip()
+    if spec.categories is None:
+        if not text:
+            raise DataError(
+                f"dataset '{spec.name}' needs a category: the name (or sorted index) of a "
+                "subfolder of <root>/train"
+            )
+        return text
+    table = _CATEGORY_ALIASES.get(spec.name, {})
+    if text in spec.categories:
+        return text
+    try:
+        as_float = float(text)
+    except ValueError:
+        as_float = None
+    if as_float is not None and as_float.is_integer() and str(int(as_float)) in spec.categories:
+        return str(int(as_float))
+    if text and _norm(text) in table:
+        return table[_norm(text)]
+    named = _CATEGORY_DISPLAY.get(spec.name, {})
+    shown = [f"{c} ({named[c]})" if c in named else c for c in spec.categories]
+    raise DataError(
+        f"unknown category '{category}' for dataset '{spec.name}'; valid: {', '.join(shown)}"
+    )
+
+
+def validate_input_shape(
+    input_shape: Sequence[int] | str | None, default: Sequence[int]
+) -> tuple[int, int, int]:
+    """(H, W, C) as ints with H, W >= 1 and C in {1, 3}; ``default`` when None.
+
+    A reference-style string '32,32,3' is accepted too.
+    """
+    if isinstance(input_shape, str):
+        input_shape = input_shape.split(",")
+    shape = tuple(default if input_shape is None else input_shape)
+    try:
+        shape = tuple(int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise DataError(f"input_shape must be three integers H,W,C, got {input_shape}") from None
+    if len(shape) != 3 or shape[0] < 1 or shape[1] < 1 or shape[2] not in (1, 3):
+        raise DataError(f"input_shape must be H,W,C with H,W >= 1 and C in {{1,3}}, got {shape}")
+    return shape
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    # SeedSequence needs non-negative entropy; fold negative seeds instead of failing.
+    return np.random.default_rng([int(seed) % (2**63), stream])
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitIndices:
+    """Row indices of a one-class task into the source arrays.
+
+    ``train`` and ``cls`` index the source train arrays. ``test`` indexes the source test
+    arrays, or the source train arrays when ``test_from_train`` (validation mode).
+    ``test_y`` is 1 for outliers, 0 for inliers.
+    """
+
+    train: np.ndarray
+    cls: np.ndarray
+    test: np.ndarray
+    test_y: np.ndarray
+    test_from_train: bool
+
+
+def one_class_indices(
+    train_y: np.ndarray,
+    test_y: np.ndarray,
+    inlier: int,
+    *,
+    is_validation: bool = False,
+    seed: int = 0,
+    max_cls: int | None = 20000,
+) -> SplitIndices:
+    """Applies the one-class protocol to class labels; pure numpy, global RNG untouched.
+
+    Normal mode (spec 7.1): train = training rows with label == ``inlier``; test = every test
+    row, labelled 0 if its class is ``inlier`` else 1.
+    Validation mode (spec 7.2): the training inliers are permuted; the first 90% (``9N // 10``)
+    are the training set, the other 10% the validation inliers, and as many validation outliers
+    are drawn without replacement from the training rows of the other classes (all of them if
+    there are fewer). The validation set replaces the test set.
+    The classifier set is the training set, or a seeded random ``max_cls`` of its rows (kept in
+    their original order) when it is larger. Reference behaviour: the cap is 20,000 and only
+    CelebA reaches it.
+
+    Args:
+      train_y: [N] int class ids of the source train rows.
+      test_y: [T] int class ids of the source test rows.
+      inlier: the class id of the normal category.
+      is_validation: use the validation split instead of the test set.
+      seed: derives the generators of the validation split and of the cap.
+      max_cls: the classifier-set cap; None or <= 0 disables it.
+
+    Raises:
+      DataError: there is no training inlier, or (validation) no outlier to draw from.
+    """
+    train_y = np.asarray(train_y).reshape(-1)
+    test_y = np.asarray(test_y).reshape(-1)
+    train = np.flatnonzero(train_y == inlier)
+    if train.size == 0:
+        raise DataError(f"no training images of category id {inlier} in the source data")
+    if is_validation:
+        rng = _rng(seed, _STREAM_VALIDATION)
+        perm = rng.permutation(train)
+        n_train = (9 * train.size) // 10
+        pool = np.flatnonzero(train_y != inlier)
+        if pool.size == 0:
+            raise DataError(
+                "validation mode needs training images of other classes to draw outliers from; "
+                "the source has only the inlier class"
+            )
+        val_in = np.sort(perm[n_train:])
+        val_out = np.sort(rng.permutation(pool)[: val_in.size])
+        train = np.sort(perm[:n_train])
+        test = np.concatenate([val_in, val_out])
+        labels = np.concatenate([np.zeros(val_in.size), np.ones(val_out.size)])
+        from_train = True
+    else:
+        test = np.arange(test_y.size)
+        labels = test_y != inlier
+        from_train = False
+    cls = train
+    if max_cls is not None and max_cls > 0 and train.size > max_cls:
+        pick = _rng(seed, _STREAM_CLS_CAP).permutation(train.size)[:max_cls]
+        cls = train[np.sort(pick)]
+    return SplitIndices(
+        train=train.astype(np.int64),
+        cls=cls.astype(np.int64),
+        test=test.astype(np.int64),
+        test_y=np.asarray(labels, dtype=np.int64),
+        test_from_train=from_train,
+    )
+
+
+def load_one_class(
+    name: str,
+    *,
+    root: str | None,
+    category: str,
+    input_shape: tuple[int, int, int] | None = None,
+    is_validation: bool = False,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    skip_corrupt: bool = False,
+    max_cls: int = 20000,
+) -> OneClassData:
+    """Loads dataset ``name`` and splits it for the one-class task of ``category``.
+
+    Args:
+      name: a registered dataset key or alias (see ``DATASETS.names()``).
+      root: where the data lives (dataset-specific layouts; None = the dataset's default).
+      category: the inlier category (see :func:`validate_category`).
+      input_shape: (H, W, C) of the returned images; None = the dataset's default.
+      is_validation: return the 90/10 validation split as the test set (spec 7.2).
+      seed: seeds the validation split and the classifier-set cap (never the global RNG).
+      cache_dir: where decoded images are cached (None = ``DROC_CACHE_DIR`` or
+        ``~/.cache/deep_representation_one_class``; '' disables the cache).
+      skip_corrupt: skip undecodable image files with a warning instead of failing.
+      max_cls: cap of the classifier-fitting set.
+
+    Returns:
+      A :class:`OneClassData` with uint8 images at ``input_shape``.
+
+    Raises:
+      DataError: unknown dataset/category, missing or malformed data.
+    """
+    spec = get_spec(name)
+    canonical = validate_category(spec.name, category)
+    shape = validate_input_shape(input_shape, spec.default_input_shape)
+    src = spec.loader(
+        root,
+        category=canonical,
+        input_shape=shape,
+        need_outliers=is_validation,
+        cache_dir=cache_dir,
+        skip_corrupt=skip_corrupt,
+        seed=seed,
+    )
+    split = one_class_indices(
+        src.train_y,
+        src.test_y,
+        src.inlier,
+        is_validation=is_validation,
+        seed=seed,
+        max_cls=max_cls,
+    )
+    train_x = np.ascontiguousarray(src.train_x[split.train])
+    same = split.cls.size == split.train.size
+    cls_x = train_x if same else np.ascontiguousarray(src.train_x[split.cls])
+    if split.test_from_train:
+        test_x, test_class = src.train_x[split.test], src.train_y[split.test]
+        paths = src.train_paths
+    else:
+        test_x, test_class = src.test_x[split.test], src.test_y[split.test]
+        paths = src.test_paths
+    test_paths = tuple(paths[i] for i in split.test) if paths is not None else None
+    return OneClassData(
+        name=spec.name,
+        category=src.category,
+        train_x=train_x,
+        cls_x=cls_x,
+        test_x=np.ascontiguousarray(test_x),
+        test_y=split.test_y,
+        test_class=np.asarray(test_class, dtype=np.int64).reshape(-1),
+        class_names=tuple(src.class_names),
+        test_paths=test_paths,
+    )
+
+
+# --------------------------------------------------------------------------- cache helpers
+
+
+def default_cache_dir() -> Path:
+    """``$DROC_CACHE_DIR`` if set, else ``~/.cache/deep_representation_one_class``."""
+    env = os.environ.get("DROC_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "deep_representation_one_class"
+
+
+def fingerprint(paths: Iterable[str | os.PathLike], *extra: object) -> str:
+    """A hex digest of the files' paths, sizes and mtimes plus ``extra`` (e.g. input_shape).
+
+    Cheap (one ``stat`` per file, no reading), and any added, removed, resized or rewritten
+    file changes it.
+    """
+    h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+    for item in extra:
+        h.update(repr(item).encode())
+    for p in sorted(str(p) for p in paths):
+        st = os.stat(p)
+        h.update(f"\n{os.path.abspath(p)}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def cached_arrays(
+    cache_dir: str | os.PathLike | None,
+    stem: str,
+    key: str,
+    build: Callable[[], dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    """Returns ``build()``'s arrays, reusing ``<cache_dir>/<stem>-<key[:24]>.npz`` if present.
+
+    The file is written to a temporary name and renamed with ``os.replace``, so an interrupted
+    run never leaves a truncated cache behind. An unreadable cache entry is rebuilt; an
+    unwritable cache directory only costs a warning. Arrays must not be object arrays (the
+    file is read with ``allow_pickle=False``).
+
+    Args:
+      cache_dir: the cache folder; None = :func:`default_cache_dir`; '' = no caching.
+      stem: a readable file-name prefix, e.g. 'folder-airplane-32x32x3'.
+      key: the digest identifying the source and the preprocessing (see :func:`fingerprint`).
+      build: computes the arrays on a miss.
+    """
+    if cache_dir is not None and str(cache_dir) == "":
+        return build()
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    safe_stem = re.sub(r"[^0-9A-Za-z_.-]+", "_", stem)
+    path = folder / f"{safe_stem}-{key[:24]}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            logger.warning("Ignoring unreadable cache file %s (%s); rebuilding it.", path, e)
+    arrays = build()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{safe_stem}-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        logger.info("Cached decoded images in %s", path)
+    except OSError as e:
+        logger.warning("Could not write the cache file %s (%s); continuing without it.", path, e)
+    return arrays
+
+
+def tfds_batches(name: str, data_dir: str | os.PathLike, split: str, batch_size: int = 1024):
+    """Yields numpy batches (dicts) of an already prepared TFDS dataset; never downloads.
+
+    tensorflow_datasets is imported here, lazily, so that the other loaders do not pay for it.
+
+    Raises:
+      DataError: the dataset is not prepared under ``data_dir``.
+    """
+    import tensorflow_datasets as tfds  # heavy import, only on this path
+
+    try:
+        ds = tfds.load(name, split=split, data_dir=str(data_dir), download=False)
+    except Exception as e:  # tfds raises several unrelated types for "not prepared".
+        raise DataError(
+            f"TFDS dataset '{name}' (split '{split}') is not prepared in {data_dir}: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
+    yield from tfds.as_numpy(ds.batch(batch_size))

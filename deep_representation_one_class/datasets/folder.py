@@ -1,0 +1,205 @@
+"""User image folders (``folder``): ``root/train/<category>/`` normal, ``root/test/<class>/``.
+
+``root/train/<category>/`` holds the normal training images (nested subfolders allowed);
+``root/test/<category>/`` holds the normal test images and every other ``root/test/<name>/``
+holds anomalous ones (the MVTec AD layout ``train/good``, ``test/good``, ``test/<defect>`` fits).
+Other ``root/train/<name>/`` folders are only read by the validation mode, as outliers.
+PNG, JPEG and BMP files (any case) in any mode and size are decoded, converted to the requested
+channels and resized bilinearly; other files and dot-files are ignored; files are sorted for
+determinism. Each class folder is decoded once and cached, keyed by its file list, sizes,
+mtimes and the input shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from deep_representation_one_class.datasets import images
+from deep_representation_one_class.datasets.base import (
+    DataError,
+    DatasetSpec,
+    SourceArrays,
+    cached_arrays,
+    fingerprint,
+    register_dataset,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted by their relative path."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(images.IMAGE_EXTENSIONS):
+                found.append(Path(dirpath) / name)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_class_folder(
+    folder: Path, input_shape, *, cache_dir=None, skip_corrupt: bool = False
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Decodes (or reads from the cache) every image under one class folder.
+
+    Returns:
+      ([N, H, W, C] uint8 images, the N source paths).
+
+    Raises:
+      DataError: an undecodable file (unless ``skip_corrupt``, which logs a warning instead).
+    """
+    files = list_images(folder)
+    shape = tuple(int(v) for v in input_shape)
+
+    def decode(path: Path):
+        try:
+            return images.decode_image(str(path), shape, name=str(path))
+        except DataError as e:
+            return e
+
+    def build() -> dict[str, np.ndarray]:
+        results = images.map_threaded(decode, files)
+        good = [(str(p), r) for p, r in zip(files, results) if not isinstance(r, DataError)]
+        bad = [(str(p), str(r)) for p, r in zip(files, results) if isinstance(r, DataError)]
+        x = np.stack([r for _, r in good]) if good else np.zeros((0, *shape), np.uint8)
+        # Failures are cached too, so that a later strict load still reports them without
+        # decoding everything again.
+        return {
+            "x": x,
+            "paths": np.array([p for p, _ in good], dtype=str),
+            "bad_paths": np.array([p for p, _ in bad], dtype=str),
+            "bad_msgs": np.array([m for _, m in bad], dtype=str),
+        }
+
+    key = fingerprint(files, "folder", str(folder.resolve()), shape)
+    stem = f"folder-{folder.name}-{'x'.join(map(str, shape))}"
+    arrays = cached_arrays(cache_dir, stem, key, build)
+    if arrays["bad_paths"].size:
+        if not skip_corrupt:
+            raise DataError(str(arrays["bad_msgs"][0]))
+        logger.warning(
+            "Skipped %d undecodable image(s) in %s, e.g. %s",
+            arrays["bad_paths"].size,
+            folder,
+            arrays["bad_paths"][0],
+        )
+    return arrays["x"], tuple(str(p) for p in arrays["paths"])
+
+
+def resolve_category(category: str, available: list[str], train_dir: Path) -> str:
+    """A folder name from a name (exact, then case-insensitive) or a sorted index ('0')."""
+    if category in available:
+        return category
+    folded = [c for c in available if c.lower() == category.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    if category.isdigit() and int(category) < len(available):
+        return available[int(category)]
+    raise DataError(
+        f"no category folder '{category}' in {train_dir}; available (name or sorted index): "
+        + ", ".join(f"{i}={c}" for i, c in enumerate(available))
+    )
+
+
+def _load(
+    root, *, category, input_shape, need_outliers=False, cache_dir=None, skip_corrupt=False,
+    **_unused,
+) -> SourceArrays:  # fmt: skip
+    if root is None:
+        raise DataError(
+            "dataset 'folder' needs root=<folder with train/<category>/ and test/<class>/>"
+        )
+    base = Path(root).expanduser()
+    train_dir, test_dir = base / "train", base / "test"
+    if not base.is_dir():
+        raise DataError(
+            f"image folder root {base} does not exist; expected {train_dir}/"
+            f"<category>/ and {test_dir}/<class>/"
+        )
+    for d in (train_dir, test_dir):
+        if not d.is_dir():
+            have = ", ".join(_subfolders(base)) or "nothing"
+            raise DataError(
+                f"{d} is missing (found in {base}: {have}); expected "
+                f"{train_dir}/<category>/ and {test_dir}/<class>/ subfolders"
+            )
+    train_classes = _subfolders(train_dir)
+    if not train_classes:
+        raise DataError(
+            f"{train_dir} has no category subfolders; put the normal training "
+            f"images in {train_dir}/<category>/"
+        )
+    cat = resolve_category(category, train_classes, train_dir)
+    test_classes = _subfolders(test_dir)
+    if cat not in test_classes:
+        raise DataError(
+            f"{test_dir / cat} is missing: put the normal test images of '{cat}' "
+            f"there and the anomalous ones in other folders of {test_dir} "
+            f"(found: {', '.join(test_classes) or 'nothing'})"
+        )
+    loose = [p.name for p in test_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if loose:
+        logger.warning(
+            "Ignoring %d file(s) directly in %s (e.g. %s): test images must be in class subfolders",
+            len(loose),
+            test_dir,
+            loose[0],
+        )
+    class_names = tuple(sorted(set(train_classes) | set(test_classes)))
+    opts = {"cache_dir": cache_dir, "skip_corrupt": skip_corrupt}
+
+    train_parts, train_ids, train_paths = [], [], []
+    for name in [cat] + ([c for c in train_classes if c != cat] if need_outliers else []):
+        x, paths = load_class_folder(train_dir / name, input_shape, **opts)
+        if name == cat and len(x) == 0:
+            raise DataError(
+                f"no images (.png/.jpg/.jpeg/.bmp) under {train_dir / cat}; "
+                f"available categories: {', '.join(train_classes)}"
+            )
+        train_parts.append(x)
+        train_ids.append(np.full(len(x), class_names.index(name), np.int64))
+        train_paths += paths
+    test_parts, test_ids, test_paths = [], [], []
+    for name in test_classes:
+        x, paths = load_class_folder(test_dir / name, input_shape, **opts)
+        test_parts.append(x)
+        test_ids.append(np.full(len(x), class_names.index(name), np.int64))
+        test_paths += paths
+    test_y = np.concatenate(test_ids)
+    inlier = class_names.index(cat)
+    if not np.any(test_y == inlier) or not np.any(test_y != inlier):
+        raise DataError(
+            f"{test_dir} needs images in {cat}/ (normal) and in at least one other "
+            "class folder (anomalous) to measure detection"
+        )
+    return SourceArrays(
+        train_x=np.concatenate(train_parts),
+        train_y=np.concatenate(train_ids),
+        test_x=np.concatenate(test_parts),
+        test_y=test_y,
+        class_names=class_names,
+        inlier=inlier,
+        category=cat,
+        test_paths=tuple(test_paths),
+        train_paths=tuple(train_paths),
+    )
+
+
+register_dataset(
+    DatasetSpec(
+        name="folder",
+        categories=None,
+        default_input_shape=(32, 32, 3),
+        loader=_load,
+        description="user images: root/train/<category>/ normal, root/test/<class>/ labelled",
+    )
+)

@@ -1,0 +1,60 @@
+"""Evaluation of learned representations: one-class scorers over features and their metrics.
+
+Importing this package registers the scorers in ``SCORERS`` and pulls in numpy, scipy and
+scikit-learn only; TensorFlow-dependent evaluation modules (feature extraction, callbacks) are
+imported from their own submodules by the code that needs them.
+"""
+
+from __future__ import annotations
+
+from deep_representation_one_class.evaluation.metrics import (
+    DEFAULT_SCORERS,
+    OverkillEscape,
+    auroc,
+    escape_at_overkill,
+    evaluate_features,
+    evaluate_rotation,
+    operating_point_at_overkill,
+    overkill_escape,
+    threshold_stats,
+)
+from deep_representation_one_class.evaluation.scorers import (
+    SCORERS,
+    EvaluationInputError,
+    GdeScorer,
+    KdeScorer,
+    LinearOcsvmScorer,
+    NearestNeighborScorer,
+    RbfOcsvmScorer,
+    Scorer,
+    as_features,
+    gamma_rule,
+    l2_normalize,
+    make_scorer,
+    rotation_scores,
+)
+
+__all__ = [
+    "DEFAULT_SCORERS",
+    "SCORERS",
+    "EvaluationInputError",
+    "GdeScorer",
+    "KdeScorer",
+    "LinearOcsvmScorer",
+    "NearestNeighborScorer",
+    "OverkillEscape",
+    "RbfOcsvmScorer",
+    "Scorer",
+    "as_features",
+    "auroc",
+    "escape_at_overkill",
+    "evaluate_features",
+    "evaluate_rotation",
+    "gamma_rule",
+    "l2_normalize",
+    "make_scorer",
+    "operating_point_at_overkill",
+    "overkill_escape",
+    "rotation_scores",
+    "threshold_stats",
+]

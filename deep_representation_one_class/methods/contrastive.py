@@ -1,0 +1,52 @@
+"""Contrastive learning (SimCLR-style), optionally with distribution augmentation.
+
+Distribution augmentation itself happens on the training arrays (``datasets.expand_distaug``):
+rotated/flipped copies simply become extra instances, so nothing here depends on it.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from deep_representation_one_class import distribute
+from deep_representation_one_class.methods import losses
+from deep_representation_one_class.methods.base import METHODS, Method
+
+
+@METHODS.register("contrastive")
+class Contrastive(Method):
+    """Two views per image; InfoNCE with negatives from the whole global batch.
+
+    Default: the reference's one-directional cross-view loss. ``--symmetric_loss`` switches to
+    SimCLR's NT-Xent. Both views go through one forward pass, so (as in the reference) they
+    share BatchNorm statistics within a replica.
+    """
+
+    name = "contrastive"
+
+    @classmethod
+    def check_config(cls, config, num_views):
+        if num_views != 2:
+            raise ValueError(
+                f"method contrastive needs exactly 2 views in --aug_list, got {num_views}"
+            )
+
+    def examples_per_step(self, global_batch, num_views):
+        return 2 * global_batch if self.config.symmetric_loss else global_batch
+
+    def per_example(self, model, views, training=True):
+        x1, x2 = views[0], views[1]
+        b = tf.shape(x1)[0]
+        out = model(tf.concat([x1, x2], axis=0), training=training)
+        z = losses.l2_normalize(out["embeds"])
+        z1, z2 = z[:b], z[b:]
+        replica_id, _ = distribute.replica_info()
+        offset = replica_id * b
+        tau = self.config.temperature
+        if self.config.symmetric_loss:
+            # One gather of [z1 | z2] rather than two: independent collectives inside the
+            # step's while-loop may be scheduled in different orders on different replicas.
+            z_all = distribute.all_gather(tf.concat([z1, z2], axis=1))
+            dim = tf.shape(z1)[1]
+            return losses.nt_xent(z1, z2, z_all[:, :dim], z_all[:, dim:], offset, tau)
+        return losses.info_nce(z1, z2, distribute.all_gather(z2), offset, tau)

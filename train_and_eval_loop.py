@@ -1,0 +1,12 @@
+"""Train a representation on inliers, then fit and evaluate one-class classifiers.
+
+    python train_and_eval_loop.py --method=contrastive        # quick CPU run on Fashion-MNIST
+    python train_and_eval_loop.py --helpfull                  # every flag
+
+A thin shim over ``deep_representation_one_class.main`` (also installed as ``droc-train``).
+"""
+
+from deep_representation_one_class.main import run_cli
+
+if __name__ == "__main__":
+    run_cli()
