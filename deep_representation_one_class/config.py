@@ -35,6 +35,30 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "latent_dim": 4,
         "batch_size": 32,
     },
+    # Baselines of Table 7 (methods/rotnet.py, denoising.py, imagenet.py). "num_epoch", when
+    # present, replaces the quick default number of epochs.
+    "rotnet": {
+        "aug_list": PAPER_AUG + ROTATIONS,
+        "aug_list_for_test": "x" + ROTATIONS,
+        "head_dims": (),
+        "latent_dim": 4,
+        "batch_size": 32,
+    },
+    "denoising": {
+        "aug_list": "x",
+        "aug_list_for_test": None,
+        "head_dims": (),
+        "latent_dim": 0,
+        "batch_size": 64,
+    },
+    "imagenet": {
+        "aug_list": "x",
+        "aug_list_for_test": None,
+        "head_dims": (),
+        "latent_dim": 0,
+        "batch_size": 64,
+        "num_epoch": 0,  # fixed features: evaluation only
+    },
 }
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -104,6 +128,8 @@ class Config:
     steps_per_call: int = 1
     jit_compile: bool = False
     force_init: bool = False
+    # Baselines: local weights file of the ImageNet ResNet-50 (method imagenet).
+    imagenet_weights: str | None = None
     # Patch-level tasks (MVTec AD): training patches, dense scoring and localisation.
     patch_size: int = 32
     patch_stride: int = 8

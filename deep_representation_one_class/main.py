@@ -38,7 +38,7 @@ flags.DEFINE_string(
     "method",
     _D.method,
     "Representation learner: contrastive or rotation "
-    "(reference alias: UnsupEmbed). Case-insensitive.",
+    "(reference alias: UnsupEmbed); baselines: rotnet, denoising, imagenet. Case-insensitive.",
 )
 flags.DEFINE_string(
     "dataset",
@@ -211,6 +211,12 @@ flags.DEFINE_integer(
 flags.DEFINE_float(
     "smooth_sigma", 4.0, "Patch tasks: Gaussian sigma (pixels) smoothing the anomaly map."
 )
+flags.DEFINE_string(
+    "imagenet_weights",
+    None,
+    "--method=imagenet: local Keras ResNet50 no-top weights file "
+    "(resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5); nothing is downloaded.",
+)
 flags.DEFINE_bool("verbose", False, "Show full tracebacks on errors.")
 
 FLAGS = flags.FLAGS
@@ -313,7 +319,11 @@ def config_from_flags(f=FLAGS) -> config_lib.Config:
         sched_gamma=f.sched_gamma,
         sched_min_rate=f.sched_min_rate,
         sched_level=f.sched_level,
-        num_epoch=f.num_epoch if f.num_epoch is not None else _default_epochs(f.distaug_type),
+        num_epoch=(
+            f.num_epoch
+            if f.num_epoch is not None
+            else defaults.get("num_epoch", _default_epochs(f.distaug_type))
+        ),
         num_batch=f.num_batch,
         batch_size=f.batch_size if f.batch_size is not None else defaults["batch_size"],
         seed=f.seed,
@@ -328,6 +338,7 @@ def config_from_flags(f=FLAGS) -> config_lib.Config:
         steps_per_call=f.steps_per_call,
         jit_compile=f.jit_compile,
         force_init=f.force_init,
+        imagenet_weights=f.imagenet_weights,
         patch_size=f.patch_size,
         patch_stride=f.patch_stride,
         patch_agg=f.patch_agg,

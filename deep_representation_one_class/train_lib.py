@@ -102,7 +102,8 @@ def _prepare_run_dir(cfg: config_lib.Config) -> str | None:
         raise RunError(f"cannot write to --model_dir {run_dir}: {e.strerror}") from None
     old_cfg_path = os.path.join(run_dir, "config.json")
     if os.path.exists(old_cfg_path):
-        old = io.read_json(old_cfg_path)
+        # Keys absent from an older config.json take today's defaults (forward compatible).
+        old = {**config_lib.Config().to_dict(), **io.read_json(old_cfg_path)}
         new = cfg.to_dict()
         diff = sorted(
             k
@@ -236,7 +237,7 @@ class Trainer:
         self.num_views = num_views
         self.method = methods.METHODS.get(cfg.method)(cfg)
         with strategy.scope():
-            self.model = make_model(cfg)
+            self.model = self.method.build_model(lambda: make_model(cfg))
             self.optimizer, self.schedule = make_optimizer(cfg, total_steps, spe)
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")

@@ -106,3 +106,18 @@ def test_cli_bad_flag_is_one_line(tmp_path):
     err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert err and "valid: contrastive" in err[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_standalone_evaluate_rescores_saved_embeddings(tmp_path):
+    from deep_representation_one_class import evaluate
+
+    cfg = tiny_config(tmp_path, method="rotation")
+    first = train_lib.run(cfg)
+    rescored = evaluate.evaluate_run(cfg.model_dir, classifiers=["kde", "gde"])
+    assert set(rescored) == {"pool.kde", "pool.gde", "embed.kde", "embed.gde", "logit.auc",
+                             "dscore.auc"}
+    for key, value in rescored.items():
+        assert value == pytest.approx(first.metrics[key], abs=1e-9)
+    again = evaluate.evaluate_run(cfg.model_dir, reextract=True)
+    for key, value in again.items():
+        assert value == pytest.approx(first.metrics[key], abs=1e-6)

@@ -36,6 +36,7 @@ from deep_representation_one_class.datasets.base import (
     cached_arrays,
     fingerprint,
     register_dataset,
+    validate_category,
 )
 from deep_representation_one_class.datasets.folder import list_images
 
@@ -307,9 +308,10 @@ def load_masks(
     Loads (or reads from the caches) the whole category; use :func:`masks_for` when the task is
     already loaded.
     """
-    src = _load(root, category=category, input_shape=(size[0], size[1], 3), cache_dir=cache_dir)
-    key = (str((Path(root).expanduser() / category).resolve()), category, (int(size[0]), int(size[1])))
-    return _MASKS[key][1] if key in _MASKS else masks_for_paths(src.test_paths or (), size)
+    category = validate_category("mvtec", category)
+    h, w = int(size[0]), int(size[1])
+    _load(root, category=category, input_shape=(h, w, 3), cache_dir=cache_dir)
+    return _MASKS[(str((Path(root).expanduser() / category).resolve()), category, (h, w))][1]
 
 
 register_dataset(

@@ -1,6 +1,12 @@
 """Self-supervised methods; importing this package registers them in ``METHODS``."""
 
-from deep_representation_one_class.methods import contrastive, rotation  # noqa: F401
+from deep_representation_one_class.methods import (  # noqa: F401
+    contrastive,
+    denoising,
+    imagenet,
+    rotation,
+    rotnet,
+)
 from deep_representation_one_class.methods.base import METHODS, Method
 
 __all__ = ["METHODS", "Method"]

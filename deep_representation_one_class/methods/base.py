@@ -6,6 +6,7 @@ The runner (``train_lib``) owns the optimizer, the distribution, IO and evaluati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 import keras
@@ -32,6 +33,16 @@ class Method:
     @classmethod
     def check_config(cls, config: Config, num_views: int) -> None:
         """Raises ValueError (one line) when the config cannot work with this method."""
+
+    def build_model(self, make_default: Callable[[], keras.Model]) -> keras.Model:
+        """Returns the model to train and evaluate; called once, inside the strategy scope.
+
+        ``make_default()`` builds the configured backbone + head. A method may extend it (the
+        denoising decoder becomes extra outputs of the same model, so the runner's optimizer,
+        weight decay and checkpoints cover it) or replace it (fixed ImageNet features). Every
+        model must still output ``pools``, ``embeds`` and ``logits``.
+        """
+        return make_default()
 
     def examples_per_step(self, global_batch: int, num_views: int) -> int:
         """How many per-example losses one global step averages over."""

@@ -1,0 +1,450 @@
+"""Use a finished run as an anomaly detector: score new images and turn scores into decisions.
+
+``Detector.load(run_dir)`` rebuilds the network from ``config.json``, restores the latest
+checkpoint (model weights only) and fits the one-class classifiers on the classifier-train
+features saved in ``embeddings.npz``, so no training data is needed. New images go through the
+run's test-time preprocessing: decoded to 'L'/'RGB', converted to the run's channels, resized
+(bilinear) to its ``input_shape`` as the dataset loaders do, then view 0 of the test views (the
+un-rotated, un-augmented image). Scores follow the package convention (higher = more
+anomalous); ``decide`` flags ``score >= threshold``, where a threshold is a number or an
+inlier-score quantile such as ``q95`` (see ``thresholds.py`` for where the quantiles come from
+and why the classifiers are then fit on the same 90% of the rows as the quantiles were).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deep_representation_one_class import config as config_lib
+from deep_representation_one_class import thresholds as thresholds_lib
+from deep_representation_one_class.datasets import images as images_lib
+from deep_representation_one_class.datasets.base import DataError
+from deep_representation_one_class.evaluation import scorers as scorers_lib
+from deep_representation_one_class.utils import io
+
+FEATURES = ("pool", "embed")
+# Reference behaviour: the Fashion-MNIST loader zero-pads the native 28x28 images by 2 px to
+# 32x32 instead of resizing them; images of exactly the native size get the same padding here,
+# so that a raw Fashion-MNIST PNG is scored as the run saw its training data.
+_NATIVE_PADDING: dict[str, tuple[int, int, int]] = {"fmnistood": (28, 28, 2)}
+
+PathSource = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+class DetectorError(ValueError):
+    """A run folder, image source or request cannot be used; the message says what to do."""
+
+
+# ----------------------------------------------------------------------------- image input
+def _expand_source(source: PathSource) -> list[str]:
+    """Image file paths of a file, a folder (recursive), a glob pattern or a list of those."""
+    if isinstance(source, (str, os.PathLike)):
+        items = [source]
+    else:
+        items = list(source)
+    found: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        if os.path.isdir(text):
+            from deep_representation_one_class.datasets.folder import list_images
+
+            found.extend(str(p) for p in list_images(Path(text)))
+        elif os.path.isfile(text):
+            found.append(text)
+        elif glob.has_magic(text):
+            found.extend(
+                p
+                for p in sorted(glob.glob(text, recursive=True))
+                if os.path.isfile(p) and p.lower().endswith(images_lib.IMAGE_EXTENSIONS)
+            )
+        else:
+            raise DetectorError(f"no such image file or folder: {text}")
+    if not found:
+        raise DetectorError(
+            f"no image files ({', '.join(images_lib.IMAGE_EXTENSIONS)}) found in "
+            f"{', '.join(os.fspath(i) for i in items)}"
+        )
+    return found
+
+
+def load_images(
+    source: PathSource,
+    input_shape: Sequence[int] | None = None,
+    *,
+    transform: Callable[[Any], Any] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Decodes image files (PNG/JPEG/BMP in any mode: grayscale, RGBA, palette, 16-bit).
+
+    Args:
+      source: a file, a folder (searched recursively, sorted), a glob pattern (``**`` allowed)
+        or a list of those.
+      input_shape: (H, W, C), C in {1, 3}: every image is converted to C channels (alpha is
+        dropped) and resized bilinearly to H x W. None keeps the native size, which must then be
+        the same for every file (channels: 1 if all are grayscale, else 3).
+      transform: optional PIL-image step applied after decoding (e.g. a padding).
+
+    Returns:
+      ``(images, paths)``: ``[N, H, W, C]`` uint8 and the N source paths in that order.
+
+    Raises:
+      DetectorError: nothing found or mismatched native sizes. DataError: an undecodable file.
+    """
+    paths = _expand_source(source)
+
+    def decode(path: str):
+        img = images_lib.open_image(path)
+        if transform is not None:
+            img = transform(img)
+        if input_shape is not None:
+            return images_lib.pil_to_array(img, input_shape)
+        arr = np.asarray(img, dtype=np.uint8)
+        return arr[..., None] if arr.ndim == 2 else arr
+
+    arrays = images_lib.map_threaded(decode, paths)
+    if input_shape is None:
+        sizes = {a.shape[:2] for a in arrays}
+        if len(sizes) > 1:
+            raise DetectorError(
+                f"images have different sizes {sorted(sizes)[:4]}; pass input_shape to resize them"
+            )
+        if any(a.shape[-1] == 3 for a in arrays):
+            arrays = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in arrays]
+    return np.stack(arrays), paths
+
+
+def _pad_transform(dataset: str) -> Callable[[Any], Any] | None:
+    """The PIL version of ``_NATIVE_PADDING`` for ``dataset`` (None when it has none)."""
+    if dataset not in _NATIVE_PADDING:
+        return None
+    h, w, pad = _NATIVE_PADDING[dataset]
+
+    def pad_native(img):
+        from PIL import ImageOps
+
+        return ImageOps.expand(img, border=pad, fill=0) if img.size == (w, h) else img
+
+    return pad_native
+
+
+def fit_to_input(images: Any, input_shape: Sequence[int], dataset: str = "") -> np.ndarray:
+    """Brings an image batch to the run's input shape and channels.
+
+    Args:
+      images: ``[N, H, W, C]`` or ``[N, H, W]``: uint8 in [0, 255] or float in [0, 1];
+        C in {1, 3, 4} (alpha is dropped).
+      input_shape: the run's (H, W, C).
+      dataset: the run's dataset key (applies its native-size padding, e.g. Fashion-MNIST).
+
+    Returns:
+      ``[N, H, W, C]`` uint8 (uint8 input) or float32 in [0, 1] (float input). uint8 input is
+      resized with Pillow like the dataset loaders; float input with ``tf.image.resize``
+      (bilinear, antialiased).
+    """
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[0] == 0 or x.shape[-1] not in (1, 3, 4):
+        raise DetectorError(
+            f"images must be a non-empty [N, H, W, C] (C = 1, 3 or 4) or [N, H, W] array, got "
+            f"shape {x.shape}"
+        )
+    h, w, c = (int(v) for v in input_shape)
+    if dataset in _NATIVE_PADDING:
+        nh, nw, pad = _NATIVE_PADDING[dataset]
+        if x.shape[1:3] == (nh, nw):
+            x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    if x.dtype == np.uint8:
+        return images_lib.resize_images(x, (h, w, c))
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DetectorError(f"images must be uint8 or float in [0, 1], got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)) or x.min() < -1e-6 or x.max() > 1.0 + 1e-6:
+        raise DetectorError(
+            "float images must be finite and in [0, 1] (divide 0..255 data by 255 or pass uint8)"
+        )
+    x = x[..., :3]
+    if x.shape[-1] == 1 and c == 3:
+        x = np.repeat(x, 3, axis=-1)
+    elif x.shape[-1] == 3 and c == 1:
+        # ITU-R 601-2 luma, the weights Pillow's 'L' conversion uses for uint8 images.
+        x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    if x.shape[1:3] != (h, w):
+        import tensorflow as tf
+
+        x = tf.image.resize(x, (h, w), method="bilinear", antialias=True).numpy()
+    return np.clip(x, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- run loading
+def read_run_config(run_dir: str) -> config_lib.Config:
+    """The ``Config`` of a run folder (``config.json``)."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise DetectorError(
+            f"{run_dir} is not a run folder (no config.json); pass the --model_dir of a training "
+            "run"
+        )
+    try:
+        return config_lib.Config.from_dict(io.read_json(path))
+    except (ValueError, TypeError) as e:
+        raise DetectorError(f"cannot read {path}: {e}") from None
+
+
+def restore_model(run_dir: str, cfg: config_lib.Config):
+    """Builds the run's network and restores the weights of its latest checkpoint.
+
+    Only the model is restored (``expect_partial``: the optimizer state is not needed), but
+    every model variable must be found in the checkpoint.
+    """
+    import tensorflow as tf
+
+    from deep_representation_one_class import train_lib
+
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    if latest is None:
+        raise DetectorError(
+            f"no checkpoint in {ckpt_dir}; train the run first (or rerun its command to finish it)"
+        )
+    model = train_lib.make_model(cfg)
+    status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise DetectorError(
+            f"checkpoint {latest} does not match the network of config.json ({str(e)[:120]})"
+        ) from None
+    return model
+
+
+def view0_fn(cfg: config_lib.Config):
+    """The run's test-time preprocessing of one image: view 0 of its test views.
+
+    Returns:
+      ``fn(image [H, W, C] uint8 or float, seed) -> (view0,)``, a float32 [S, S, C] image.
+    """
+    from deep_representation_one_class import train_lib
+
+    _, test_fn, _, _ = train_lib.make_view_fns(cfg)
+
+    def fn(image, seed):
+        # The other views (rotations) are dropped here; tf.data traces this function into a
+        # graph, which prunes their unused ops.
+        return test_fn(image, seed)[:1]
+
+    return fn
+
+
+class Detector:
+    """A trained run's encoder plus one-class classifiers fitted on its saved features.
+
+    Attributes:
+      run_dir: the run folder.
+      config: the run's ``Config``.
+      model: the restored Keras model ([B, H, W, C] float32 in [0, 1] -> {"pools", "embeds",
+        "logits"}).
+      feature: ``"pool"`` (f, the paper's) or ``"embed"`` (g∘f).
+      scorers: canonical classifier name -> fitted ``Scorer``.
+      thresholds: the ``thresholds.compute_thresholds`` dict the scorers are consistent with.
+    """
+
+    def __init__(self, run_dir, config, model, feature, scorers, thresholds):
+        self.run_dir = run_dir
+        self.config = config
+        self.model = model
+        self.feature = feature
+        self.scorers = scorers
+        self.thresholds = thresholds
+        self._view0 = None
+
+    @classmethod
+    def load(
+        cls,
+        run_dir: str,
+        classifiers: Sequence[str] | None = None,
+        feature: str = "pool",
+    ) -> Detector:
+        """Loads a finished run.
+
+        Args:
+          run_dir: a run folder with ``config.json``, ``checkpoints/`` and ``embeddings.npz``.
+          classifiers: scorer keys or aliases (``kde``, ``gde``, ``kocsvm``, ``auc``,
+            ``locsvm``); None = the run's ``--classifiers``.
+          feature: ``"pool"`` or ``"embed"``.
+
+        Returns:
+          A ready ``Detector``.
+
+        Raises:
+          DetectorError: not a (finished) run folder, unknown classifier or feature.
+        """
+        if feature not in FEATURES:
+            raise DetectorError(f"unknown feature '{feature}'; valid: {', '.join(FEATURES)}")
+        cfg = read_run_config(run_dir)
+        if cfg.dataset == "mvtec":
+            raise DetectorError(
+                "patch-level (mvtec) runs score densely; use the mvtec evaluation instead"
+            )
+        names: list[str] = []
+        for name in classifiers if classifiers is not None else cfg.classifiers:
+            try:
+                key = scorers_lib.SCORERS.canonical(name)
+            except KeyError:
+                valid = ", ".join(scorers_lib.SCORERS.names())
+                raise DetectorError(f"unknown classifier '{name}'; valid: {valid}") from None
+            if key not in names:
+                names.append(key)
+        if not names:
+            raise DetectorError("no classifier requested; pass e.g. classifiers=['kde']")
+        npz_path = os.path.join(run_dir, "embeddings.npz")
+        if not os.path.isfile(npz_path):
+            raise DetectorError(
+                f"{run_dir} has no embeddings.npz: the run has not finished its evaluation; "
+                "rerun its training command to complete it"
+            )
+        with np.load(npz_path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        cls_x = arrays[f"cls_{feature}"]
+        thresholds = cls._thresholds(run_dir, cfg, arrays, names, feature)
+        rows = thresholds_lib.fit_rows(thresholds, cls_x.shape[0])
+        fit_x = cls_x if rows is None else cls_x[rows]
+        fitted = {}
+        for name in names:
+            try:
+                fitted[name] = scorers_lib.make_scorer(name).fit(fit_x)
+            except ValueError as e:
+                raise DetectorError(f"cannot fit {name} on the {feature} features: {e}") from None
+        model = restore_model(run_dir, cfg)
+        return cls(run_dir, cfg, model, feature, fitted, thresholds)
+
+    @staticmethod
+    def _thresholds(run_dir, cfg, arrays, names, feature) -> dict[str, Any]:
+        """The run's thresholds.json if it covers ``names``, else the same computed afresh."""
+        stored = thresholds_lib.load_thresholds(run_dir)
+        n = arrays[f"cls_{feature}"].shape[0]
+        wanted = [f"{feature}.{n_}" for n_ in names]
+        if (
+            stored is not None
+            and stored.get("num_cls") == n
+            and all(k in stored.get("quantiles", {}) for k in wanted)
+        ):
+            return stored
+        heldout = None
+        if cfg.is_validation:
+            heldout = {feature: arrays[f"test_{feature}"][arrays["test_y"] == 0]}
+        return thresholds_lib.compute_thresholds(
+            {feature: arrays[f"cls_{feature}"]}, names, cfg.seed, heldout_feats=heldout
+        )
+
+    # ------------------------------------------------------------------------- properties
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The run's (H, W, C)."""
+        return tuple(int(v) for v in self.config.input_shape)  # type: ignore[return-value]
+
+    @property
+    def classifiers(self) -> list[str]:
+        """Canonical names of the fitted classifiers, in request order."""
+        return list(self.scorers)
+
+    # ------------------------------------------------------------------------- inputs
+    def load_images(self, source: PathSource) -> tuple[np.ndarray, list[str]]:
+        """``load_images`` at this run's input shape (with its dataset's native padding)."""
+        return load_images(
+            source, self.input_shape, transform=_pad_transform(self.config.dataset)
+        )
+
+    def prepare(self, images: Any) -> np.ndarray:
+        """``fit_to_input`` with this run's input shape and dataset."""
+        return fit_to_input(images, self.input_shape, self.config.dataset)
+
+    # ------------------------------------------------------------------------- scoring
+    def features(self, images: Any, batch_size: int | None = None) -> np.ndarray:
+        """Features of ``images`` exactly as the run's evaluation extracted them.
+
+        Args:
+          images: see ``fit_to_input``.
+          batch_size: images per forward pass (default: the run's ``eval_batch_size``).
+
+        Returns:
+          ``[N, D]`` float32 (``pools`` or ``embeds`` of view 0).
+        """
+        from deep_representation_one_class.evaluation import features as features_lib
+
+        x = self.prepare(images)
+        if self._view0 is None:
+            self._view0 = view0_fn(self.config)
+        out = features_lib.extract(
+            self.model, x, self._view0, batch_size or self.config.eval_batch_size
+        )
+        return out[self.feature]
+
+    def score_features(self, feats: Any) -> dict[str, np.ndarray]:
+        """Anomaly scores of precomputed ``[N, D]`` features, per classifier ([N] float64)."""
+        return {name: scorer.score(feats) for name, scorer in self.scorers.items()}
+
+    def score(self, images: Any, batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """Anomaly scores of images.
+
+        Args:
+          images: ``[N, H, W, C]``/``[N, H, W]`` uint8 or float in [0, 1], any size and
+            1/3/4 channels (converted like the dataset loaders do).
+          batch_size: images per forward pass.
+
+        Returns:
+          Classifier name -> ``[N]`` float64 scores, higher = more anomalous.
+        """
+        return self.score_features(self.features(images, batch_size))
+
+    # ------------------------------------------------------------------------- decisions
+    def threshold(self, classifier: str, spec: str | float = thresholds_lib.DEFAULT_SPEC) -> float:
+        """The numeric threshold of ``classifier`` for ``spec`` (``'q95'`` or a number)."""
+        return thresholds_lib.resolve_threshold(
+            self.thresholds, classifier, spec, feature=self.feature
+        )
+
+    def decide(
+        self,
+        scores: Mapping[str, Any],
+        threshold: str | float | Mapping[str, str | float] = thresholds_lib.DEFAULT_SPEC,
+    ) -> dict[str, np.ndarray]:
+        """Anomaly decisions ``score >= threshold``.
+
+        Args:
+          scores: classifier -> ``[N]`` scores (as returned by ``score``).
+          threshold: one spec for every classifier (``'q95'``, ``'max'``, a number) or a
+            mapping classifier -> spec.
+
+        Returns:
+          Classifier -> ``[N]`` bool, True = anomalous.
+        """
+        out = {}
+        for name, s in scores.items():
+            spec = threshold[name] if isinstance(threshold, Mapping) else threshold
+            out[name] = np.asarray(s, dtype=np.float64) >= self.threshold(name, spec)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"Detector(run_dir={self.run_dir!r}, feature={self.feature!r}, "
+            f"classifiers={self.classifiers}, thresholds={self.thresholds.get('source')!r})"
+        )
+
+
+__all__ = [
+    "FEATURES",
+    "DataError",
+    "Detector",
+    "DetectorError",
+    "fit_to_input",
+    "load_images",
+    "read_run_config",
+    "restore_model",
+    "view0_fn",
+]

@@ -1,0 +1,127 @@
+"""Standalone evaluation of a saved run: re-score its embeddings, or re-extract them.
+
+    python -m deep_representation_one_class.evaluate --model_dir=RUN [--classifiers=kde,gde]
+    python -m deep_representation_one_class.evaluate --model_dir=RUN --reextract
+
+Without ``--reextract`` only ``embeddings.npz`` is read (no data, no TensorFlow model), so
+classifiers can be compared on old runs in seconds. With it, the model is rebuilt from
+``config.json``, the latest checkpoint restored and the features extracted again from the data.
+The metrics are written back into ``summary.json`` (atomically) and printed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from deep_representation_one_class import cli
+
+flags.DEFINE_string("model_dir", None, "Run folder holding config.json and embeddings.npz.")
+flags.DEFINE_list("classifiers", None, "Classifiers to score (default: the run's).")
+flags.DEFINE_bool(
+    "reextract",
+    False,
+    "Rebuild the model from its checkpoint and extract the features again (needs the dataset).",
+)
+flags.DEFINE_string("root", None, "Override the run's data root (with --reextract).")
+flags.DEFINE_bool("verbose", False, "Show full tracebacks on errors.")
+FLAGS = flags.FLAGS
+
+
+def evaluate_run(
+    run_dir: str, classifiers=None, reextract: bool = False, root: str | None = None
+) -> dict[str, float]:
+    """Scores a saved run and updates its summary.json; returns the metrics (AUROC x100)."""
+    import numpy as np
+
+    from deep_representation_one_class import config as config_lib
+    from deep_representation_one_class.evaluation import metrics as metrics_lib
+    from deep_representation_one_class.evaluation import scorers as scorers_lib
+    from deep_representation_one_class.utils import io
+
+    cfg_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(cfg_path):
+        raise config_lib.ConfigError(f"{run_dir} is not a run folder (no config.json)")
+    cfg = config_lib.Config.from_dict(io.read_json(cfg_path))
+    if classifiers:
+        cfg = cfg.replace(classifiers=tuple(classifiers))
+    if root:
+        cfg = cfg.replace(root=root)
+    cfg = config_lib.validate(cfg)
+    emb_path = os.path.join(run_dir, "embeddings.npz")
+    if reextract:
+        metrics, arrays = _reextract(cfg, run_dir)
+        io.write_npz(emb_path, **arrays)
+    else:
+        if not os.path.exists(emb_path):
+            raise config_lib.ConfigError(
+                f"{emb_path} is missing; finish the run or use --reextract"
+            )
+        emb = dict(np.load(emb_path))
+        if "cls_pool" not in emb:
+            raise config_lib.ConfigError(
+                f"{emb_path} holds patch-level results; re-run the training command to re-evaluate"
+            )
+        metrics = metrics_lib.evaluate_features(
+            {"pool": emb["cls_pool"], "embed": emb["cls_embed"]},
+            {"pool": emb["test_pool"], "embed": emb["test_embed"]},
+            emb["test_y"],
+            scorers=cfg.classifiers,
+        )
+        if "test_view_logits" in emb:
+            for key, s in scorers_lib.rotation_scores(emb["test_view_logits"]).items():
+                metrics[f"{key}.auc"] = metrics_lib.auroc(emb["test_y"], s)
+    summary_path = os.path.join(run_dir, "summary.json")
+    summary = (
+        io.read_json(summary_path)
+        if os.path.exists(summary_path)
+        else {"config": cfg.to_dict(), "run": {"complete": False}}
+    )
+    summary["metrics"] = metrics
+    io.write_json(summary_path, summary)
+    return metrics
+
+
+def _reextract(cfg, run_dir):
+    import tensorflow as tf
+
+    from deep_representation_one_class import methods, train_lib
+
+    data = train_lib.load_data(cfg)
+    model = train_lib.make_model(cfg)
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    if latest is None:
+        logging.warning("No checkpoint in %s: evaluating the initial weights.", ckpt_dir)
+    else:
+        tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    _, test_fn, _, n_test = train_lib.make_view_fns(cfg)
+    with_logits = methods.METHODS.get(cfg.method).extra_eval != ()
+    metrics, arrays, _ = train_lib.evaluate_model(model, data, test_fn, n_test, cfg, with_logits)
+    return metrics, arrays
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {argv[1:]}")
+    if not FLAGS.model_dir:
+        from deep_representation_one_class.config import ConfigError
+
+        raise ConfigError("--model_dir is required")
+    from deep_representation_one_class import train_lib
+
+    metrics = evaluate_run(FLAGS.model_dir, FLAGS.classifiers, FLAGS.reextract, FLAGS.root)
+    print(train_lib.format_table(metrics))
+    return 0
+
+
+def run_cli() -> None:
+    cli.quiet_tensorflow()
+    logging.set_verbosity(logging.INFO)
+    app.run(lambda argv: sys.exit(cli.guard(lambda: main(argv), verbose=FLAGS.verbose)))
+
+
+if __name__ == "__main__":
+    run_cli()

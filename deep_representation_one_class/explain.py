@@ -1,0 +1,577 @@
+"""Visual explanations of one-class scores: integrated gradients and Grad-CAM.
+
+Both explain a differentiable TensorFlow version of the anomaly score ``F(x)`` (higher = more
+anomalous) with respect to the model input ``x`` (``[H, W, C]`` float32 in [0, 1] at the run's
+input shape, before its test-time view 0):
+
+* KDE/GDE (and the other feature classifiers) on ``pool``/``embed`` features: the detector's
+  fitted parameters re-implemented in TF (``export.tf_scorer``), including the L2 normalisation.
+* The rotation classifier's ``dscore = −Σ_k log softmax(logits(rot_k x))[k]`` (rotation runs).
+
+Integrated gradients (Sundararajan et al., 2017): ``(x − x′) ⊙ ∫₀¹ ∇F(x′ + α(x − x′)) dα``
+with a black or blurred baseline ``x′``, the integral by the trapezoid rule on ``m`` intervals,
+so that the attributions sum to ``F(x) − F(x′)`` (completeness) up to the discretisation error.
+Grad-CAM (Selvaraju et al., 2017): ``ReLU(Σ_c mean_hw(∂F/∂A_c) · A_c)`` for the activations
+``A`` of the last 4-D layer before the pooled features, upsampled bilinearly to the image.
+The CLI renders grids (rows: image | heatmap | overlay) of the k most anomalous and the k most
+normal test images (or of ``--images``) into ``<run>/explain/`` and TensorBoard (``<run>/tb``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from deep_representation_one_class import detector as detector_lib
+from deep_representation_one_class.utils import io
+
+METHODS = ("ig", "gradcam")
+BASELINES = ("black", "blur")
+ROTATION_SCORES = ("dscore", "logit")
+# Pure rotation ops of the augmentation grammar -> quarter turns (tf.image.rot90's k).
+_QUARTER_TURNS = {"rotate90": 1, "rotate180": 2, "rotate270": 3}
+
+
+class ExplainError(ValueError):
+    """An explanation cannot be computed as requested; the message says what is valid."""
+
+
+# ----------------------------------------------------------------------------- score functions
+def find_cam_layer(model) -> str:
+    """Name of the last layer with a 4-D output before the pooled features (``pools``).
+
+    For the ResNets of this package that is the last block's output (``conv5_b2_out`` for
+    ResNet-18); the search only relies on the pooling layer being named ``pools``.
+    """
+    last = None
+    for layer in model.layers:
+        if layer.name == "pools":
+            break
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            continue
+        if len(shape) == 4:
+            last = layer.name
+    if last is None:
+        raise ExplainError(f"model {model.name} has no 4-D layer before 'pools' for Grad-CAM")
+    return last
+
+
+def _rotation_turns(cfg, num_views: int) -> list[int]:
+    """Quarter turns of each test view, when every test view is a pure rotation."""
+    from deep_representation_one_class.augment import grammar
+
+    specs = grammar.parse(cfg.aug_list_for_test) if cfg.aug_list_for_test else ()
+    turns = []
+    for view in specs[:num_views]:
+        k = 0
+        for op in view.ops:
+            if op.name in _QUARTER_TURNS:
+                k += _QUARTER_TURNS[op.name]
+            elif op.name != "resize":
+                return []
+        turns.append(k % 4)
+    return turns if len(turns) == num_views else []
+
+
+class Explainer:
+    """Differentiable score, integrated gradients and Grad-CAM of one run and classifier.
+
+    Attributes:
+      config: the run's ``Config``.
+      model: the restored Keras model.
+      classifier: canonical scorer key (``kde``, ``gde``, …) or ``dscore``/``logit``.
+      detector: the ``Detector`` for feature classifiers (None for rotation scores).
+    """
+
+    def __init__(self, run_dir: str, classifier: str = "kde", feature: str = "pool"):
+        import tensorflow as tf
+
+        from deep_representation_one_class import train_lib
+        from deep_representation_one_class.export import TF_SCORERS, tf_scorer
+
+        name = classifier.strip().lower()
+        self.run_dir = run_dir
+        self.detector = None
+        if name in ROTATION_SCORES:
+            self.config = detector_lib.read_run_config(run_dir)
+            _, test_fn, _, n_views = train_lib.make_view_fns(self.config)
+            if self.config.latent_dim != n_views or n_views < 2:
+                raise ExplainError(
+                    f"'{name}' is the rotation classifier's score; {run_dir} is a "
+                    f"{self.config.method} run without one (use kde or gde)"
+                )
+            self.model = detector_lib.restore_model(run_dir, self.config)
+            self.classifier = name
+            self._views = test_fn
+            self._turns = _rotation_turns(self.config, n_views)
+            self._head = None
+        else:
+            if name not in TF_SCORERS:
+                valid = ", ".join((*TF_SCORERS, *ROTATION_SCORES))
+                raise ExplainError(f"cannot explain classifier '{classifier}'; valid: {valid}")
+            self.detector = detector_lib.Detector.load(run_dir, [name], feature)
+            self.config = self.detector.config
+            self.model = self.detector.model
+            self.classifier = self.detector.classifiers[0]
+            view0 = detector_lib.view0_fn(self.config)
+            self._views = view0
+            self._turns = [0]
+            self._head = tf_scorer(self.classifier, self.detector.scorers[self.classifier].state())
+            self._output = "pools" if feature == "pool" else "embeds"
+        self._cam_model = None
+        self._score_tf = tf.function(self.score_tensor, reduce_retracing=True)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.config.input_shape)  # type: ignore[return-value]
+
+    def _apply_views(self, x):
+        """The test views of a batch ``[B, H, W, C]`` -> tuple of ``[B, S, S, C]`` (differentiable)."""
+        import tensorflow as tf
+
+        seed = tf.zeros([2], tf.int64)
+        return tf.vectorized_map(lambda im: tuple(self._views(im, seed)), x)
+
+    def _score_from_outputs(self, outs: Sequence[dict]):
+        """``[B]`` float64 scores from the model outputs of each view."""
+        import tensorflow as tf
+
+        if self._head is not None:
+            return self._head(outs[0][self._output])
+        logits = [tf.cast(o["logits"], tf.float64) for o in outs]
+        if self.classifier == "logit":
+            return -tf.math.expm1(tf.nn.log_softmax(logits[0])[:, 0])
+        # dscore = −Σ_k log p(k | rot_k x), the rotation classifier's score in log form (see
+        # scorers.rotation_scores: it ranks like the reference's 1 − Π_k p and is smooth).
+        return -tf.add_n([tf.nn.log_softmax(lg)[:, k] for k, lg in enumerate(logits)])
+
+    def score_tensor(self, x):
+        """``F(x)``: ``[B, H, W, C]`` float32 in [0, 1] -> ``[B]`` float64 anomaly scores."""
+        outs = [self.model(v, training=False) for v in self._apply_views(x)]
+        return self._score_from_outputs(outs)
+
+    def scores(self, x: Any) -> np.ndarray:
+        """Anomaly scores of a float batch (numpy in, numpy out), in batches of 64."""
+        x = np.asarray(x, np.float32)
+        return np.concatenate(
+            [self._score_tf(x[i : i + 64]).numpy() for i in range(0, x.shape[0], 64)]
+        )
+
+    # ------------------------------------------------------------------------- IG
+    def baseline(self, image: np.ndarray, kind: str = "black") -> np.ndarray:
+        """The IG baseline of one ``[H, W, C]`` image: all black, or a strong Gaussian blur.
+
+        The blur (sigma = H/8 px, radius 3 sigma capped below the image size for the REFLECT
+        padding) keeps the colours and removes the structure, so the attributions point at
+        shapes rather than at "brightness versus black".
+        """
+        if kind == "black":
+            return np.zeros_like(image, dtype=np.float32)
+        if kind != "blur":
+            raise ExplainError(f"unknown baseline '{kind}'; valid: {', '.join(BASELINES)}")
+        import tensorflow as tf
+
+        from deep_representation_one_class.augment.ops import gaussian_blur
+
+        h = image.shape[0]
+        sigma = max(1.0, h / 8.0)
+        radius = int(min(math.ceil(3 * sigma), min(image.shape[:2]) - 1))
+        return gaussian_blur(tf.constant(image, tf.float32), sigma, radius).numpy()
+
+    def integrated_gradients(
+        self,
+        images: Any,
+        steps: int = 64,
+        baseline: str = "black",
+        batch_size: int = 33,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Integrated-gradient attributions of ``F`` (trapezoid rule, ``steps`` intervals).
+
+        Args:
+          images: ``[B, H, W, C]`` float32 in [0, 1] at the run's input shape.
+          steps: number of intervals m (m + 1 gradient evaluations per image); 64+ is
+            usually within a few percent of completeness.
+          baseline: ``"black"`` or ``"blur"`` (see ``baseline``).
+          batch_size: path points per forward/backward pass.
+
+        Returns:
+          ``(attributions [B, H, W, C] float32, info)`` with ``info`` holding ``[B]`` arrays
+          ``score`` = F(x), ``baseline_score`` = F(x′) and ``attribution_sum``; completeness
+          says ``attribution_sum ≈ score − baseline_score``.
+        """
+        import tensorflow as tf
+
+        if steps < 1:
+            raise ExplainError(f"integrated gradients need steps >= 1, got {steps}")
+        x = np.asarray(images, np.float32)
+        alphas = np.linspace(0.0, 1.0, steps + 1, dtype=np.float32)
+        # Trapezoid weights: the two end points count half.
+        weights = np.full(steps + 1, 1.0 / steps, np.float32)
+        weights[[0, -1]] *= 0.5
+
+        @tf.function(reduce_retracing=True)
+        def grads(points):
+            with tf.GradientTape() as tape:
+                tape.watch(points)
+                s = self.score_tensor(points)
+            return s, tape.gradient(s, points)
+
+        attrs = np.zeros_like(x)
+        info = {k: np.zeros(x.shape[0]) for k in ("score", "baseline_score", "attribution_sum")}
+        for i, image in enumerate(x):
+            base = self.baseline(image, baseline)
+            diff = image - base
+            total = np.zeros_like(image)
+            path_scores = np.zeros(steps + 1)
+            for start in range(0, steps + 1, batch_size):
+                a = alphas[start : start + batch_size]
+                points = base[None] + a[:, None, None, None] * diff[None]
+                s, g = grads(tf.constant(points))
+                total += np.tensordot(weights[start : start + batch_size], g.numpy(), axes=1)
+                path_scores[start : start + len(a)] = s.numpy()
+            attrs[i] = diff * total
+            info["score"][i] = path_scores[-1]
+            info["baseline_score"][i] = path_scores[0]
+            info["attribution_sum"][i] = float(attrs[i].astype(np.float64).sum())
+        return attrs, info
+
+    # ------------------------------------------------------------------------- Grad-CAM
+    def grad_cam(self, images: Any) -> np.ndarray:
+        """Grad-CAM maps of ``F``.
+
+        For the rotation score, the map of each rotated view is rotated back before the views
+        are summed (the views must be pure rotations, as in ``x,+rotate90,+rotate180,…``).
+
+        Args:
+          images: ``[B, H, W, C]`` float32 in [0, 1] at the run's input shape.
+
+        Returns:
+          ``[B, H, W]`` float32 maps, non-negative, each scaled to a maximum of 1 (all-zero
+          when no location increases the score).
+        """
+        import keras
+        import tensorflow as tf
+
+        if not self._turns:
+            raise ExplainError(
+                "Grad-CAM of the rotation score needs test views that are pure rotations "
+                "(e.g. x,+rotate90,+rotate180,+rotate270); use --method=ig"
+            )
+        if self._cam_model is None:
+            layer = self.model.get_layer(find_cam_layer(self.model))
+            outputs = dict(self.model.output)
+            outputs["cam"] = layer.output
+            self._cam_model = keras.Model(self.model.inputs, outputs)
+        x = tf.constant(np.asarray(images, np.float32))
+        h, w = x.shape[1], x.shape[2]
+        with tf.GradientTape() as tape:
+            views = self._apply_views(x)
+            outs = [self._cam_model(v, training=False) for v in views]
+            acts = [o["cam"] for o in outs]
+            score = self._score_from_outputs(outs)
+        grads = tape.gradient(score, acts)
+        cam = tf.zeros([x.shape[0], h, w], tf.float32)
+        for act, grad, turns in zip(acts, grads, self._turns):
+            alpha = tf.reduce_mean(tf.cast(grad, tf.float32), axis=(1, 2), keepdims=True)
+            m = tf.reduce_sum(alpha * tf.cast(act, tf.float32), axis=-1, keepdims=True)
+            m = tf.image.resize(m, (h, w), method="bilinear")
+            # Undo the view's rotation so every view's map lies on the original image.
+            cam += tf.image.rot90(m, k=(4 - turns) % 4)[..., 0]
+        cam = tf.nn.relu(cam).numpy()
+        peak = cam.reshape(cam.shape[0], -1).max(axis=1)
+        return (cam / np.where(peak > 0, peak, 1.0)[:, None, None]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- rendering
+# Anchor colours of a perceptually ordered dark-to-bright map (close to matplotlib's inferno).
+_COLORMAP = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32
+)
+
+
+def colorize(heat: np.ndarray) -> np.ndarray:
+    """``[H, W]`` values in [0, 1] -> ``[H, W, 3]`` uint8 colours."""
+    t = np.clip(heat, 0.0, 1.0) * (len(_COLORMAP) - 1)
+    lo = np.floor(t).astype(int).clip(0, len(_COLORMAP) - 2)
+    frac = (t - lo)[..., None]
+    rgb = _COLORMAP[lo] * (1 - frac) + _COLORMAP[lo + 1] * frac
+    return np.rint(rgb).astype(np.uint8)
+
+
+def attribution_heatmap(attributions: np.ndarray) -> np.ndarray:
+    """IG attributions ``[B, H, W, C]`` -> ``[B, H, W]`` in [0, 1].
+
+    The magnitude of the per-pixel sum over channels, scaled by each image's 99th percentile
+    (a few extreme pixels would otherwise make the rest of the map black).
+    """
+    mag = np.abs(attributions.sum(axis=-1))
+    scale = np.percentile(mag.reshape(mag.shape[0], -1), 99, axis=1)
+    return np.clip(mag / np.where(scale > 0, scale, 1.0)[:, None, None], 0.0, 1.0)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def render_grid(
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    labels: Sequence[str],
+    title: str,
+    cell: int = 96,
+) -> np.ndarray:
+    """A grid with one column per image and rows image | heatmap | overlay.
+
+    Args:
+      images: ``[K, H, W, C]`` float in [0, 1] (C = 1 or 3).
+      heatmaps: ``[K, H, W]`` in [0, 1].
+      labels: K short column captions (score, label).
+      title: a line above the grid.
+      cell: side of each upscaled cell in pixels.
+
+    Returns:
+      ``[height, width, 3]`` uint8.
+    """
+    from PIL import Image, ImageDraw
+
+    k = images.shape[0]
+    pad, top, left = 4, 44, 70
+    width = left + k * (cell + pad) + pad
+    height = top + 3 * (cell + pad) + pad
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 4), title, fill=(0, 0, 0), font=_font(14))
+    small = _font(11)
+    for r, row in enumerate(("image", "heatmap", "overlay")):
+        draw.text((pad, top + r * (cell + pad) + cell // 2 - 6), row, fill=(0, 0, 0), font=small)
+    for i in range(k):
+        img = np.clip(images[i], 0.0, 1.0)
+        rgb = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., :3]
+        rgb8 = np.rint(rgb * 255).astype(np.uint8)
+        heat = colorize(heatmaps[i])
+        a = 0.65 * heatmaps[i][..., None]
+        gray = rgb.mean(axis=-1, keepdims=True) * 255
+        overlay = np.rint((1 - a) * gray + a * heat).astype(np.uint8)
+        x0 = left + i * (cell + pad)
+        draw.text((x0, top - 16), labels[i][:18], fill=(0, 0, 0), font=small)
+        for r, arr in enumerate((rgb8, heat, overlay)):
+            tile = Image.fromarray(arr).resize((cell, cell), Image.Resampling.NEAREST)
+            canvas.paste(tile, (x0, top + r * (cell + pad)))
+    return np.asarray(canvas)
+
+
+def save_png(path: str, array: np.ndarray) -> None:
+    """Writes a uint8 ``[H, W, 3]`` array as PNG atomically."""
+    from PIL import Image
+
+    with io.atomic_path(path, ".png") as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+# ----------------------------------------------------------------------------- the run-level task
+def _test_set(explainer: Explainer, feature: str):
+    """Test images (float), their scores from embeddings.npz and captions."""
+    from deep_representation_one_class import train_lib
+    from deep_representation_one_class.evaluation import scorers as scorers_lib
+
+    cfg = explainer.config
+    with np.load(os.path.join(explainer.run_dir, "embeddings.npz")) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    if explainer.detector is not None:
+        scores = explainer.detector.score_features(arrays[f"test_{feature}"])[
+            explainer.classifier
+        ]
+    elif "test_view_logits" in arrays:
+        scores = scorers_lib.rotation_scores(arrays["test_view_logits"])[explainer.classifier]
+    else:
+        raise ExplainError("embeddings.npz has no test_view_logits; the run is not a rotation run")
+    try:
+        data = train_lib.load_data(cfg)
+    except ValueError as e:
+        raise ExplainError(
+            f"cannot load the run's test data ({str(e).splitlines()[0]}); pass --images to "
+            "explain your own files instead"
+        ) from None
+    if data.test_x.shape[0] != scores.shape[0] or not np.array_equal(data.test_y, arrays["test_y"]):
+        raise ExplainError(
+            "the test data loaded now differ from the run's embeddings.npz (changed data?); "
+            "pass --images instead"
+        )
+    names = data.class_names
+    captions = [
+        f"{'out' if y else 'in'} {names[c] if c < len(names) else c}"
+        for y, c in zip(data.test_y, data.test_class)
+    ]
+    return data.test_x, scores, captions
+
+
+def explain_run(
+    run_dir: str,
+    k: int = 8,
+    classifier: str = "kde",
+    method: str = "ig",
+    *,
+    feature: str = "pool",
+    steps: int = 64,
+    baseline: str = "black",
+    images: str | Sequence[str] | None = None,
+    out_dir: str | None = None,
+    log_tensorboard: bool = True,
+) -> list[str]:
+    """Writes explanation grids of the k most anomalous and the k most normal images.
+
+    Args:
+      run_dir: a finished run folder.
+      k: images per grid.
+      classifier: ``kde``, ``gde``, ``kocsvm``, ``auc``, ``locsvm``, or ``dscore``/``logit``
+        (rotation runs).
+      method: ``ig`` (integrated gradients) or ``gradcam``.
+      feature: features of the feature classifiers.
+      steps: IG intervals.
+      baseline: IG baseline, ``black`` or ``blur``.
+      images: explain these files (file, folder, glob) instead of the run's test set (which
+        needs the run's data to be loadable).
+      out_dir: where the PNGs go (default ``<run_dir>/explain``).
+      log_tensorboard: also write the grids to ``<run_dir>/tb``.
+
+    Returns:
+      The paths of the PNG files written.
+    """
+    if method not in METHODS:
+        raise ExplainError(f"unknown method '{method}'; valid: {', '.join(METHODS)}")
+    if k < 1:
+        raise ExplainError(f"--k must be >= 1, got {k}")
+    explainer = Explainer(run_dir, classifier, feature)
+    if images is not None:
+        transform = detector_lib._pad_transform(explainer.config.dataset)
+        raw, paths = detector_lib.load_images(
+            images, explainer.input_shape, transform=transform
+        )
+        x_all = raw.astype(np.float32) / 255.0
+        scores = explainer.scores(x_all)
+        captions = [os.path.basename(p) for p in paths]
+        source = "images"
+    else:
+        raw, scores, captions = _test_set(explainer, feature)
+        x_all = None
+        source = "test set"
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    picks = {"most_anomalous": order[:k], "most_normal": order[::-1][:k]}
+    out_dir = out_dir or os.path.join(run_dir, "explain")
+    written = []
+    grids = {}
+    for tag, idx in picks.items():
+        x = x_all[idx] if x_all is not None else raw[idx].astype(np.float32) / 255.0
+        if method == "ig":
+            attrs, info = explainer.integrated_gradients(x, steps=steps, baseline=baseline)
+            heat = attribution_heatmap(attrs)
+            s = info["score"]
+        else:
+            heat = explainer.grad_cam(x)
+            s = explainer.scores(x)
+        labels = [f"{v:.3g} {captions[j]}" for v, j in zip(s, idx)]
+        what = f"{explainer.classifier}" + (f" ({feature})" if explainer.detector else "")
+        how = f"IG, {baseline} baseline, {steps} steps" if method == "ig" else "Grad-CAM"
+        title = f"{what}, {how}: {len(idx)} {tag.replace('_', ' ')} ({source})"
+        grid = render_grid(x, heat, labels, title)
+        path = os.path.join(out_dir, f"{explainer.classifier}_{method}_{tag}.png")
+        save_png(path, grid)
+        written.append(path)
+        grids[tag] = grid
+    if log_tensorboard:
+        import tensorflow as tf
+
+        step = 0
+        summary = os.path.join(run_dir, "summary.json")
+        if os.path.exists(summary):
+            step = int(io.read_json(summary).get("run", {}).get("global_step", 0))
+        writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
+        with writer.as_default(step=step):
+            for tag, grid in grids.items():
+                tf.summary.image(f"explain/{explainer.classifier}_{method}/{tag}", grid[None])
+        writer.flush()
+        writer.close()
+    return written
+
+
+# ----------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m deep_representation_one_class.explain",
+        description="Explain one-class scores with integrated gradients or Grad-CAM: PNG grids "
+        "(image | heatmap | overlay) of the k most anomalous and k most normal test images.",
+    )
+    p.add_argument("--model_dir", required=True, help="run folder of a finished training run")
+    p.add_argument("--k", type=int, default=8, help="images per grid (default 8)")
+    p.add_argument(
+        "--classifier",
+        default="kde",
+        help="score to explain: kde, gde, kocsvm, auc, locsvm, or dscore/logit (rotation runs)",
+    )
+    p.add_argument("--method", default="ig", choices=METHODS, help="ig or gradcam")
+    p.add_argument("--feature", default="pool", choices=("pool", "embed"), help="features")
+    p.add_argument("--steps", type=int, default=64, help="IG intervals (default 64)")
+    p.add_argument("--baseline", default="black", choices=BASELINES, help="IG baseline")
+    p.add_argument(
+        "--images",
+        help="explain these files (file, folder or glob) instead of the run's test set",
+    )
+    p.add_argument("--out", help="output folder (default: <model_dir>/explain)")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    from deep_representation_one_class import cli
+
+    args = build_parser().parse_args(argv)
+
+    def run() -> int:
+        try:
+            paths = explain_run(
+                args.model_dir,
+                args.k,
+                args.classifier,
+                args.method,
+                feature=args.feature,
+                steps=args.steps,
+                baseline=args.baseline,
+                images=args.images,
+                out_dir=args.out,
+            )
+        except (ExplainError, detector_lib.DetectorError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return cli.EXIT_USAGE
+        for path in paths:
+            print(f"wrote {path}")
+        return 0
+
+    return cli.guard(run, verbose=args.verbose)
+
+
+def run_cli() -> None:
+    """Console-script entry point."""
+    from deep_representation_one_class import cli
+
+    cli.quiet_tensorflow()
+    sys.exit(main())
+
+
+
+if __name__ == "__main__":
+    run_cli()

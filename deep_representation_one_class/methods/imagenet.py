@@ -1,0 +1,122 @@
+"""ImageNet-features baseline (Table 7 "ResNet-50 (ImageNet)"): fixed pretrained features.
+
+``pools`` are the global-average-pooled outputs [B, 2048] of ``keras.applications.ResNet50``
+with the weights read from a local file (``--imagenet_weights=PATH``, e.g. Keras's
+``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``); nothing is ever downloaded. Nothing
+is trained either: the method requires ``--num_epoch=0`` and the backbone is frozen, so a run
+only extracts features and fits the one-class classifiers. ``embeds`` and ``logits`` equal
+``pools``. ``--net_type``, ``--net_width``, ``--head_dims`` and ``--precision`` are ignored.
+
+Input handling: images of any size in [0, 1] are resized (bilinear) to 224x224, the ImageNet
+resolution the weights were trained at, scaled to [0, 255] and passed through
+``keras.applications.resnet50.preprocess_input`` (RGB->BGR, ImageNet channel means subtracted).
+A 1-channel input is tiled to 3 channels.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from deep_representation_one_class.config import ConfigError
+from deep_representation_one_class.methods.base import METHODS, Method
+
+# Side the images are resized to before the backbone. A module constant rather than a flag:
+# the weights fix it; tests lower it to keep a CPU forward pass of ResNet-50 cheap.
+IMAGE_SIZE = 224
+WEIGHTS_HINT = "a local Keras ResNet50 no-top weights file (.h5 or .weights.h5)"
+
+
+class ImageNetPreprocess(layers.Layer):
+    """[B, H, W, C] float in [0, 1] -> [B, S, S, 3] float32 as ResNet-50's ImageNet weights expect."""
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, images):
+        x = tf.cast(images, tf.float32)
+        if x.shape[-1] == 1:
+            x = tf.tile(x, [1, 1, 1, 3])
+        x = tf.image.resize(x, (self.size, self.size), method="bilinear")
+        return keras.applications.resnet50.preprocess_input(x * 255.0)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+def build_imagenet_model(
+    weights_path: str | None, channels: int = 3, size: int | None = None
+) -> keras.Model:
+    """Frozen ResNet-50 features as a model with the project's output dict.
+
+    Args:
+      weights_path: local weights file; None gives a random initialisation (tests only).
+      channels: channels of the input images (1 or 3).
+      size: resize target (default ``IMAGE_SIZE``).
+
+    Returns:
+      A model mapping [B, H, W, channels] float32 in [0, 1] to
+      ``{"pools", "embeds", "logits"}``, each [B, 2048] float32.
+
+    Raises:
+      ConfigError: the weights file cannot be read or does not fit ResNet-50.
+    """
+    size = IMAGE_SIZE if size is None else int(size)
+    try:
+        backbone = keras.applications.ResNet50(
+            include_top=False,
+            weights=weights_path,
+            input_shape=(size, size, 3),
+            pooling="avg",
+        )
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"cannot load --imagenet_weights={weights_path} ({first}); expected {WEIGHTS_HINT}"
+        ) from None
+    backbone.trainable = False
+    inputs = keras.Input(shape=(None, None, channels), name="images")
+    pools = backbone(ImageNetPreprocess(size, name="imagenet_preprocess")(inputs), training=False)
+    outputs = {
+        name: layers.Activation("linear", dtype="float32", name=f"{name}_out")(pools)
+        for name in ("pools", "embeds", "logits")
+    }
+    return keras.Model(inputs, outputs, name="resnet50_imagenet")
+
+
+@METHODS.register("imagenet")
+class ImageNet(Method):
+    """Evaluation-only: fixed ImageNet ResNet-50 features, no training objective."""
+
+    name = "imagenet"
+
+    @classmethod
+    def check_config(cls, config, num_views):
+        path = config.imagenet_weights
+        if not path:
+            raise ValueError(
+                f"method imagenet needs --imagenet_weights=PATH, {WEIGHTS_HINT}; "
+                f"nothing is downloaded"
+            )
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"--imagenet_weights={path} is not a file; pass the path of {WEIGHTS_HINT}"
+            )
+        if config.num_epoch != 0:
+            raise ValueError(
+                f"method imagenet only evaluates fixed features; use --num_epoch=0, "
+                f"got {config.num_epoch}"
+            )
+
+    def build_model(self, make_default):
+        del make_default  # the configured ResNet is replaced, not extended
+        return build_imagenet_model(
+            self.config.imagenet_weights, channels=int(self.config.input_shape[2])
+        )
+
+    def per_example(self, model, views, training=True):
+        raise ConfigError("method imagenet has nothing to train; use --num_epoch=0")

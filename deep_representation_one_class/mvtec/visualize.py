@@ -1,0 +1,122 @@
+"""Anomaly-map panels (image | ground truth | heat map | overlay + colour bar) with Pillow and numpy.
+
+matplotlib is not a dependency of the package, so the colour map is a small piecewise-linear
+"jet"-style table evaluated in numpy, and text uses Pillow's built-in bitmap font. Every panel of
+one run shares a fixed colour scale ``[vmin, vmax]`` (stated in the title and on the colour
+bar), so that colours can be compared across images: a uniform red means "as anomalous as the
+worst pixels of the test set", not "the maximum of this image".
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+from deep_representation_one_class.utils.io import atomic_path
+
+__all__ = ["apply_colormap", "mask_outline", "render_panel", "save_png"]
+
+# (position in [0, 1], RGB) anchors of a jet-like map: dark blue -> cyan -> yellow -> dark red.
+_ANCHORS = np.array(
+    [
+        [0.0, 0, 0, 128],
+        [0.125, 0, 0, 255],
+        [0.375, 0, 255, 255],
+        [0.625, 255, 255, 0],
+        [0.875, 255, 0, 0],
+        [1.0, 128, 0, 0],
+    ],
+    dtype=np.float64,
+)
+_HEADER = 14  # pixels of title text above the tiles
+_BAR = 16  # width of the colour bar
+
+
+def apply_colormap(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """Maps values to colours on the fixed scale [vmin, vmax] (clipped outside).
+
+    Args:
+      values: [...] real array.
+      vmin, vmax: the scale; equal values map everything to the bottom colour.
+
+    Returns:
+      [..., 3] uint8 RGB.
+    """
+    span = float(vmax) - float(vmin)
+    t = (np.asarray(values, np.float64) - float(vmin)) / span if span > 0 else np.zeros_like(values)
+    t = np.clip(t, 0.0, 1.0)
+    rgb = [np.interp(t, _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)]
+    return np.rint(np.stack(rgb, axis=-1)).astype(np.uint8)
+
+
+def mask_outline(mask: np.ndarray) -> np.ndarray:
+    """[H, W] bool: the defect pixels that touch a normal pixel (the region borders)."""
+    m = np.asarray(mask).astype(bool)
+    return m & ~ndimage.binary_erosion(m, structure=np.ones((3, 3), bool), border_value=0)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    if img.dtype != np.uint8:
+        img = np.clip(np.rint(img.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return img
+
+
+def render_panel(
+    image: np.ndarray,
+    mask: np.ndarray,
+    anomaly_map: np.ndarray,
+    vmin: float,
+    vmax: float,
+    title: str = "",
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """One row: image | ground truth | heat map | overlay (with the mask outline) | colour bar.
+
+    Args:
+      image: [H, W, C] uint8 (or float in [0, 1]), C in {1, 3}.
+      mask: [H, W] 0/1 ground truth.
+      anomaly_map: [H, W] float anomaly map.
+      vmin, vmax: the fixed colour scale shared by all panels of a run.
+      title: text drawn above the tiles (the scale is appended).
+      alpha: heat-map weight in the overlay.
+
+    Returns:
+      [H + header, 4 W + bar, 3] uint8 RGB.
+    """
+    img = _rgb(image)
+    h, w = img.shape[:2]
+    heat = apply_colormap(anomaly_map, vmin, vmax)
+    gt = np.repeat((np.asarray(mask) > 0)[..., None] * np.uint8(255), 3, axis=-1)
+    over = np.rint((1 - alpha) * img + alpha * heat).astype(np.uint8)
+    over[mask_outline(mask)] = (0, 255, 0)
+    bar_values = np.linspace(vmax, vmin, h)[:, None] * np.ones((1, _BAR))
+    bar = apply_colormap(bar_values, vmin, vmax)
+    canvas = np.zeros((h + _HEADER, 4 * w + _BAR + 2, 3), np.uint8)
+    for k, tile in enumerate((img, gt, heat, over)):
+        canvas[_HEADER:, k * w : (k + 1) * w] = tile
+    canvas[_HEADER:, 4 * w + 2 :] = bar
+    pil = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(pil)
+    font = ImageFont.load_default()
+    text = f"{title}  scale [{vmin:.3g}, {vmax:.3g}] (fixed for all images)".strip()
+    draw.text((2, 1), text, fill=(255, 255, 255), font=font)
+    draw.text((4 * w + 3, _HEADER), "hi", fill=(255, 255, 255), font=font)
+    draw.text((4 * w + 3, h + _HEADER - 12), "lo", fill=(255, 255, 255), font=font)
+    return np.asarray(pil)
+
+
+def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Writes an [H, W, 3] uint8 array as PNG atomically (temporary file + ``os.replace``)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(rgb, np.uint8)).save(buf, format="PNG")
+    with atomic_path(os.fspath(path), ".png") as tmp, open(tmp, "wb") as f:
+        f.write(buf.getvalue())
