@@ -16,10 +16,34 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 
+_CHATTY_TF_MODULES = ("functional_saver.py", "checkpoint_management.py")
+
+
+def _drop_tf_chatter(record: pylogging.LogRecord) -> bool:
+    # TensorFlow logs every checkpoint shard through absl at INFO; keep our own INFO lines.
+    return not record.pathname.endswith(_CHATTY_TF_MODULES)
+
+
 def quiet_tensorflow() -> None:
     """Hides TensorFlow's C++ start-up chatter (must run before TensorFlow is imported)."""
+    from absl import logging as absl_logging
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     pylogging.getLogger("tensorflow").setLevel(pylogging.ERROR)
+    absl_logging.get_absl_logger().addFilter(_drop_tf_chatter)
+
+
+def require_tensorflow() -> None:
+    """Exits with an install hint when no TensorFlow build is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        print(
+            'error: TensorFlow is not installed; run pip install -e ".[cpu]" (CPU) or '
+            'pip install -e ".[gpu]" (CUDA)',
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_FAILURE)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -119,6 +119,7 @@ def main(argv) -> int:
 
 def run_cli() -> None:
     cli.quiet_tensorflow()
+    cli.require_tensorflow()
     logging.set_verbosity(logging.INFO)
     app.run(lambda argv: sys.exit(cli.guard(lambda: main(argv), verbose=FLAGS.verbose)))
 

@@ -128,6 +128,7 @@ class Explainer:
             self._output = "pools" if feature == "pool" else "embeds"
         self._cam_model = None
         self._score_tf = tf.function(self.score_tensor, reduce_retracing=True)
+        self._grads_tf = tf.function(self._score_and_grad, reduce_retracing=True)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -157,6 +158,15 @@ class Explainer:
         """``F(x)``: ``[B, H, W, C]`` float32 in [0, 1] -> ``[B]`` float64 anomaly scores."""
         outs = [self.model(v, training=False) for v in self._apply_views(x)]
         return self._score_from_outputs(outs)
+
+    def _score_and_grad(self, points):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(points)
+            s = self.score_tensor(points)
+        # The gradient through vectorized_map can come back as IndexedSlices.
+        return s, tf.convert_to_tensor(tape.gradient(s, points))
 
     def scores(self, x: Any) -> np.ndarray:
         """Anomaly scores of a float batch (numpy in, numpy out), in batches of 64."""
@@ -217,13 +227,7 @@ class Explainer:
         weights = np.full(steps + 1, 1.0 / steps, np.float32)
         weights[[0, -1]] *= 0.5
 
-        @tf.function(reduce_retracing=True)
-        def grads(points):
-            with tf.GradientTape() as tape:
-                tape.watch(points)
-                s = self.score_tensor(points)
-            return s, tape.gradient(s, points)
-
+        grads = self._grads_tf
         attrs = np.zeros_like(x)
         info = {k: np.zeros(x.shape[0]) for k in ("score", "baseline_score", "attribution_sum")}
         for i, image in enumerate(x):

@@ -381,5 +381,6 @@ def _guarded_main(argv) -> None:
 def run_cli() -> None:
     """Console-script entry point."""
     cli.quiet_tensorflow()
+    cli.require_tensorflow()
     logging.set_verbosity(logging.INFO)
     app.run(_guarded_main)

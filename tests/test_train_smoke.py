@@ -19,11 +19,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny_config(tmp_path, method="contrastive", **kw) -> config_lib.Config:
     d = config_lib.METHOD_DEFAULTS[method]
-    base = dict(method=method, dataset="fake", category="0", net_type="resnet10",
-                net_width=0.0625, head_dims=(16, 8), batch_size=8, num_epoch=1,
-                aug_list=d["aug_list"], aug_list_for_test=d["aug_list_for_test"],
-                latent_dim=d["latent_dim"], strategy="default", model_dir=str(tmp_path / "run"),
-                eval_batch_size=64)
+    base = dict(
+        method=method,
+        dataset="fake",
+        category="0",
+        net_type="resnet10",
+        net_width=0.0625,
+        head_dims=(16, 8),
+        batch_size=8,
+        num_epoch=1,
+        aug_list=d["aug_list"],
+        aug_list_for_test=d["aug_list_for_test"],
+        latent_dim=d["latent_dim"],
+        strategy="default",
+        model_dir=str(tmp_path / "run"),
+        eval_batch_size=64,
+    )
     base.update(kw)
     return config_lib.validate(config_lib.Config(**base))
 
@@ -35,8 +46,9 @@ def _check_run_folder(run_dir, method):
     assert any(f.startswith("events.out") for f in os.listdir(os.path.join(run_dir, "tb")))
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     metrics = summary["metrics"]
-    expected = {f"{f}.{c}" for f in ("pool", "embed") for c in ("auc", "kde", "gde", "kocsvm",
-                                                                "locsvm")}
+    expected = {
+        f"{f}.{c}" for f in ("pool", "embed") for c in ("auc", "kde", "gde", "kocsvm", "locsvm")
+    }
     if method == "rotation":
         expected |= {"logit.auc", "dscore.auc"}
     assert set(metrics) == expected
@@ -49,11 +61,14 @@ def _check_run_folder(run_dir, method):
     return summary
 
 
-@pytest.mark.parametrize("method,kw", [
-    ("contrastive", {}),
-    ("rotation", {}),
-    ("contrastive", {"distaug_type": "rot", "symmetric_loss": True}),
-])
+@pytest.mark.parametrize(
+    "method,kw",
+    [
+        ("contrastive", {}),
+        ("rotation", {}),
+        ("contrastive", {"distaug_type": "rot", "symmetric_loss": True}),
+    ],
+)
 def test_each_method_trains_and_evaluates(tmp_path, method, kw):
     cfg = tiny_config(tmp_path, method, **kw)
     result = train_lib.run(cfg)
@@ -101,7 +116,11 @@ def test_eval_only_random_init(tmp_path):
 def test_cli_bad_flag_is_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "train_and_eval_loop.py", "--method=nope", f"--model_dir={tmp_path}/x"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert err and "valid: contrastive" in err[0]
@@ -114,8 +133,14 @@ def test_standalone_evaluate_rescores_saved_embeddings(tmp_path):
     cfg = tiny_config(tmp_path, method="rotation")
     first = train_lib.run(cfg)
     rescored = evaluate.evaluate_run(cfg.model_dir, classifiers=["kde", "gde"])
-    assert set(rescored) == {"pool.kde", "pool.gde", "embed.kde", "embed.gde", "logit.auc",
-                             "dscore.auc"}
+    assert set(rescored) == {
+        "pool.kde",
+        "pool.gde",
+        "embed.kde",
+        "embed.gde",
+        "logit.auc",
+        "dscore.auc",
+    }
     for key, value in rescored.items():
         assert value == pytest.approx(first.metrics[key], abs=1e-9)
     again = evaluate.evaluate_run(cfg.model_dir, reextract=True)

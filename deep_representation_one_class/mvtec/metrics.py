@@ -11,9 +11,10 @@ the mean over all ground-truth regions C (connected components, 8-connectivity, 
 mask) of |P_t ∩ C| / |C|. The score is the area under the PRO-vs-FPR curve for FPR in
 [0, max_fpr] (0.3 in the benchmark), divided by max_fpr. Every distinct map value is a threshold,
 so the curve is exact: sorting the pixels once and accumulating per-pixel weights (1/|normal| for
-normal pixels, 1/(|C|·#regions) for pixels of region C) gives FPR and PRO at every threshold.
-Implementations that sample a fixed number of thresholds over the score range approximate this
-curve from below.
+normal pixels, 1/(|C|·#regions) for pixels of region C) gives FPR and PRO at every threshold
+(implementations that sample a fixed number of thresholds over the score range only approximate
+this curve). The same sort gives the ROC curve, so pixel AUROC over millions of pixels costs about
+a second instead of sklearn's several.
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from deep_representation_one_class.evaluation.metrics import auroc
 from deep_representation_one_class.evaluation.scorers import EvaluationInputError
 
-__all__ = ["area_up_to", "pixel_auroc", "pro_curve", "pro_score", "region_labels"]
+__all__ = [
+    "area_up_to",
+    "localization_metrics",
+    "pixel_auroc",
+    "pro_curve",
+    "pro_score",
+    "region_labels",
+]
 
 
 def _masks_and_maps(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -50,8 +57,62 @@ def _masks_and_maps(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
     return m, a
 
 
+def region_labels(mask: np.ndarray, connectivity: int = 8) -> tuple[np.ndarray, int]:
+    """Connected components of one [H, W] mask: (int32 labels, 0 = background; count)."""
+    if connectivity not in (4, 8):
+        raise EvaluationInputError(f"connectivity must be 4 or 8, got {connectivity}")
+    structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    labels, count = ndimage.label(mask, structure=structure)
+    return labels, int(count)
+
+
+def _region_weights(m: np.ndarray, connectivity: int) -> np.ndarray:
+    """[T, H, W] float64: 1 / (|C| · #regions) on each pixel of region C, 0 elsewhere."""
+    weights = np.zeros(m.shape, np.float64)
+    regions = 0
+    for i in range(m.shape[0]):
+        if not m[i].any():
+            continue
+        labels, count = region_labels(m[i], connectivity)
+        sizes = np.bincount(labels.reshape(-1))
+        inside = labels > 0
+        weights[i][inside] = 1.0 / sizes[labels[inside]]
+        regions += count
+    return weights / regions
+
+
+def _curves(
+    m: np.ndarray, a: np.ndarray, connectivity: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(FPR, TPR, PRO or None) at every distinct threshold, from (0, 0, 0) to (1, 1, 1).
+
+    One descending sort of all pixels; cumulative sums of per-pixel weights then give each rate
+    at every threshold. Only the last index of each run of equal scores is kept: a threshold
+    admits all tied pixels at once, so intermediate points would be unreachable.
+    """
+    scores = a.reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    last = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
+    pos = m.reshape(-1)[order]
+    tp = np.cumsum(pos)[last]
+    fp = np.cumsum(~pos)[last]
+    fpr = fp / max(int(fp[-1]), 1)
+    tpr = tp / max(int(tp[-1]), 1)
+    pro = None
+    if connectivity is not None:
+        pro = np.cumsum(_region_weights(m, connectivity).reshape(-1)[order])[last]
+        # The cumulative sum can overshoot 1 by rounding.
+        np.minimum(pro, 1.0, out=pro)
+        pro = np.concatenate([[0.0], pro])
+    return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr]), pro
+
+
 def pixel_auroc(masks: Any, maps: Any) -> float:
     """AUROC in percent over all pixels of all images (defect pixels are the positives).
+
+    Equal to ``100 · sklearn.metrics.roc_auc_score(masks.ravel(), maps.ravel())`` (ties count
+    one half), computed from one sort so that millions of pixels take about a second.
 
     Args:
       masks: [T, H, W] (or [H, W]) 0/1 ground truth.
@@ -64,17 +125,8 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
       EvaluationInputError: shape mismatch, non-binary masks, non-finite maps, one class only.
     """
     m, a = _masks_and_maps(masks, maps)
-    # float32 halves the memory of the flattened copy; ties and order are what AUROC needs.
-    return auroc(m.reshape(-1), a.reshape(-1).astype(np.float32, copy=False))
-
-
-def region_labels(mask: np.ndarray, connectivity: int = 8) -> tuple[np.ndarray, int]:
-    """Connected components of one [H, W] mask: (int32 labels, 0 = background; count)."""
-    if connectivity not in (4, 8):
-        raise EvaluationInputError(f"connectivity must be 4 or 8, got {connectivity}")
-    structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-    labels, count = ndimage.label(mask, structure=structure)
-    return labels, int(count)
+    fpr, tpr, _ = _curves(m, a, None)
+    return 100.0 * area_up_to(fpr, tpr, 1.0)
 
 
 def pro_curve(masks: Any, maps: Any, connectivity: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -90,33 +142,32 @@ def pro_curve(masks: Any, maps: Any, connectivity: int = 8) -> tuple[np.ndarray,
       (threshold above every score) and fpr[-1] = pro[-1] = 1 (threshold at the lowest score).
     """
     m, a = _masks_and_maps(masks, maps)
-    weights = np.zeros(m.shape, np.float64)
-    regions = 0
-    for i in range(m.shape[0]):
-        if not m[i].any():
-            continue
-        labels, count = region_labels(m[i], connectivity)
-        sizes = np.bincount(labels.reshape(-1))
-        inside = labels > 0
-        weights[i][inside] = 1.0 / sizes[labels[inside]]
-        regions += count
-    weights /= regions
-    negatives = int((~m).sum())
-    flat_w = weights.reshape(-1)
-    flat_neg = (~m).reshape(-1)
-    scores = a.reshape(-1)
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    pro = np.cumsum(flat_w[order])
-    fpr = np.cumsum(flat_neg[order]) / negatives
-    # A threshold admits all pixels with score >= t at once: keep the last index of each run of
-    # equal scores, so that tied pixels never create points no threshold can produce.
-    last = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
-    fpr, pro = fpr[last], pro[last]
-    # The cumulative sums can overshoot 1 by rounding.
-    np.minimum(fpr, 1.0, out=fpr)
-    np.minimum(pro, 1.0, out=pro)
-    return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], pro])
+    fpr, _, pro = _curves(m, a, connectivity)
+    return fpr, pro
+
+
+def localization_metrics(
+    masks: Any, maps: Any, max_fpr: float = 0.3, connectivity: int = 8
+) -> dict[str, float]:
+    """Pixel AUROC and PRO (both in percent) from a single sort of the pixels.
+
+    Same values as :func:`pixel_auroc` and :func:`pro_score`; see those for the arguments.
+
+    Returns:
+      ``{"pixel_auroc": ..., "pro": ...}``.
+    """
+    _check_max_fpr(max_fpr)
+    m, a = _masks_and_maps(masks, maps)
+    fpr, tpr, pro = _curves(m, a, connectivity)
+    return {
+        "pixel_auroc": 100.0 * area_up_to(fpr, tpr, 1.0),
+        "pro": 100.0 * area_up_to(fpr, pro, max_fpr) / max_fpr,
+    }
+
+
+def _check_max_fpr(max_fpr: float) -> None:
+    if not 0.0 < max_fpr <= 1.0:
+        raise EvaluationInputError(f"max_fpr must be in (0, 1], got {max_fpr}")
 
 
 def area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
@@ -156,7 +207,6 @@ def pro_score(masks: Any, maps: Any, max_fpr: float = 0.3, connectivity: int = 8
     Raises:
       EvaluationInputError: bad shapes or values, or ``max_fpr`` outside (0, 1].
     """
-    if not 0.0 < max_fpr <= 1.0:
-        raise EvaluationInputError(f"max_fpr must be in (0, 1], got {max_fpr}")
+    _check_max_fpr(max_fpr)
     fpr, pro = pro_curve(masks, maps, connectivity)
     return 100.0 * area_up_to(fpr, pro, max_fpr) / max_fpr

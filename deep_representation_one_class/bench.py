@@ -1,0 +1,726 @@
+"""Speed benchmark: train-step, input-pipeline, feature-extraction and classifier throughput.
+
+``python -m deep_representation_one_class.bench --cases=paper_fp32,paper_bf16`` prints one JSON
+line per case (and appends it to ``--out``). Each line holds the case's model and batch, the
+training throughput (median over timed windows after a warm-up, on a fixed in-memory batch so
+that only the model is measured), the end-to-end throughput through the real augmentation
+pipeline, the pipeline's own throughput, feature-extraction throughput, the fit+score time of
+every one-class classifier at realistic sizes, the model's FLOPs per image, the achieved GFLOP/s
+as a fraction of a matmul peak measured by the same process, a projection of the wall time of
+one paper-length CIFAR-10 class, the load average and the machine.
+
+FLOP counting is analytic from traced shapes: the forward pass and the gradient of a scalar of
+the outputs are traced once with a fixed input shape, the graph is pruned to the ops the outputs
+depend on (what Grappler also removes, e.g. the unused input gradient of the stem conv), and
+every ``Conv2D``/``Conv2DBackpropInput``/``Conv2DBackpropFilter``/``MatMul``/``BatchMatMul`` op
+counts ``2 x multiply-accumulates`` from its static shapes. Elementwise work (BatchNorm, ReLU,
+residual adds, the optimizer) is not counted; it is memory-bound and a few percent of the total.
+A ResNet-18 (width 1) at 32x32 is 0.56 GMAC forward, i.e. 1.11 GFLOP forward and 3.3 GFLOP per
+trained image. (A "1.7 GFLOP" figure for the same model counts multiply-accumulates, not FLOPs.)
+
+Images per second count images through the network: a contrastive step of batch B pairs is
+2B images, a rotation step of batch B is 4B images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+# Reference numbers of the original float32 path on the 2-core development CPU (AMD EPYC,
+# AVX512_BF16), used for the "x reference" ratios in the output.
+REFERENCE = {
+    "train_images_per_s": 43.0,  # contrastive ResNet-18 w1, head 512x8,128, 32 pairs: 1.48 s/step
+    "extract_images_per_s": 150.0,  # batches of 32
+}
+# Paper length of one CIFAR-10 one-class run: 5000 inliers, 2048 epochs (spec, "Script settings").
+CIFAR10_CLASS_IMAGES = 5000
+PAPER_EPOCHS = 2048
+PAPER_HEAD = (512,) * 8 + (128,)
+
+SCHEMA_KEYS = (
+    "case",
+    "method",
+    "model",
+    "width",
+    "head_dims",
+    "batch",
+    "views",
+    "images_per_step",
+    "precision",
+    "steps_per_call",
+    "jit_compile",
+    "strategy",
+    "device",
+    "threads",
+    "train_images_per_s",
+    "train_step_s",
+    "train_step_s_windows",
+    "train_cpu_s_per_step",
+    "train_first_call_s",
+    "e2e_images_per_s",
+    "data_images_per_s",
+    "extract_images_per_s",
+    "extract_batch",
+    "classifier_seconds",
+    "classifier_total_s",
+    "classifier_sizes",
+    "eval_seconds_estimate",
+    "gflop_per_image_forward",
+    "gflop_per_image_train",
+    "achieved_gflop_s",
+    "peak_gflop_s",
+    "pct_of_peak",
+    "vs_reference",
+    "paper_steps_per_class",
+    "projected_hours_per_class",
+    "loadavg_start",
+    "loadavg_end",
+    "machine",
+    "timestamp",
+)
+
+
+class BenchError(ValueError):
+    """A benchmark option is invalid; the message names it and what is valid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchCase:
+    """One benchmarked configuration (the fields map onto ``config.Config``)."""
+
+    method: str = "contrastive"
+    net_type: str = "resnet18"
+    net_width: float = 1.0
+    head_dims: tuple[int, ...] = PAPER_HEAD
+    batch_size: int = 32
+    precision: str = "float32"
+    input_size: int = 32
+    eval_batch_size: int = 256
+    # Timing sizes (steps/images); small for quick runs, larger on fast devices.
+    warmup_steps: int = 2
+    windows: int = 5
+    window_steps: int = 2
+    e2e_windows: int = 3
+    data_batches: int = 8
+    extract_images: int = 2048
+
+
+_PAPER = BenchCase()
+CASES: dict[str, BenchCase] = {
+    # The paper's contrastive configuration (scripts): ResNet-18 w1, head 512x8,128, 32 pairs.
+    "paper_fp32": _PAPER,
+    "paper_bf16": dataclasses.replace(_PAPER, precision="mixed_bfloat16"),
+    "paper_fp16": dataclasses.replace(_PAPER, precision="mixed_float16"),  # GPUs
+    # The rotation configuration of the paper: 64 images x 4 rotations, head 512x8, 4 logits.
+    "paper_rotation_fp32": dataclasses.replace(
+        _PAPER, method="rotation", head_dims=(512,) * 8, batch_size=64
+    ),
+    "paper_rotation_bf16": dataclasses.replace(
+        _PAPER,
+        method="rotation",
+        head_dims=(512,) * 8,
+        batch_size=64,
+        precision="mixed_bfloat16",
+    ),
+    # The quick default run (``python train_and_eval_loop.py --method=contrastive``).
+    "quick_fp32": dataclasses.replace(_PAPER, net_width=0.25, head_dims=(512, 512, 128), batch_size=64),
+    "quick_bf16": dataclasses.replace(
+        _PAPER,
+        net_width=0.25,
+        head_dims=(512, 512, 128),
+        batch_size=64,
+        precision="mixed_bfloat16",
+    ),
+    # A seconds-long case for tests and smoke checks.
+    "tiny": BenchCase(
+        net_type="resnet10",
+        net_width=0.0625,
+        head_dims=(16, 8),
+        batch_size=8,
+        warmup_steps=1,
+        windows=2,
+        window_steps=1,
+        e2e_windows=1,
+        data_batches=2,
+        extract_images=64,
+    ),
+}
+DEFAULT_CASES = ("paper_fp32", "paper_bf16")
+
+
+# ----------------------------------------------------------------------------- small helpers
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # pragma: no cover - platforms without getloadavg
+        return []
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, accelerator, TensorFlow/Keras versions and oneDNN setting."""
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpus = tf.config.list_physical_devices("GPU")
+    gpu_names = []
+    for g in gpus:
+        try:
+            gpu_names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
+        except (ValueError, RuntimeError):
+            gpu_names.append(g.name)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpus": gpu_names,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+    }
+
+
+def _device_kind() -> str:
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+# ----------------------------------------------------------------------------- FLOP counting
+def _prod(dims: Sequence[int | None]) -> int:
+    out = 1
+    for d in dims:
+        if d is None:
+            raise BenchError("FLOP counting needs static shapes; trace with a fixed input shape")
+        out *= int(d)
+    return out
+
+
+def _op_macs(op) -> int:
+    """Multiply-accumulates of one conv/matmul op from its static shapes (0 for other ops)."""
+    kind = op.type
+    if kind in ("Conv2D", "DepthwiseConv2dNative"):
+        out = op.outputs[0].shape.as_list()
+        kh, kw, cin, mult = op.inputs[1].shape.as_list()
+        # Conv2D: each output element sums kh*kw*cin products (cin is per group). Depthwise:
+        # each output element sums kh*kw products.
+        return _prod(out) * kh * kw * (cin if kind == "Conv2D" else 1)
+    if kind == "Conv2DBackpropInput":
+        kh, kw, cin, _ = op.inputs[1].shape.as_list()
+        return _prod(op.inputs[2].shape.as_list()) * kh * kw * cin
+    if kind == "Conv2DBackpropFilter":
+        kh, kw, cin, _ = op.outputs[0].shape.as_list()
+        return _prod(op.inputs[2].shape.as_list()) * kh * kw * cin
+    if kind == "MatMul":
+        a = op.inputs[0].shape.as_list()
+        k = a[0] if op.get_attr("transpose_a") else a[1]
+        return _prod(op.outputs[0].shape.as_list()) * int(k)
+    if kind.startswith("BatchMatMul"):
+        a = op.inputs[0].shape.as_list()
+        adj = op.get_attr("adj_x")
+        k = a[-2] if adj else a[-1]
+        return _prod(op.outputs[0].shape.as_list()) * int(k)
+    return 0
+
+
+def _live_ops(graph) -> list:
+    """Ops that the graph's outputs depend on (data or control), like Grappler's pruning."""
+    live: dict[str, Any] = {}
+    stack = [t.op for t in graph.outputs] + list(graph.control_outputs)
+    while stack:
+        op = stack.pop()
+        if op.name in live:
+            continue
+        live[op.name] = op
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return list(live.values())
+
+
+def count_flops(model, input_shape: Sequence[int], training: bool = True) -> float:
+    """FLOPs per image of ``model`` (2 x multiply-accumulates of conv and matmul ops).
+
+    Args:
+      model: a Keras model taking [B, H, W, C] float32 images; dict or tensor outputs.
+      input_shape: (H, W, C) of one image.
+      training: True counts forward + backward (the gradient of a scalar of every output with
+        respect to the trainable variables: input and weight gradients, no image gradient);
+        False counts the inference forward pass.
+
+    Returns:
+      FLOPs per image (float).
+    """
+    import tensorflow as tf
+
+    batch = 2  # BatchNorm in training mode needs more than one value per channel
+    spec = tf.TensorSpec([batch, *[int(d) for d in input_shape]], tf.float32)
+
+    def _scalar(outputs) -> tf.Tensor:
+        return tf.add_n(
+            [tf.reduce_sum(tf.cast(t, tf.float32)) for t in tf.nest.flatten(outputs)]
+        )
+
+    if training:
+
+        def fn(x):
+            with tf.GradientTape() as tape:
+                y = _scalar(model(x, training=True))
+            return tape.gradient(y, model.trainable_variables)
+
+    else:
+
+        def fn(x):
+            return _scalar(model(x, training=False))
+
+    graph = tf.function(fn).get_concrete_function(spec).graph
+    macs = sum(_op_macs(op) for op in _live_ops(graph))
+    return 2.0 * macs / batch
+
+
+# ----------------------------------------------------------------------------- matmul peak
+def matmul_peak(dtype: str = "float32", n: int = 2048, seconds: float = 1.5) -> float:
+    """Median GFLOP/s (2 n^3 per product) of a loop of n x n matmuls in ``dtype``.
+
+    Measured with the same TensorFlow kernels (oneDNN on x86) as the model, so the ratio of a
+    train step's GFLOP/s to this number is the fraction of reachable compute it uses.
+    """
+    import tensorflow as tf
+
+    tdtype = tf.as_dtype(dtype)
+    a = tf.cast(tf.random.stateless_normal([n, n], [1, 2]), tdtype)
+    b = tf.cast(tf.random.stateless_normal([n, n], [3, 4]), tdtype)
+
+    @tf.function
+    def loop(a, b, k):
+        acc = tf.zeros([], tf.float32)
+        for _ in tf.range(k):
+            # A data dependency on every product keeps the loop from being optimised away.
+            acc += tf.cast(tf.matmul(a, b)[0, 0], tf.float32)
+        return acc
+
+    loop(a, b, tf.constant(1)).numpy()
+    t0 = time.perf_counter()
+    loop(a, b, tf.constant(1)).numpy()
+    one = max(time.perf_counter() - t0, 1e-6)
+    k = max(1, int(seconds / 3 / one))
+    rates = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        loop(a, b, tf.constant(k)).numpy()
+        rates.append(2.0 * n**3 * k / (time.perf_counter() - t0) / 1e9)
+    return float(np.median(rates))
+
+
+# ----------------------------------------------------------------------------- config glue
+def make_config(case: BenchCase, steps_per_call: int, jit_compile: bool, strategy: str):
+    """The run ``Config`` of a case (method defaults for augmentations and logits)."""
+    from deep_representation_one_class import config as config_lib
+
+    d = config_lib.METHOD_DEFAULTS[case.method]
+    cfg = config_lib.Config(
+        method=case.method,
+        dataset="fake",
+        category="0",
+        input_shape=(case.input_size, case.input_size, 3),
+        aug_list=d["aug_list"],
+        aug_list_for_test=d["aug_list_for_test"],
+        net_type=case.net_type,
+        net_width=case.net_width,
+        head_dims=tuple(case.head_dims),
+        latent_dim=d["latent_dim"],
+        batch_size=case.batch_size,
+        precision=case.precision,
+        eval_batch_size=case.eval_batch_size,
+        steps_per_call=steps_per_call,
+        jit_compile=jit_compile,
+        strategy=strategy,
+    )
+    return config_lib.validate(cfg)
+
+
+def _random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _timed_windows(
+    run_steps: Callable[[int], None], windows: int, window_steps: int
+) -> tuple[list[float], float]:
+    """Seconds per step of each window, and CPU seconds per step over all windows."""
+    per_step = []
+    c0 = _cpu_seconds()
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        run_steps(window_steps)
+        per_step.append((time.perf_counter() - t0) / window_steps)
+    cpu = (_cpu_seconds() - c0) / max(windows * window_steps, 1)
+    return per_step, cpu
+
+
+# ----------------------------------------------------------------------------- measurements
+def measure_training(cfg, case: BenchCase) -> dict[str, Any]:
+    """Train-step throughput on a fixed in-memory batch, then through the real pipeline."""
+    import tensorflow as tf
+
+    from deep_representation_one_class import distribute, pipeline, train_lib
+
+    strategy = distribute.make_strategy(cfg.strategy)
+    view_fn, test_fn, n_views, _ = train_lib.make_view_fns(cfg)
+    trainer = train_lib.Trainer(cfg, strategy, n_views, total_steps=10**6, spe=10**4)
+    images_per_step = cfg.batch_size * n_views
+    fn = trainer.train_fn()
+    k = cfg.steps_per_call
+
+    def drive(iterator) -> Callable[[int], None]:
+        def run_steps(steps: int) -> None:
+            done = 0
+            while done < steps:
+                n = min(k, steps - done)
+                total, _ = fn(iterator, tf.constant(n, tf.int64))
+                total.numpy()  # waits for the device
+                done += n
+
+        return run_steps
+
+    # 1. Model only: one augmented batch, repeated (no input work inside the timed loop).
+    images = _random_images(max(cfg.batch_size, 64), cfg.input_shape[0])
+    real = pipeline.make_train_dataset(images, view_fn, cfg.batch_size, cfg.seed)
+    fixed = tuple(next(iter(real)))
+    ds = tf.data.Dataset.from_tensors(fixed).repeat()
+    run_steps = drive(iter(strategy.experimental_distribute_dataset(ds)))
+    t0 = time.perf_counter()
+    run_steps(1)
+    first_call_s = time.perf_counter() - t0
+    run_steps(case.warmup_steps)
+    windows, cpu_per_step = _timed_windows(run_steps, case.windows, case.window_steps)
+    step_s = float(np.median(windows))
+
+    # 2. End to end: the augmentation pipeline feeds the same train function.
+    e2e_ips = None
+    if case.e2e_windows > 0:
+        many = _random_images(2048, cfg.input_shape[0], seed=1)
+        ds = pipeline.make_train_dataset(many, view_fn, cfg.batch_size, cfg.seed)
+        run_e2e = drive(iter(strategy.experimental_distribute_dataset(ds)))
+        run_e2e(1 + case.warmup_steps)
+        e2e, _ = _timed_windows(run_e2e, case.e2e_windows, case.window_steps)
+        e2e_ips = images_per_step / float(np.median(e2e))
+    return {
+        "trainer": trainer,
+        "test_fn": test_fn,
+        "views": n_views,
+        "images_per_step": images_per_step,
+        "first_call_s": first_call_s,
+        "train_step_s": step_s,
+        "train_step_s_windows": [round(w, 4) for w in windows],
+        "train_cpu_s_per_step": cpu_per_step,
+        "train_images_per_s": images_per_step / step_s,
+        "e2e_images_per_s": e2e_ips,
+    }
+
+
+def measure_data(cfg, case: BenchCase) -> float:
+    """Images (views) per second produced by the training input pipeline alone."""
+    from deep_representation_one_class import pipeline, train_lib
+
+    view_fn, _, n_views, _ = train_lib.make_view_fns(cfg)
+    images = _random_images(2048, cfg.input_shape[0], seed=2)
+    it = iter(pipeline.make_train_dataset(images, view_fn, cfg.batch_size, cfg.seed))
+    for _ in range(2):  # start-up: threads, autotuning, tracing of the map function
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(case.data_batches):
+        next(it)
+    return case.data_batches * cfg.batch_size * n_views / (time.perf_counter() - t0)
+
+
+def measure_extraction(model, test_fn, cfg, case: BenchCase) -> float:
+    """Images per second of ``features.extract`` (the evaluation forward pass)."""
+    from deep_representation_one_class.evaluation import features
+
+    n = case.extract_images
+    warm = _random_images(min(n, cfg.eval_batch_size), cfg.input_shape[0], seed=3)
+    features.extract(model, warm, test_fn, cfg.eval_batch_size)  # traces both batch shapes
+    images = _random_images(n, cfg.input_shape[0], seed=4)
+    t0 = time.perf_counter()
+    features.extract(model, images, test_fn, cfg.eval_batch_size)
+    return n / (time.perf_counter() - t0)
+
+
+def synthetic_features(
+    n_train: int, n_test: int, dims: Sequence[int] = (512, 128), seed: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Feature-like arrays for timing the classifiers: (train, test, test labels).
+
+    ``pool`` features are non-negative (averages of ReLU maps), ``embed`` features signed; both
+    have a decaying spectrum, and the test outliers (90%, as in CIFAR-10 one-vs-rest) are
+    shifted, so the scorers do realistic amounts of work (SVM iterations, support vectors).
+    """
+    rng = np.random.default_rng(seed)
+    n_in = max(1, n_test // 10)
+    train, test = {}, {}
+    for name, d in zip(("pool", "embed"), dims):
+        basis = rng.standard_normal((d, d)) * (1.0 / np.sqrt(np.arange(1, d + 1)))[:, None]
+        shift = rng.standard_normal(d) * 0.5
+        tr = rng.standard_normal((n_train, d)) @ basis
+        te = rng.standard_normal((n_test, d)) @ basis
+        te[n_in:] += shift
+        if name == "pool":
+            tr, te = np.maximum(tr, 0.0), np.maximum(te, 0.0)
+        train[name], test[name] = tr.astype(np.float32), te.astype(np.float32)
+    labels = np.zeros(n_test, dtype=np.int64)
+    labels[n_in:] = 1
+    return train, test, labels
+
+
+def measure_classifiers(
+    classifiers: Sequence[str], n_train: int, n_test: int, dims: Sequence[int] = (512, 128)
+) -> dict[str, float]:
+    """Seconds of fit + score + AUROC per ``feature.classifier`` key on synthetic features."""
+    from deep_representation_one_class.evaluation import metrics
+
+    train, test, labels = synthetic_features(n_train, n_test, dims)
+    timings: dict[str, float] = {}
+    metrics.evaluate_features(train, test, labels, scorers=classifiers, timings=timings)
+    return {k: round(v, 3) for k, v in timings.items()}
+
+
+def _paper_steps(case: BenchCase) -> int:
+    return PAPER_EPOCHS * (CIFAR10_CLASS_IMAGES // case.batch_size)
+
+
+# ----------------------------------------------------------------------------- one case
+def run_case(
+    name: str,
+    case: BenchCase,
+    *,
+    steps_per_call: int = 1,
+    jit_compile: bool = False,
+    strategy: str = "mirrored",
+    peaks: dict[str, float],
+    classifier_result: dict[str, Any] | None,
+    machine: dict[str, Any],
+    threads: dict[str, int],
+) -> dict[str, Any]:
+    """Measures one case and returns its JSON record (see ``SCHEMA_KEYS``)."""
+    import keras
+
+    load_start = _loadavg()
+    cfg = make_config(case, steps_per_call, jit_compile, strategy)
+    keras.backend.clear_session()
+    gc.collect()
+    train = measure_training(cfg, case)
+    trainer = train.pop("trainer")
+    test_fn = train.pop("test_fn")
+    model = trainer.model
+    shape = (case.input_size, case.input_size, 3)
+    flops_train = count_flops(model, shape, training=True)
+    flops_fwd = count_flops(model, shape, training=False)
+    data_ips = measure_data(cfg, case) if case.data_batches > 0 else None
+    extract_ips = measure_extraction(model, test_fn, cfg, case) if case.extract_images else None
+    achieved = flops_train * train["train_images_per_s"] / 1e9
+    pct = {k: round(100.0 * achieved / v, 1) for k, v in peaks.items() if v}
+    cls_total = classifier_result["total_s"] if classifier_result else None
+    eval_est = None
+    if classifier_result and extract_ips:
+        n_images = classifier_result["sizes"]["train"] + classifier_result["sizes"]["test"]
+        eval_est = n_images / extract_ips + cls_total
+    paper_steps = _paper_steps(case)
+    record = {
+        "case": name,
+        "method": case.method,
+        "model": case.net_type,
+        "width": case.net_width,
+        "head_dims": list(case.head_dims),
+        "batch": case.batch_size,
+        "views": train["views"],
+        "images_per_step": train["images_per_step"],
+        "precision": case.precision,
+        "steps_per_call": steps_per_call,
+        "jit_compile": jit_compile,
+        "strategy": strategy,
+        "device": _device_kind(),
+        "threads": threads,
+        "train_images_per_s": round(train["train_images_per_s"], 2),
+        "train_step_s": round(train["train_step_s"], 4),
+        "train_step_s_windows": train["train_step_s_windows"],
+        "train_cpu_s_per_step": round(train["train_cpu_s_per_step"], 4),
+        "train_first_call_s": round(train["first_call_s"], 2),
+        "e2e_images_per_s": _round(train["e2e_images_per_s"]),
+        "data_images_per_s": _round(data_ips),
+        "extract_images_per_s": _round(extract_ips),
+        "extract_batch": case.eval_batch_size,
+        "classifier_seconds": classifier_result["seconds"] if classifier_result else None,
+        "classifier_total_s": _round(cls_total),
+        "classifier_sizes": classifier_result["sizes"] if classifier_result else None,
+        "eval_seconds_estimate": _round(eval_est),
+        "gflop_per_image_forward": round(flops_fwd / 1e9, 4),
+        "gflop_per_image_train": round(flops_train / 1e9, 4),
+        "achieved_gflop_s": round(achieved, 2),
+        "peak_gflop_s": {k: round(v, 1) for k, v in peaks.items()},
+        "pct_of_peak": pct,
+        "vs_reference": {
+            "train": round(train["train_images_per_s"] / REFERENCE["train_images_per_s"], 2),
+            "extract": _round(extract_ips and extract_ips / REFERENCE["extract_images_per_s"]),
+        },
+        "paper_steps_per_class": paper_steps,
+        "projected_hours_per_class": round(paper_steps * train["train_step_s"] / 3600.0, 1),
+        "loadavg_start": load_start,
+        "loadavg_end": _loadavg(),
+        "machine": machine,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    del trainer, model
+    keras.backend.clear_session()
+    gc.collect()
+    return record
+
+
+def _round(v: float | None, nd: int = 2) -> float | None:
+    return None if v is None else round(float(v), nd)
+
+
+# ----------------------------------------------------------------------------- command line
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m deep_representation_one_class.bench",
+        description="Throughput benchmark; prints one JSON line per case.",
+    )
+    p.add_argument(
+        "--cases",
+        default=",".join(DEFAULT_CASES),
+        help=f"comma-separated cases; valid: {', '.join(CASES)}",
+    )
+    p.add_argument("--out", default="results/bench_cpu.jsonl", help="JSONL file to append to")
+    p.add_argument("--steps_per_call", type=int, default=1, help="train steps per call (>= 1)")
+    p.add_argument("--jit_compile", action="store_true", help="compile the train step with XLA")
+    p.add_argument(
+        "--strategy", default="mirrored", help="tf.distribute strategy: mirrored or default"
+    )
+    p.add_argument("--intra_op_threads", type=int, default=0, help="0 = TensorFlow's default")
+    p.add_argument("--inter_op_threads", type=int, default=0, help="0 = TensorFlow's default")
+    p.add_argument("--windows", type=int, default=0, help="timed windows (0 = per case)")
+    p.add_argument("--window_steps", type=int, default=0, help="steps per window (0 = per case)")
+    p.add_argument("--eval_batch_size", type=int, default=0, help="extraction batch (0 = 256)")
+    p.add_argument(
+        "--classifiers",
+        default="auc,kde,gde,kocsvm,locsvm",
+        help="classifiers to time ('' = skip)",
+    )
+    p.add_argument("--cls_train", type=int, default=6000, help="classifier-train features")
+    p.add_argument("--cls_test", type=int, default=10000, help="test features")
+    p.add_argument("--no_peak", action="store_true", help="skip the matmul peak measurement")
+    p.add_argument("--peak_size", type=int, default=0, help="matmul side (0: 2048 CPU, 8192 GPU)")
+    args = p.parse_args(argv)
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CASES]
+    if unknown or not names:
+        raise BenchError(f"unknown --cases {unknown}; valid: {', '.join(CASES)}")
+    if args.steps_per_call < 1:
+        raise BenchError(f"--steps_per_call must be >= 1, got {args.steps_per_call}")
+    if args.strategy not in ("mirrored", "default"):
+        raise BenchError(f"--strategy must be mirrored or default, got {args.strategy}")
+    if min(args.windows, args.window_steps, args.eval_batch_size, args.cls_train) < 0:
+        raise BenchError("--windows, --window_steps, --eval_batch_size, --cls_* must be >= 0")
+    args.case_names = names
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Runs the benchmark CLI; returns the records it printed."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = _parse_args(argv)
+    import tensorflow as tf
+
+    # Thread pools must be sized before TensorFlow creates them (i.e. before any op runs).
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    if args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    threads = {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
+    machine = machine_info()
+    gpu = bool(machine["gpus"])
+    peaks: dict[str, float] = {}
+    if not args.no_peak:
+        n = args.peak_size or (8192 if gpu else 2048)
+        for dtype in ("float32", "bfloat16") + (("float16",) if gpu else ()):
+            peaks[dtype] = matmul_peak(dtype, n)
+    cls_names = [c for c in args.classifiers.split(",") if c.strip()]
+    classifier_result = None
+    if cls_names:
+        seconds = measure_classifiers(cls_names, args.cls_train, args.cls_test)
+        classifier_result = {
+            "seconds": seconds,
+            "total_s": round(sum(seconds.values()), 2),
+            "sizes": {"train": args.cls_train, "test": args.cls_test, "dims": [512, 128]},
+        }
+    records = []
+    for name in args.case_names:
+        case = CASES[name]
+        overrides = {}
+        if args.windows:
+            overrides["windows"] = args.windows
+        if args.window_steps:
+            overrides["window_steps"] = args.window_steps
+        if args.eval_batch_size:
+            overrides["eval_batch_size"] = args.eval_batch_size
+        case = dataclasses.replace(case, **overrides)
+        record = run_case(
+            name,
+            case,
+            steps_per_call=args.steps_per_call,
+            jit_compile=args.jit_compile,
+            strategy=args.strategy,
+            peaks=peaks,
+            classifier_result=classifier_result,
+            machine=machine,
+            threads=threads,
+        )
+        line = json.dumps(record, sort_keys=False)
+        print(line, flush=True)
+        if args.out:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "a") as f:
+                f.write(line + "\n")
+        records.append(record)
+    return records
+
+
+def run_cli() -> None:
+    """Console entry point: one-line errors for bad options."""
+    try:
+        main()
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run_cli()
