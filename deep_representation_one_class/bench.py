@@ -82,6 +82,8 @@ SCHEMA_KEYS = (
     "achieved_gflop_s",
     "peak_gflop_s",
     "pct_of_peak",
+    "peak_gflop_per_cpu_s",
+    "pct_of_peak_cpu_time",
     "vs_reference",
     "paper_steps_per_class",
     "projected_hours_per_class",
@@ -115,6 +117,7 @@ class BenchCase:
     e2e_windows: int = 3
     data_batches: int = 8
     extract_images: int = 2048
+    pipeline_images: int = 2048  # source images of the end-to-end and data-only pipelines
 
 
 _PAPER = BenchCase()
@@ -135,7 +138,9 @@ CASES: dict[str, BenchCase] = {
         precision="mixed_bfloat16",
     ),
     # The quick default run (``python train_and_eval_loop.py --method=contrastive``).
-    "quick_fp32": dataclasses.replace(_PAPER, net_width=0.25, head_dims=(512, 512, 128), batch_size=64),
+    "quick_fp32": dataclasses.replace(
+        _PAPER, net_width=0.25, head_dims=(512, 512, 128), batch_size=64
+    ),
     "quick_bf16": dataclasses.replace(
         _PAPER,
         net_width=0.25,
@@ -155,6 +160,7 @@ CASES: dict[str, BenchCase] = {
         e2e_windows=1,
         data_batches=2,
         extract_images=64,
+        pipeline_images=128,
     ),
 }
 DEFAULT_CASES = ("paper_fp32", "paper_bf16")
@@ -192,7 +198,9 @@ def machine_info() -> dict[str, Any]:
     gpu_names = []
     for g in gpus:
         try:
-            gpu_names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
+            gpu_names.append(
+                tf.config.experimental.get_device_details(g).get("device_name", g.name)
+            )
         except (ValueError, RuntimeError):
             gpu_names.append(g.name)
     return {
@@ -227,7 +235,7 @@ def _op_macs(op) -> int:
     kind = op.type
     if kind in ("Conv2D", "DepthwiseConv2dNative"):
         out = op.outputs[0].shape.as_list()
-        kh, kw, cin, mult = op.inputs[1].shape.as_list()
+        kh, kw, cin, _ = op.inputs[1].shape.as_list()
         # Conv2D: each output element sums kh*kw*cin products (cin is per group). Depthwise:
         # each output element sums kh*kw products.
         return _prod(out) * kh * kw * (cin if kind == "Conv2D" else 1)
@@ -282,16 +290,16 @@ def count_flops(model, input_shape: Sequence[int], training: bool = True) -> flo
     spec = tf.TensorSpec([batch, *[int(d) for d in input_shape]], tf.float32)
 
     def _scalar(outputs) -> tf.Tensor:
-        return tf.add_n(
-            [tf.reduce_sum(tf.cast(t, tf.float32)) for t in tf.nest.flatten(outputs)]
-        )
+        return tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in tf.nest.flatten(outputs)])
 
     if training:
 
         def fn(x):
             with tf.GradientTape() as tape:
                 y = _scalar(model(x, training=True))
-            return tape.gradient(y, model.trainable_variables)
+            # The loss is an output too, as in a train step (it is logged): otherwise the last
+            # layer's forward op would be pruned, since a sum's gradient does not need it.
+            return y, tape.gradient(y, model.trainable_variables)
 
     else:
 
@@ -304,11 +312,16 @@ def count_flops(model, input_shape: Sequence[int], training: bool = True) -> flo
 
 
 # ----------------------------------------------------------------------------- matmul peak
-def matmul_peak(dtype: str = "float32", n: int = 2048, seconds: float = 1.5) -> float:
-    """Median GFLOP/s (2 n^3 per product) of a loop of n x n matmuls in ``dtype``.
+def matmul_peak(dtype: str = "float32", n: int = 2048, seconds: float = 1.5) -> tuple[float, float]:
+    """GFLOP/s (2 n^3 per product) of a loop of n x n matmuls in ``dtype``.
 
     Measured with the same TensorFlow kernels (oneDNN on x86) as the model, so the ratio of a
     train step's GFLOP/s to this number is the fraction of reachable compute it uses.
+
+    Returns:
+      (median wall-clock GFLOP/s over 3 runs, GFLOP per CPU-second of this process over the
+      same runs). On a shared machine the second is the load-independent one: it is the
+      per-core rate, about the wall rate divided by the cores when the machine is idle.
     """
     import tensorflow as tf
 
@@ -330,11 +343,13 @@ def matmul_peak(dtype: str = "float32", n: int = 2048, seconds: float = 1.5) -> 
     one = max(time.perf_counter() - t0, 1e-6)
     k = max(1, int(seconds / 3 / one))
     rates = []
+    c0 = _cpu_seconds()
     for _ in range(3):
         t0 = time.perf_counter()
         loop(a, b, tf.constant(k)).numpy()
         rates.append(2.0 * n**3 * k / (time.perf_counter() - t0) / 1e9)
-    return float(np.median(rates))
+    per_cpu = 3 * 2.0 * n**3 * k / max(_cpu_seconds() - c0, 1e-9) / 1e9
+    return float(np.median(rates)), per_cpu
 
 
 # ----------------------------------------------------------------------------- config glue
@@ -423,7 +438,7 @@ def measure_training(cfg, case: BenchCase) -> dict[str, Any]:
     # 2. End to end: the augmentation pipeline feeds the same train function.
     e2e_ips = None
     if case.e2e_windows > 0:
-        many = _random_images(2048, cfg.input_shape[0], seed=1)
+        many = _random_images(case.pipeline_images, cfg.input_shape[0], seed=1)
         ds = pipeline.make_train_dataset(many, view_fn, cfg.batch_size, cfg.seed)
         run_e2e = drive(iter(strategy.experimental_distribute_dataset(ds)))
         run_e2e(1 + case.warmup_steps)
@@ -448,7 +463,7 @@ def measure_data(cfg, case: BenchCase) -> float:
     from deep_representation_one_class import pipeline, train_lib
 
     view_fn, _, n_views, _ = train_lib.make_view_fns(cfg)
-    images = _random_images(2048, cfg.input_shape[0], seed=2)
+    images = _random_images(case.pipeline_images, cfg.input_shape[0], seed=2)
     it = iter(pipeline.make_train_dataset(images, view_fn, cfg.batch_size, cfg.seed))
     for _ in range(2):  # start-up: threads, autotuning, tracing of the map function
         next(it)
@@ -458,17 +473,22 @@ def measure_data(cfg, case: BenchCase) -> float:
     return case.data_batches * cfg.batch_size * n_views / (time.perf_counter() - t0)
 
 
-def measure_extraction(model, test_fn, cfg, case: BenchCase) -> float:
-    """Images per second of ``features.extract`` (the evaluation forward pass)."""
+def measure_extraction(model, test_fn, cfg, case: BenchCase) -> tuple[float, float]:
+    """(images per second of ``features.extract`` after its first call, first-call seconds).
+
+    The first call traces the forward pass (once per model; later calls reuse it).
+    """
     from deep_representation_one_class.evaluation import features
 
     n = case.extract_images
     warm = _random_images(min(n, cfg.eval_batch_size), cfg.input_shape[0], seed=3)
-    features.extract(model, warm, test_fn, cfg.eval_batch_size)  # traces both batch shapes
+    t0 = time.perf_counter()
+    features.extract(model, warm, test_fn, cfg.eval_batch_size)
+    first = time.perf_counter() - t0
     images = _random_images(n, cfg.input_shape[0], seed=4)
     t0 = time.perf_counter()
     features.extract(model, images, test_fn, cfg.eval_batch_size)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), first
 
 
 def synthetic_features(
@@ -521,7 +541,7 @@ def run_case(
     steps_per_call: int = 1,
     jit_compile: bool = False,
     strategy: str = "mirrored",
-    peaks: dict[str, float],
+    peaks: dict[str, tuple[float, float]],
     classifier_result: dict[str, Any] | None,
     machine: dict[str, Any],
     threads: dict[str, int],
@@ -541,14 +561,19 @@ def run_case(
     flops_train = count_flops(model, shape, training=True)
     flops_fwd = count_flops(model, shape, training=False)
     data_ips = measure_data(cfg, case) if case.data_batches > 0 else None
-    extract_ips = measure_extraction(model, test_fn, cfg, case) if case.extract_images else None
+    extract_ips, extract_first = (
+        measure_extraction(model, test_fn, cfg, case) if case.extract_images else (None, None)
+    )
     achieved = flops_train * train["train_images_per_s"] / 1e9
-    pct = {k: round(100.0 * achieved / v, 1) for k, v in peaks.items() if v}
+    pct = {k: round(100.0 * achieved / v[0], 1) for k, v in peaks.items()}
+    # The same ratio in CPU time: FLOPs per CPU-second of the step vs of the matmul loop.
+    per_cpu = flops_train * train["images_per_step"] / train["train_cpu_s_per_step"] / 1e9
+    pct_cpu = {k: round(100.0 * per_cpu / v[1], 1) for k, v in peaks.items()}
     cls_total = classifier_result["total_s"] if classifier_result else None
     eval_est = None
     if classifier_result and extract_ips:
         n_images = classifier_result["sizes"]["train"] + classifier_result["sizes"]["test"]
-        eval_est = n_images / extract_ips + cls_total
+        eval_est = extract_first + n_images / extract_ips + cls_total
     paper_steps = _paper_steps(case)
     record = {
         "case": name,
@@ -573,6 +598,7 @@ def run_case(
         "e2e_images_per_s": _round(train["e2e_images_per_s"]),
         "data_images_per_s": _round(data_ips),
         "extract_images_per_s": _round(extract_ips),
+        "extract_first_call_s": _round(extract_first),
         "extract_batch": case.eval_batch_size,
         "classifier_seconds": classifier_result["seconds"] if classifier_result else None,
         "classifier_total_s": _round(cls_total),
@@ -581,8 +607,10 @@ def run_case(
         "gflop_per_image_forward": round(flops_fwd / 1e9, 4),
         "gflop_per_image_train": round(flops_train / 1e9, 4),
         "achieved_gflop_s": round(achieved, 2),
-        "peak_gflop_s": {k: round(v, 1) for k, v in peaks.items()},
+        "peak_gflop_s": {k: round(v[0], 1) for k, v in peaks.items()},
         "pct_of_peak": pct,
+        "peak_gflop_per_cpu_s": {k: round(v[1], 1) for k, v in peaks.items()},
+        "pct_of_peak_cpu_time": pct_cpu,
         "vs_reference": {
             "train": round(train["train_images_per_s"] / REFERENCE["train_images_per_s"], 2),
             "extract": _round(extract_ips and extract_ips / REFERENCE["extract_images_per_s"]),
@@ -667,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     }
     machine = machine_info()
     gpu = bool(machine["gpus"])
-    peaks: dict[str, float] = {}
+    peaks: dict[str, tuple[float, float]] = {}
     if not args.no_peak:
         n = args.peak_size or (8192 if gpu else 2048)
         for dtype in ("float32", "bfloat16") + (("float16",) if gpu else ()):

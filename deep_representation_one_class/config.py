@@ -34,6 +34,8 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "head_dims": (512, 512),
         "latent_dim": 4,
         "batch_size": 32,
+        # 4 views per image: 4 epochs see as many images as contrastive's 8 (2 views).
+        "num_epoch": 4,
     },
     # Baselines of Table 7 (methods/rotnet.py, denoising.py, imagenet.py). "num_epoch", when
     # present, replaces the quick default number of epochs.

@@ -118,7 +118,7 @@ def load_images(
     return np.stack(arrays), paths
 
 
-def _pad_transform(dataset: str) -> Callable[[Any], Any] | None:
+def pad_transform(dataset: str) -> Callable[[Any], Any] | None:
     """The PIL version of ``_NATIVE_PADDING`` for ``dataset`` (None when it has none)."""
     if dataset not in _NATIVE_PADDING:
         return None
@@ -213,12 +213,16 @@ def restore_model(run_dir: str, cfg: config_lib.Config):
             f"no checkpoint in {ckpt_dir}; train the run first (or rerun its command to finish it)"
         )
     model = train_lib.make_model(cfg)
-    status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     try:
+        status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
         status.assert_existing_objects_matched()
-    except AssertionError as e:
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        # Keras functional models are checkpointed by layer position, so a checkpoint written
+        # by a different version of the network code fails here (shape or count mismatch).
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise DetectorError(
-            f"checkpoint {latest} does not match the network of config.json ({str(e)[:120]})"
+            f"checkpoint {latest} does not match the network built from config.json "
+            f"({first}); was it written by another version of the code?"
         ) from None
     return model
 
@@ -262,6 +266,7 @@ class Detector:
         self.scorers = scorers
         self.thresholds = thresholds
         self._view0 = None
+        self._forward = None
 
     @classmethod
     def load(
@@ -356,9 +361,7 @@ class Detector:
     # ------------------------------------------------------------------------- inputs
     def load_images(self, source: PathSource) -> tuple[np.ndarray, list[str]]:
         """``load_images`` at this run's input shape (with its dataset's native padding)."""
-        return load_images(
-            source, self.input_shape, transform=_pad_transform(self.config.dataset)
-        )
+        return load_images(source, self.input_shape, transform=pad_transform(self.config.dataset))
 
     def prepare(self, images: Any) -> np.ndarray:
         """``fit_to_input`` with this run's input shape and dataset."""
@@ -375,15 +378,29 @@ class Detector:
         Returns:
           ``[N, D]`` float32 (``pools`` or ``embeds`` of view 0).
         """
-        from deep_representation_one_class.evaluation import features as features_lib
+        import tensorflow as tf
+
+        from deep_representation_one_class import pipeline
 
         x = self.prepare(images)
-        if self._view0 is None:
+        if self._forward is None:
+            # Built once and traced for any batch size, so that scoring a stream of small
+            # batches does not retrace; the same pipeline and model call as
+            # evaluation.features.extract, which produced the saved features.
+            key = "pools" if self.feature == "pool" else "embeds"
+            h, w, c = self.input_shape
+            model = self.model
             self._view0 = view0_fn(self.config)
-        out = features_lib.extract(
-            self.model, x, self._view0, batch_size or self.config.eval_batch_size
-        )
-        return out[self.feature]
+            self._forward = tf.function(
+                lambda v: model(v, training=False)[key],
+                input_signature=[tf.TensorSpec([None, h, w, c], tf.float32)],
+            )
+        batch = batch_size or self.config.eval_batch_size
+        out = [
+            self._forward(views[0]).numpy()
+            for views in pipeline.make_eval_dataset(x, self._view0, batch)
+        ]
+        return np.concatenate(out)
 
     def score_features(self, feats: Any) -> dict[str, np.ndarray]:
         """Anomaly scores of precomputed ``[N, D]`` features, per classifier ([N] float64)."""
@@ -444,6 +461,7 @@ __all__ = [
     "DetectorError",
     "fit_to_input",
     "load_images",
+    "pad_transform",
     "read_run_config",
     "restore_model",
     "view0_fn",

@@ -11,10 +11,53 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import tensorflow as tf
 
+from deep_representation_one_class.config import ConfigError
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def check_tf_config(raw: str | None) -> dict:
+    """Parses and checks ``TF_CONFIG`` for ``--strategy=multi_worker``.
+
+    Args:
+      raw: the variable's value, e.g. ``{"cluster": {"worker": ["10.0.0.1:2222",
+        "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 0}}``; None when unset.
+
+    Returns:
+      The parsed dict.
+
+    Raises:
+      ConfigError: unset, not JSON, or the task is not one of the cluster's chief/workers.
+    """
+    hint = (
+        'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
+        '"task": {"type": "worker", "index": 0}}\' (README, "Several machines")'
+    )
+    if not raw:
+        raise ConfigError(
+            f"--strategy=multi_worker needs the TF_CONFIG environment variable; {hint}"
+        )
+    try:
+        conf = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({e.msg}); {hint}") from None
+    cluster = conf.get("cluster") if isinstance(conf, dict) else None
+    task = conf.get("task") if isinstance(conf, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise ConfigError(f"TF_CONFIG needs a 'cluster' and a 'task' entry; {hint}")
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in ("chief", "worker"):
+        raise ConfigError(f"TF_CONFIG task type must be 'chief' or 'worker', got {kind!r}")
+    members = cluster.get(kind)
+    if not isinstance(members, list) or not isinstance(index, int) or not 0 <= index < len(members):
+        raise ConfigError(
+            f"TF_CONFIG task {kind}:{index} is not in the cluster {sorted(cluster)}; {hint}"
+        )
+    return conf
 
 
 def make_strategy(name: str = "mirrored") -> tf.distribute.Strategy:
@@ -27,20 +70,66 @@ def make_strategy(name: str = "mirrored") -> tf.distribute.Strategy:
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ValueError(
-                "--strategy=multi_worker needs the TF_CONFIG environment variable "
-                "(cluster spec and this worker's task); see the README"
-            )
-        json.loads(os.environ["TF_CONFIG"])  # fail early on malformed JSON
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name != "mirrored":
-        raise ValueError(f"unknown strategy '{name}'; valid: {', '.join(STRATEGIES)}")
+        raise ConfigError(f"unknown strategy '{name}'; valid: {', '.join(STRATEGIES)}")
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     cpus = tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy([d.name for d in cpus])
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """Number of worker processes taking part in ``strategy`` (1 unless multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    jobs = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(jobs.get(job, [])) for job in ("chief", "worker")))
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's outputs (summary, TensorBoard, checkpoints).
+
+    The chief is task ``chief:0`` when the cluster has one, else ``worker:0`` (the usual
+    TF_CONFIG conventions); single-process strategies are always the chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = bool(resolver.cluster_spec().as_dict().get("chief"))
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and int(resolver.task_id or 0) == 0 and not has_chief
+
+
+def worker_name(strategy: tf.distribute.Strategy) -> str:
+    """'worker:1' style name of this process in its cluster ('local' when single-process)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return "local"
+    return f"{resolver.task_type}:{int(resolver.task_id or 0)}"
+
+
+def any_worker_fn(strategy: tf.distribute.Strategy) -> Callable[[bool], bool]:
+    """Returns ``f(flag) -> bool``: True when ``flag`` is True on at least one worker.
+
+    With several workers ``f`` is a collective (an all-reduce), so every worker must call it
+    the same number of times, at the same points of the run; it then doubles as a barrier.
+    With one worker it is the identity and costs nothing.
+    """
+    if num_workers(strategy) == 1:
+        return bool
+
+    @tf.function
+    def total(x):
+        # float32: the CPU collectives of this TensorFlow version reject int64 tensors.
+        per_replica = strategy.run(lambda: tf.identity(x))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return lambda flag: bool(total(tf.constant(1.0 if flag else 0.0)).numpy() > 0)
 
 
 def replica_info() -> tuple[tf.Tensor, int]:

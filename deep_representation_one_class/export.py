@@ -168,9 +168,7 @@ def build_module(detector):
 
     @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.uint8, name="images")])
     def serve(images):
-        x = tf.map_fn(
-            preprocess, images, fn_output_signature=tf.TensorSpec([h, w, c], tf.float32)
-        )
+        x = tf.map_fn(preprocess, images, fn_output_signature=tf.TensorSpec([h, w, c], tf.float32))
         feats = module.model(x, training=False)[output_key]
         return {name: fn(feats) for name, fn in fns.items()}
 
@@ -211,12 +209,15 @@ def export_saved_model(
                 f"classifier '{name}' cannot be exported; valid: {', '.join(TF_SCORERS)}"
             )
     out_dir = os.path.abspath(out_dir)
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not os.path.exists(os.path.join(out_dir, EXPORT_INFO)):
-            raise ExportError(
-                f"--out {out_dir} is a non-empty folder that is not an earlier export; pick "
-                "another folder"
-            )
+    if (
+        os.path.isdir(out_dir)
+        and os.listdir(out_dir)
+        and not os.path.exists(os.path.join(out_dir, EXPORT_INFO))
+    ):
+        raise ExportError(
+            f"--out {out_dir} is a non-empty folder that is not an earlier export; pick "
+            "another folder"
+        )
     detector = Detector.load(run_dir, classifiers, feature)
     module = build_module(detector)
     parent = os.path.dirname(out_dir)

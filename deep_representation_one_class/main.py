@@ -231,7 +231,7 @@ def _int_list(values, flag: str) -> tuple[int, ...]:
         ) from None
 
 
-def _default_epochs(distaug_type: str) -> int:
+def _default_epochs(distaug_type: str, base: int = _D.num_epoch) -> int:
     """The quick default keeps the *step* budget fixed: distribution augmentation multiplies the
     training set (and so the steps per epoch), so it gets proportionally fewer epochs."""
     from deep_representation_one_class import datasets
@@ -240,7 +240,7 @@ def _default_epochs(distaug_type: str) -> int:
         factor = datasets.distaug_factor(datasets.validate_distaug(distaug_type))
     except ValueError:
         factor = 1  # reported properly by validate()
-    return max(1, -(-_D.num_epoch // factor))
+    return 0 if base == 0 else max(1, -(-base // factor))
 
 
 def _input_shape(f) -> tuple[int, int, int]:
@@ -322,7 +322,7 @@ def config_from_flags(f=FLAGS) -> config_lib.Config:
         num_epoch=(
             f.num_epoch
             if f.num_epoch is not None
-            else defaults.get("num_epoch", _default_epochs(f.distaug_type))
+            else _default_epochs(f.distaug_type, defaults.get("num_epoch", _D.num_epoch))
         ),
         num_batch=f.num_batch,
         batch_size=f.batch_size if f.batch_size is not None else defaults["batch_size"],
@@ -365,6 +365,9 @@ def main(argv) -> int:
     result = train_lib.run(cfg)
     if result.status == "interrupted":
         return 1
+    if not result.metrics and result.status in ("worker_done", "already_complete"):
+        print(f"\nworker done (step {result.global_step}); the chief writes {result.model_dir}")
+        return 0
     print(
         f"\n{cfg.method} on {cfg.dataset} category {cfg.category} "
         f"({result.status.replace('_', ' ')}, step {result.global_step}); run folder "
@@ -372,6 +375,19 @@ def main(argv) -> int:
     )
     print(train_lib.format_table(result.metrics))
     return 0
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parses the command line; a bad flag ends in one 'error:' line and exit code 2.
+
+    (absl's own parser prints "FATAL Flags parsing error" and exits with 1.)
+    """
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg} (see --helpfull)", file=sys.stderr)
+        sys.exit(cli.EXIT_USAGE)
 
 
 def _guarded_main(argv) -> None:
@@ -383,4 +399,4 @@ def run_cli() -> None:
     cli.quiet_tensorflow()
     cli.require_tensorflow()
     logging.set_verbosity(logging.INFO)
-    app.run(_guarded_main)
+    app.run(_guarded_main, flags_parser=parse_flags)

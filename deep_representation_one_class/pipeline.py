@@ -37,8 +37,17 @@ def make_train_dataset(
     seed: int,
     start_step: int = 0,
     total_steps: int | None = None,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    out_batch: int | None = None,
 ) -> tf.data.Dataset:
     """Infinite (or ``total_steps``-long) stream of batches of augmented views.
+
+    Sharding (several workers): shard ``k`` of ``K`` keeps rows ``[k * B / K, (k + 1) * B / K)``
+    of every global batch and augments only those; the union over shards is exactly the global
+    batch of the unsharded stream (same images, same augmentation seeds), so training with
+    ``K`` workers matches one worker on the same global batch. The shard's rows are emitted in
+    consecutive ``out_batch``-sized pieces (one per local replica, in replica order).
 
     Args:
       images: [N, H, W, C] uint8 training images (after distribution augmentation).
@@ -47,13 +56,26 @@ def make_train_dataset(
       seed: run seed; fixes the epoch orders and every augmentation draw.
       start_step: first global step to produce (for resuming).
       total_steps: stop after this global step (None: repeat forever).
+      num_shards: K, the number of input pipelines (workers) sharing each global batch.
+      shard_index: k in [0, K), this pipeline's shard.
+      out_batch: rows per emitted batch; must divide ``global_batch / K`` (default: all of it).
 
     Returns:
-      A dataset of tuples of V tensors [global_batch, S, S, C] float32.
+      A dataset of tuples of V tensors [out_batch, S, S, C] float32 (``out_batch`` defaults
+      to ``global_batch / num_shards``); ``global_batch / out_batch`` consecutive elements
+      (over all shards) make one global step.
     """
     n = int(images.shape[0])
     if n < 1:
         raise ValueError("no training images")
+    if global_batch % num_shards or not 0 <= shard_index < num_shards:
+        raise ValueError(
+            f"cannot take shard {shard_index} of {num_shards} of a batch of {global_batch}"
+        )
+    local = global_batch // num_shards
+    out_batch = local if out_batch is None else int(out_batch)
+    if out_batch < 1 or local % out_batch:
+        raise ValueError(f"per-replica batch {out_batch} does not divide the shard of {local}")
     # Fewer images than one batch (small user folders, MVTec categories at large batches):
     # cycle through ceil(batch / n) virtual copies per epoch, like the reference's repeat().
     reps = -(-global_batch // n)
@@ -80,11 +102,18 @@ def make_train_dataset(
         return view_fn(image, tf.cast(aug_seed % (2**31 - 1), tf.int32))
 
     epochs = tf.data.Dataset.range(start_epoch, 2**62)
-    ds = epochs.flat_map(epoch_items).skip(offset)
+    # ``offset`` counts steps into the epoch and the stream is still per example here, so a
+    # mid-epoch resume skips ``offset`` whole batches.
+    ds = epochs.flat_map(epoch_items).skip(offset * global_batch)
     if total_steps is not None:
         ds = ds.take(max(0, (int(total_steps) - int(start_step)) * global_batch))
+    if num_shards > 1:
+        lo = shard_index * local
+        ds = ds.batch(global_batch, drop_remainder=True)
+        ds = ds.map(lambda e, p, i: (e[lo : lo + local], p[lo : lo + local], i[lo : lo + local]))
+        ds = ds.unbatch()
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(global_batch, drop_remainder=True)
+    ds = ds.batch(out_batch, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

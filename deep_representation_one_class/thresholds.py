@@ -1,4 +1,4 @@
-"""Decision thresholds for the one-class scores: inlier-score quantiles measured on held-out inliers.
+"""Decision thresholds for one-class scores: inlier-score quantiles measured on held-out inliers.
 
 An anomaly score only becomes a decision with a threshold, and a threshold means something only
 in terms of how often it flags normal images. For every feature type and classifier this module
@@ -141,7 +141,10 @@ def _canonical_one(name: str) -> str:
 def _canonical(classifiers: Sequence[str]) -> list[str]:
     names: list[str] = []
     for name in classifiers:
-        key = scorers_lib.SCORERS.canonical(name)
+        try:
+            key = scorers_lib.SCORERS.canonical(name)
+        except KeyError as e:
+            raise ThresholdError(str(e.args[0])) from None
         if key not in names:
             names.append(key)
     return names
@@ -247,8 +250,7 @@ def parse_spec(spec: str | float) -> str | float:
             value = float(text)
         except ValueError:
             raise ThresholdError(
-                f"threshold '{spec}' is neither a quantile ({', '.join(LEVEL_NAMES)}) nor a "
-                "number"
+                f"threshold '{spec}' is neither a quantile ({', '.join(LEVEL_NAMES)}) nor a number"
             ) from None
     if not math.isfinite(value):
         raise ThresholdError(f"threshold must be finite, got {spec!r}")
@@ -363,7 +365,8 @@ def run_thresholds(
       spec: threshold reported on the test set.
 
     Returns:
-      ``compute_thresholds``'s dict plus ``test_report`` (``report_at_threshold``; ``evaluated_on`` says which set).
+      ``compute_thresholds``'s dict plus ``test_report`` (see ``report_at_threshold``; its
+      ``evaluated_on`` says which set).
     """
     feats = [f for f in ("pool", "embed") if f"cls_{f}" in arrays]
     cls = {f: np.asarray(arrays[f"cls_{f}"]) for f in feats}

@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -28,7 +29,8 @@ import tensorflow as tf
 from absl import logging
 
 from deep_representation_one_class import config as config_lib
-from deep_representation_one_class import datasets, distribute, methods, pipeline
+from deep_representation_one_class import datasets, distribute, methods, pipeline, plots
+from deep_representation_one_class import thresholds as thresholds_lib
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.evaluation import features as features_lib
 from deep_representation_one_class.evaluation import metrics as metrics_lib
@@ -273,12 +275,18 @@ class Trainer:
         if self._train_fn is not None:
             return self._train_fn
         strategy = self.strategy
+        step_fn = self.replica_step
+        if self.cfg.jit_compile:
+            # XLA compiles the per-replica step only: the loop around it pulls batches from a
+            # tf.data iterator (IteratorGetNext), which XLA cannot compile, so jit-compiling the
+            # whole loop failed at the first call.
+            step_fn = tf.function(self.replica_step, jit_compile=True)
 
         def run(iterator, k):
             total = tf.zeros([4])
             bad = tf.constant(-1, tf.int64)
             for i in tf.range(k):
-                per_replica = strategy.run(self.replica_step, args=(next(iterator),))
+                per_replica = strategy.run(step_fn, args=(next(iterator),))
                 stats = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
                 self.step.assign_add(1)
                 finite = tf.reduce_all(tf.math.is_finite(stats))
@@ -288,8 +296,43 @@ class Trainer:
                 total += stats
             return total, bad
 
-        self._train_fn = tf.function(run, jit_compile=self.cfg.jit_compile or None)
+        self._train_fn = tf.function(run)
         return self._train_fn
+
+
+def distributed_train_dataset(
+    strategy: tf.distribute.Strategy,
+    images: np.ndarray,
+    view_fn,
+    global_batch: int,
+    seed: int,
+    start_step: int = 0,
+    total_steps: int | None = None,
+) -> tf.distribute.DistributedDataset:
+    """The training stream split over ``strategy``'s replicas without changing its content.
+
+    Global replica ``r`` gets rows ``[r * b, (r + 1) * b)`` of every global batch (``b`` the
+    per-replica batch): each worker builds only its contiguous slice of the global batch and
+    its local replicas split that further, in order. Replica ids of MultiWorkerMirroredStrategy
+    are worker-major, so the all-gathered batch of the contrastive loss is the global batch in
+    its original order, exactly as with one replica. (``experimental_distribute_dataset``
+    would auto-shard across workers by whole batches or files instead.)
+    """
+
+    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return pipeline.make_train_dataset(
+            images,
+            view_fn,
+            global_batch,
+            seed,
+            start_step=start_step,
+            total_steps=total_steps,
+            num_shards=ctx.num_input_pipelines,
+            shard_index=ctx.input_pipeline_id,
+            out_batch=ctx.get_per_replica_batch_size(global_batch),
+        )
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -300,19 +343,24 @@ def evaluate_model(
     num_test_views: int,
     cfg: config_lib.Config,
     with_logits: bool,
+    scores_out: dict[str, np.ndarray] | None = None,
 ):
-    """Extracts features and scores every classifier. Returns (metrics, arrays, timings)."""
+    """Extracts features and scores every classifier. Returns (metrics, arrays, timings).
+
+    ``scores_out``, when given, receives the per-test-image anomaly scores by metric key.
+    """
     t0 = time.time()
     cls = features_lib.extract(model, data.cls_x, test_fn, cfg.eval_batch_size, with_logits)
     test = features_lib.extract(model, data.test_x, test_fn, cfg.eval_batch_size, with_logits)
     t_extract = time.time() - t0
     timings: dict[str, float] = {}
-    metrics = metrics_lib.evaluate_features(
+    metrics, scores = metrics_lib.evaluate_features(
         {"pool": cls["pool"], "embed": cls["embed"]},
         {"pool": test["pool"], "embed": test["embed"]},
         data.test_y,
         scorers=cfg.classifiers,
         timings=timings,
+        return_scores=True,
     )
     arrays = {
         "cls_pool": cls["pool"],
@@ -326,12 +374,24 @@ def evaluate_model(
         rot = scorers_lib.rotation_scores(test["view_logits"])
         for key, s in rot.items():
             metrics[f"{key}.auc"] = metrics_lib.auroc(data.test_y, s)
+            scores[f"{key}.auc"] = s
         arrays["test_view_logits"] = test["view_logits"]
+    if scores_out is not None:
+        scores_out.update(scores)
     timings["extract"] = t_extract
     timings["images_per_sec_extract"] = (
         (len(data.cls_x) + len(data.test_x)) * num_test_views / max(t_extract, 1e-9)
     )
     return metrics, arrays, timings
+
+
+def _log_eval(writer, step: int, metrics: dict[str, float]) -> None:
+    """AUROCs to TensorBoard as eval/<feature>/<classifier>_auroc (patch tasks add a level)."""
+    with writer.as_default(step=step):
+        for key, value in metrics.items():
+            parts = key.split(".")
+            suffix = "" if parts[-1].endswith(("auroc", "pro")) else "_auroc"
+            tf.summary.scalar("eval/" + "/".join(parts) + suffix, value)
 
 
 def format_table(metrics: dict[str, float]) -> str:
@@ -363,12 +423,66 @@ class _StopFlag:
         self.signum = signum
 
 
+class _Checkpoints:
+    """The run's checkpoints: numbered by global step, written only with finite weights.
+
+    The chief writes into ``<run>/checkpoints``; other workers must take part in every save
+    too (a save may need collectives) but write into a private temporary folder, deleted by
+    ``close``. Everyone restores from the chief's folder (``latest_checkpoint``).
+    """
+
+    def __init__(self, ckpt: tf.train.Checkpoint, model: keras.Model, run_dir: str, chief: bool):
+        self.directory = os.path.join(run_dir, "checkpoints")
+        self._tmp = None if chief else tempfile.mkdtemp(prefix="droc_worker_ckpt_")
+        self._manager = tf.train.CheckpointManager(
+            ckpt, self._tmp or self.directory, max_to_keep=2 if chief else 1
+        )
+        self._model = model
+        self.saved_step: int | None = None
+
+    @property
+    def latest_checkpoint(self) -> str | None:
+        return tf.train.latest_checkpoint(self.directory)
+
+    def save(self, step: int) -> str | None:
+        """Saves the step-``step`` checkpoint unless it is already the newest one.
+
+        Raises:
+          NonFiniteLossError: a weight is NaN/Inf (an update blew up after the last finite
+            loss); nothing is written, so the last good checkpoint stays the newest.
+        """
+        if self.saved_step == step:
+            return self.latest_checkpoint
+        if not all(np.isfinite(v.numpy()).all() for v in self._model.weights):
+            raise NonFiniteLossError(
+                f"weights became NaN/Inf by step {step}; the last good checkpoint "
+                f"({self.latest_checkpoint or 'none'}) is kept. Lower --learning_rate or "
+                f"check the data"
+            )
+        path = self._manager.save(checkpoint_number=step)
+        self.saved_step = step
+        return path
+
+    def close(self) -> None:
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
 def run(cfg: config_lib.Config) -> RunResult:
     """Trains (or resumes) and evaluates one run described by a validated ``cfg``."""
     tf.get_logger().setLevel("ERROR")  # checkpoint-saver chatter; our own logs stay at INFO
-    status = _prepare_run_dir(cfg)
+    # The strategy comes first: MultiWorkerMirroredStrategy must configure the collective ops
+    # before anything starts the TensorFlow runtime (data loading may).
+    strategy = distribute.make_strategy(cfg.strategy)
+    chief = distribute.is_chief(strategy)
+    any_worker = distribute.any_worker_fn(strategy)
+    # Only the chief creates, checks or clears the run folder; the other workers wait here
+    # (the all-reduce is a barrier) and learn whether the run is already complete.
+    status = _prepare_run_dir(cfg) if chief else None
     run_dir = cfg.model_dir
     summary_path = os.path.join(run_dir, "summary.json")
+    if any_worker(status == "complete") and not chief:
+        return RunResult({}, run_dir, 0, "already_complete")
     if status == "complete":
         summary = io.read_json(summary_path)
         logging.info(
@@ -409,7 +523,12 @@ def run(cfg: config_lib.Config) -> RunResult:
         cfg.batch_size,
     )
 
-    strategy = distribute.make_strategy(cfg.strategy)
+    if cfg.batch_size % strategy.num_replicas_in_sync:
+        raise RunError(
+            f"--batch_size={cfg.batch_size} cannot be split evenly over "
+            f"{strategy.num_replicas_in_sync} replicas; use a multiple of "
+            f"{strategy.num_replicas_in_sync}"
+        )
     train_fn_views, test_fn, n_views, n_test_views = make_view_fns(cfg)
     trainer = Trainer(cfg, strategy, n_views, total_steps, spe)
     model = trainer.model
@@ -422,21 +541,27 @@ def run(cfg: config_lib.Config) -> RunResult:
     )
 
     ckpt = tf.train.Checkpoint(model=model, optimizer=trainer.optimizer, step=trainer.step)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "checkpoints"), max_to_keep=2)
-    if manager.latest_checkpoint:
+    manager = _Checkpoints(ckpt, model, run_dir, chief)
+    latest = manager.latest_checkpoint
+    if latest:
+        # Every worker restores the chief's checkpoint (the run folder must be on a file
+        # system all workers share).
         try:
-            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            ckpt.restore(latest).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as e:
             raise RunError(
-                f"checkpoint {manager.latest_checkpoint} does not match this model "
+                f"checkpoint {latest} does not match this model "
                 f"({type(e).__name__}); use --force_init or another --model_dir"
             ) from None
-        logging.info(
-            "Resumed from %s at step %d.", manager.latest_checkpoint, int(trainer.step.numpy())
-        )
+        logging.info("Resumed from %s at step %d.", latest, int(trainer.step.numpy()))
     start_step = int(trainer.step.numpy())
+    manager.saved_step = start_step if latest else None
 
-    writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
+    writer = (
+        tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
+        if chief
+        else tf.summary.create_noop_writer()
+    )
     with writer.as_default(step=start_step):
         tf.summary.text("config", "```\n" + cfg.to_json() + "\n```")
 
@@ -462,15 +587,20 @@ def run(cfg: config_lib.Config) -> RunResult:
                 test_fn,
                 n_test_views,
                 history,
+                any_worker,
             )
+        global_step = int(trainer.step.numpy())
+        if total_steps > 0 and status_out != "interrupted":
+            manager.save(global_step)
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
-    global_step = int(trainer.step.numpy())
+        manager.close()
     if status_out == "interrupted":
         return RunResult({}, run_dir, global_step, "interrupted")
-    if total_steps > 0:
-        manager.save(checkpoint_number=global_step)
+    if not chief:
+        # Evaluation and every output file are the chief's; nothing below is collective.
+        return RunResult({}, run_dir, global_step, "worker_done")
     train_seconds = time.time() - t_start
 
     t_eval = time.time()
@@ -480,15 +610,20 @@ def run(cfg: config_lib.Config) -> RunResult:
 
         metrics, arrays, timings = patch_eval.evaluate(model, data, cfg, run_dir, writer)
     else:
+        scores: dict[str, np.ndarray] = {}
         metrics, arrays, timings = evaluate_model(
-            model, data, test_fn, n_test_views, cfg, with_logits
+            model, data, test_fn, n_test_views, cfg, with_logits, scores_out=scores
         )
     io.write_npz(os.path.join(run_dir, "embeddings.npz"), **arrays)
+    if not is_patch_task(cfg):
+        # Decision thresholds (inlier-score quantiles on a held-out 10% of the classifier-train
+        # features) and ROC / histogram plots, for using the model after training.
+        thresholds_lib.write_run_thresholds(
+            run_dir, arrays, cfg.classifiers, cfg.seed, is_validation=cfg.is_validation
+        )
+        plots.write_run_plots(run_dir, arrays["test_y"], scores)
     eval_seconds = time.time() - t_eval
-    with writer.as_default(step=global_step):
-        for key, value in metrics.items():
-            feat, clf = key.split(".")
-            tf.summary.scalar(f"eval/{feat}/{clf}_auroc", value)
+    _log_eval(writer, global_step, metrics)
     writer.flush()
     summary = {
         "metrics": metrics,
@@ -526,17 +661,21 @@ def _train_loop(
     test_fn,
     n_test_views,
     history,
+    any_worker=bool,
 ) -> str:
     from tqdm import tqdm
 
-    ds = pipeline.make_train_dataset(
-        train_x, view_fn, cfg.batch_size, cfg.seed, start_step=start_step, total_steps=total_steps
-    )
-    if start_step == 0:
+    chief = distribute.is_chief(strategy)
+    if start_step == 0 and chief:
+        first = pipeline.make_train_dataset(train_x, view_fn, cfg.batch_size, cfg.seed, 0, 1)
         with writer.as_default(step=0):
-            first = next(iter(ds.take(1)))
-            tf.summary.image("augmented_views", _view_grid(tuple(first)), step=0)
-    iterator = iter(strategy.experimental_distribute_dataset(ds))
+            tf.summary.image("augmented_views", _view_grid(tuple(next(iter(first)))), step=0)
+        del first
+    iterator = iter(
+        distributed_train_dataset(
+            strategy, train_x, view_fn, cfg.batch_size, cfg.seed, start_step, total_steps
+        )
+    )
     fn = trainer.train_fn()
     step = start_step
     show_bar = sys.stderr.isatty() or os.environ.get("DROC_PROGRESS") == "1"
@@ -569,19 +708,27 @@ def _train_loop(
             step += k
             bar.update(k)
             bar.set_postfix(loss=f"{sums[0] / n:.3f}", acc=f"{sums[3] / n:.3f}")
-            if stop.signum is not None:
+            # With several workers the stop request is shared (a collective), so that every
+            # worker saves and leaves at the same step instead of waiting forever for the one
+            # that left.
+            if any_worker(stop.signum is not None):
                 bar.close()
-                path = manager.save(checkpoint_number=step)
-                name = "SIGTERM" if stop.signum == signal.SIGTERM else "SIGINT"
+                path = manager.save(step)
+                signum = stop.signum or signal.SIGTERM
+                why = (
+                    f"{signal.Signals(signum).name} received"
+                    if stop.signum
+                    else "another worker was interrupted"
+                )
                 logging.warning(
-                    "%s received: saved %s at step %d. Rerun the same command to resume.",
-                    name,
-                    path,
+                    "%s: saved %s at step %d. Rerun the same command to resume.",
+                    why,
+                    path or manager.latest_checkpoint,
                     step,
                 )
-                raise SystemExit(128 + stop.signum)
+                raise SystemExit(128 + signum)
             if cfg.ckpt_steps and step % cfg.ckpt_steps == 0:
-                manager.save(checkpoint_number=step)
+                manager.save(step)
         bar.close()
         dt = time.time() - t0
         lr = float(trainer.schedule(step - 1))
@@ -605,12 +752,15 @@ def _train_loop(
             tf.summary.scalar("train/acc", acc)
             tf.summary.scalar("monitor/lr", lr)
             tf.summary.scalar("monitor/steps_per_sec", n / max(dt, 1e-9))
-            tf.summary.scalar("monitor/images_per_sec", n * cfg.batch_size / max(dt, 1e-9))
+            # Images through the network: batch x views (2 for contrastive, 4 for rotation).
+            imgs = n * cfg.batch_size * trainer.num_views
+            tf.summary.scalar("monitor/images_per_sec", imgs / max(dt, 1e-9))
         done_epochs = step // spe
         if step == total_steps or (cfg.ckpt_epoch and done_epochs % cfg.ckpt_epoch == 0):
-            manager.save(checkpoint_number=step)
+            manager.save(step)
         if (
-            cfg.eval_every
+            chief
+            and cfg.eval_every
             and done_epochs % cfg.eval_every == 0
             and step < total_steps
             and not is_patch_task(cfg)
@@ -619,10 +769,7 @@ def _train_loop(
                 trainer.model, data, test_fn, n_test_views, cfg, with_logits
             )
             history.append({"step": step, "epoch": done_epochs, "metrics": metrics})
-            with writer.as_default(step=step):
-                for key, value in metrics.items():
-                    feat, clf = key.split(".")
-                    tf.summary.scalar(f"eval/{feat}/{clf}_auroc", value)
+            _log_eval(writer, step, metrics)
             logging.info(
                 "epoch %d eval: %s",
                 done_epochs,

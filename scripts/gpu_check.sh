@@ -6,16 +6,22 @@
 # projected time of the paper's 2048 epochs.
 #
 # Usage (from the repository root):
+#   scripts/gpu_check.sh --prepare       # here: copy the class's data into runs/gpu_data
 #   scripts/gpu_check.sh                 # on the GPU machine, ~5 minutes
 #   QUICK=1 scripts/gpu_check.sh         # tiny settings on CPU: checks the script itself
+# The device machine receives only the repository (64 MiB at most), not ../shared: --prepare
+# copies train/$CATEGORY and test/ of the CIFAR-10 JPEG folder (about 14 MB) into the ignored
+# folder runs/gpu_data/cifar10-jpeg, which the device call must carry (carry=["runs/gpu_data"]).
 # Environment:
 #   DATA_ROOT  the CIFAR-10 image folder (train/<class>/*.jpg, test/<class>/*.jpg); default:
-#              shared/data/cifar10-jpeg or ../shared/data/cifar10-jpeg, whichever exists
+#              the first of runs/gpu_data/cifar10-jpeg, shared/data/cifar10-jpeg and
+#              ../shared/data/cifar10-jpeg that exists
 #              (QUICK=1 uses the synthetic `fake` dataset unless DATA_ROOT is set)
 #   CATEGORY   inlier class folder (default airplane); EPOCHS (default 2; QUICK: 1)
 #   STEPS_PER_CALL (default 50), JIT=1 adds --jit_compile, PRECISION (default float32)
 #   SCRIPT     the recipe (default scripts/run_contrastive.sh; or run_rotation.sh, ...)
 #   OUT        where the report and summary.json are copied (default runs/gpu_check/report)
+#   RUN_DIR    the training run folder, restarted each time (default runs/gpu_check/run)
 #   SKIP_INSTALL=1, SKIP_PYTEST=1 skip those steps; PYTHON (default python)
 set -euo pipefail
 
@@ -26,6 +32,24 @@ quick="${QUICK:-0}"
 out="${OUT:-runs/gpu_check/report}"
 script="${SCRIPT:-scripts/run_contrastive.sh}"
 category="${CATEGORY:-airplane}"
+
+if [[ "${1:-}" == --prepare ]]; then
+  src="${DATA_ROOT:-../shared/data/cifar10-jpeg}"
+  dst="runs/gpu_data/cifar10-jpeg"
+  [[ -d "$src/train/$category" && -d "$src/test" ]] ||
+    { echo "gpu_check.sh: no $src/train/$category or $src/test; set DATA_ROOT" >&2; exit 2; }
+  rm -rf "$dst"
+  mkdir -p "$dst/train"
+  cp -r "$src/train/$category" "$dst/train/"
+  cp -r "$src/test" "$dst/"
+  echo "copied $(find "$dst" -type f | wc -l) files ($(du -sh --apparent-size "$dst" | cut -f1))" \
+    "to $dst; carry runs/gpu_data to the device"
+  exit 0
+elif (($# > 0)); then
+  echo "gpu_check.sh: unexpected argument '$1' (only --prepare; settings are environment" \
+    "variables, see the header)" >&2
+  exit 2
+fi
 mkdir -p "$out"
 
 echo "== machine"
@@ -60,7 +84,8 @@ fi
 
 data_root="${DATA_ROOT:-}"
 if [[ -z "$data_root" && "$quick" != 1 ]]; then
-  for candidate in shared/data/cifar10-jpeg ../shared/data/cifar10-jpeg; do
+  for candidate in runs/gpu_data/cifar10-jpeg shared/data/cifar10-jpeg \
+    ../shared/data/cifar10-jpeg; do
     if [[ -d "$candidate/train" ]]; then
       data_root="$candidate"
       break
@@ -76,7 +101,7 @@ else
   exit 2
 fi
 
-run_dir="runs/gpu_check/run"
+run_dir="${RUN_DIR:-runs/gpu_check/run}"
 flags=("${data_flags[@]}" "--model_dir=$run_dir" --force_init
   "--num_epoch=${EPOCHS:-2}" "--steps_per_call=${STEPS_PER_CALL:-50}"
   "--precision=${PRECISION:-float32}")
@@ -103,14 +128,15 @@ import os
 import shutil
 import sys
 
-import tensorflow as tf
-
 run_dir, out = sys.argv[1], sys.argv[2]
 summary = json.load(open(os.path.join(run_dir, "summary.json")))
 run, cfg, metrics = summary["run"], summary["config"], summary["metrics"]
 rates = []
 for path in sorted(glob.glob(os.path.join(run_dir, "tb", "events.out.tfevents.*"))):
-    for event in tf.compat.v1.train.summary_iterator(path):
+    import tensorflow as tf
+
+    for record in tf.data.TFRecordDataset(path):
+        event = tf.compat.v1.Event.FromString(record.numpy())
         for value in event.summary.value:
             if value.tag == "monitor/steps_per_sec":
                 rates.append((event.step, float(tf.make_ndarray(value.tensor))))
@@ -129,6 +155,8 @@ lines = [
     f"projected 2048 epochs: {projected_h:.2f} h for this class (training only)",
     "AUROC: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())),
 ]
+if len(rates) < 2:
+    lines.append("note: one epoch only, so steps/s includes tracing/compilation; use EPOCHS>=2")
 print("\n".join(lines))
 with open(os.path.join(out, "gpu_check.txt"), "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -11,8 +11,10 @@
 #       [--shard i/n] [--dry_run] [--python python] [--trainer train_and_eval_loop.py] \
 #       [--no_paper_flags] [-- <extra trainer flags, e.g. --root=data --num_epoch=64>]
 #
-# Methods: rotation, contrastive, contrastive_da (= --method=contrastive --distaug_type=rot);
-# any other name is passed as --method=<name> without paper settings.
+# Methods: rotation, contrastive, contrastive_da (= --method=contrastive --distaug_type=rot),
+# and the Table 7 baselines rotnet and denoising (the random and ImageNet baselines are
+# evaluation-only: scripts/run_baselines.sh); any other name is passed as --method=<name>
+# without paper settings.
 # Paper settings (spec §2 "Script settings", the reference's script/run_*.sh) are added per
 # method by method_flags() unless --no_paper_flags; the flags after -- come last and so override
 # them (absl keeps the last value of a repeated flag).
@@ -155,6 +157,13 @@ method_flags() {
     contrastive | contrastive_da)
       paper=("${common[@]}" --head_dims=512,512,512,512,512,512,512,512,128 --latent_dim=0
         --batch_size=32 --temperature=0.2 "--aug_list=$aug,+" --aug_list_for_test=x)
+      ;;
+    rotnet) # Table 7 baselines (scripts/run_baselines.sh): rotation without the MLP head,
+      paper=("${common[@]}" --head_dims=none --latent_dim=4
+        --batch_size=64 "--aug_list=$aug$rotations" "--aug_list_for_test=x$rotations")
+      ;;
+    denoising) # and the denoising autoencoder (recipes assumed, see their modules)
+      paper=("${common[@]}" --head_dims=none --latent_dim=0 --batch_size=64 --aug_list=x)
       ;;
     *)
       paper=()

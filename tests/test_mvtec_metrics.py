@@ -6,6 +6,8 @@ integrate with explicit loops, so they share no code with ``mvtec.metrics``.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -51,7 +53,7 @@ def naive_pro(masks, maps, max_fpr=0.3, eight=True) -> float:
         overlaps = [sum(pred[i][y, x] for y, x in r) / len(r) for i, r in regions]
         points.append((float(fpr), float(np.mean(overlaps))))
     area = 0.0
-    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
         if x0 >= max_fpr:
             break
         if x1 > max_fpr:  # cut the last segment at max_fpr

@@ -44,7 +44,8 @@ def _check_run_folder(run_dir, method):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert os.listdir(os.path.join(run_dir, "checkpoints"))
     assert any(f.startswith("events.out") for f in os.listdir(os.path.join(run_dir, "tb")))
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
     metrics = summary["metrics"]
     expected = {
         f"{f}.{c}" for f in ("pool", "embed") for c in ("auc", "kde", "gde", "kocsvm", "locsvm")

@@ -178,9 +178,7 @@ def _decode_all(
         try:
             image = images.decode_image(str(path), shape, name=str(path))
             mp = mask_path(path) if with_masks else None
-            mask = (
-                _decode_mask(mp, shape[:2]) if mp is not None else np.zeros(shape[:2], np.uint8)
-            )
+            mask = _decode_mask(mp, shape[:2]) if mp is not None else np.zeros(shape[:2], np.uint8)
             return image, mask
         except DataError as e:
             return e

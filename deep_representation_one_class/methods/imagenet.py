@@ -31,7 +31,7 @@ WEIGHTS_HINT = "a local Keras ResNet50 no-top weights file (.h5 or .weights.h5)"
 
 
 class ImageNetPreprocess(layers.Layer):
-    """[B, H, W, C] float in [0, 1] -> [B, S, S, 3] float32 as ResNet-50's ImageNet weights expect."""
+    """[B, H, W, C] float in [0, 1] -> [B, S, S, 3] float32, as the ImageNet ResNet-50 expects."""
 
     def __init__(self, size: int, **kwargs):
         super().__init__(**kwargs)

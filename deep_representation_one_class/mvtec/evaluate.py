@@ -212,16 +212,16 @@ class _SimilarityScorer:
         self._block = tf.function(self._block_fn, reduce_retracing=True)
 
     def _block_fn(self, x):
-        sims = tf.matmul(tf.math.l2_normalize(x, axis=1, epsilon=1e-24), self.bank, transpose_b=True)
+        sims = tf.matmul(
+            tf.math.l2_normalize(x, axis=1, epsilon=1e-24), self.bank, transpose_b=True
+        )
         if self.kind == "kde":
             return -tf.reduce_logsumexp((2.0 * self.gamma) * sims, axis=1) / self.gamma
         return 1.0 - tf.reduce_max(sims, axis=1)
 
     def score(self, feats: np.ndarray) -> np.ndarray:
         x = np.asarray(feats, np.float32)
-        out = [
-            self._block(x[i : i + _SCORER_ROWS]).numpy() for i in range(0, len(x), _SCORER_ROWS)
-        ]
+        out = [self._block(x[i : i + _SCORER_ROWS]).numpy() for i in range(0, len(x), _SCORER_ROWS)]
         return np.concatenate(out).astype(np.float64)
 
 

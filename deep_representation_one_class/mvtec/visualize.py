@@ -1,4 +1,4 @@
-"""Anomaly-map panels (image | ground truth | heat map | overlay + colour bar) with Pillow and numpy.
+"""Anomaly-map panels (image | ground truth | heat map | overlay | colour bar) with Pillow/numpy.
 
 matplotlib is not a dependency of the package, so the colour map is a small piecewise-linear
 "jet"-style table evaluated in numpy, and text uses Pillow's built-in bitmap font. Every panel of

@@ -1,0 +1,208 @@
+"""The speed benchmark (tiny case end to end, JSON schema, FLOP counter) and the numerics of the
+speed changes it measures (fused BatchNorm, 'same' padding, XLA step)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deep_representation_one_class import bench, distribute, train_lib
+from deep_representation_one_class import config as config_lib
+from deep_representation_one_class.models import build_model
+from deep_representation_one_class.models.resnet import FusedBatchNorm
+
+
+def _one_conv_model(padding: str = "valid", stride: int = 1) -> keras.Model:
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, strides=stride, padding=padding, use_bias=False)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(5, use_bias=False)(x))
+
+
+# ----------------------------------------------------------------------------- FLOP counter
+def test_flop_counter_matches_hand_count_for_one_conv():
+    model = _one_conv_model()
+    conv = 6 * 6 * 4 * (3 * 3 * 3)  # output positions x out channels x (kh * kw * in channels)
+    dense = 4 * 5
+    assert bench.count_flops(model, (8, 8, 3), training=False) == 2 * (conv + dense)
+    # Training: conv forward + filter gradient (no gradient w.r.t. the image), dense forward +
+    # weight gradient + input gradient.
+    assert bench.count_flops(model, (8, 8, 3), training=True) == 2 * (2 * conv + 3 * dense)
+
+
+def test_flop_counter_strided_same_padding():
+    model = _one_conv_model(padding="same", stride=2)
+    conv = 4 * 4 * 4 * 27
+    assert bench.count_flops(model, (8, 8, 3), training=False) == 2 * (conv + 20)
+
+
+def test_flop_counter_resnet18_forward_matches_analytic_count():
+    model = build_model("resnet18", 1.0, (32, 32, 3), (512,) * 8 + (128,))
+    stem = 32 * 32 * 64 * 27
+    stage1 = 4 * 32 * 32 * 64 * 64 * 9
+    # Stages 2-4 each: a strided 3x3, three 3x3 and a 1x1 shortcut; all have equal cost.
+    stage2 = 16 * 16 * 128 * (64 * 9 + 3 * 128 * 9 + 64)
+    head = 8 * 512 * 512 + 512 * 128
+    macs = stem + stage1 + 3 * stage2 + head
+    assert bench.count_flops(model, (32, 32, 3), training=False) == 2 * macs
+    assert 2 * macs / 1e9 == pytest.approx(1.115, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- the harness
+@pytest.fixture(scope="module")
+def tiny_record(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.jsonl"
+    records = bench.main(
+        [
+            "--cases=tiny",
+            f"--out={out}",
+            "--cls_train=200",
+            "--cls_test=300",
+            "--classifiers=auc,gde",
+            "--peak_size=256",
+            "--strategy=default",
+        ]
+    )
+    lines = out.read_text().splitlines()
+    assert len(records) == len(lines) == 1
+    return records[0], json.loads(lines[0])
+
+
+def test_tiny_case_writes_one_json_line_with_the_schema(tiny_record):
+    record, from_file = tiny_record
+    assert from_file == record
+    assert set(bench.SCHEMA_KEYS) <= set(record)
+    assert record["case"] == "tiny" and record["method"] == "contrastive"
+    assert record["images_per_step"] == 2 * record["batch"] == 16
+    assert record["precision"] == "float32" and record["device"] in ("cpu", "gpu")
+    assert set(record["machine"]) >= {"cpu", "cores", "tensorflow", "keras"}
+    assert len(record["loadavg_start"]) == 3
+
+
+def test_tiny_case_numbers_are_consistent(tiny_record):
+    r, _ = tiny_record
+    for key in ("train_images_per_s", "e2e_images_per_s", "data_images_per_s"):
+        assert r[key] > 0, key
+    assert r["extract_images_per_s"] > 0
+    assert r["train_images_per_s"] == pytest.approx(
+        r["images_per_step"] / r["train_step_s"], rel=0.01
+    )
+    assert r["train_step_s"] == pytest.approx(np.median(r["train_step_s_windows"]), rel=0.01)
+    assert r["gflop_per_image_train"] > r["gflop_per_image_forward"] > 0
+    assert r["achieved_gflop_s"] == pytest.approx(
+        r["gflop_per_image_train"] * r["train_images_per_s"], rel=0.02
+    )
+    assert set(r["peak_gflop_s"]) == {"float32", "bfloat16"} and r["peak_gflop_s"]["float32"] > 0
+    assert r["pct_of_peak"]["float32"] == pytest.approx(
+        100 * r["achieved_gflop_s"] / r["peak_gflop_s"]["float32"], abs=0.2
+    )
+    per_cpu = r["gflop_per_image_train"] * r["images_per_step"] / r["train_cpu_s_per_step"]
+    assert r["pct_of_peak_cpu_time"]["bfloat16"] == pytest.approx(
+        100 * per_cpu / r["peak_gflop_per_cpu_s"]["bfloat16"], rel=0.05
+    )
+    assert r["eval_seconds_estimate"] > r["classifier_total_s"]
+    assert set(r["classifier_seconds"]) == {"pool.auc", "pool.gde", "embed.auc", "embed.gde"}
+    assert r["classifier_total_s"] == pytest.approx(sum(r["classifier_seconds"].values()), abs=0.02)
+    assert r["paper_steps_per_class"] == 2048 * (5000 // 8)
+
+
+def test_bad_case_is_a_one_line_usage_error():
+    proc = subprocess.run(
+        [sys.executable, "-m", "deep_representation_one_class.bench", "--cases=nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: unknown --cases ['nope']; valid: paper_fp32")
+    with pytest.raises(bench.BenchError, match="steps_per_call"):
+        bench.main(["--cases=tiny", "--steps_per_call=0"])
+
+
+def test_synthetic_features_shapes_and_labels():
+    train, test, labels = bench.synthetic_features(50, 40, dims=(16, 8))
+    assert train["pool"].shape == (50, 16) and test["embed"].shape == (40, 8)
+    assert (train["pool"] >= 0).all() and (test["embed"] < 0).any()
+    assert labels.sum() == 36 and set(np.unique(labels)) == {0, 1}
+
+
+# ----------------------------------------------------------------------------- speed changes
+@pytest.mark.parametrize("dtype", [None, "mixed_bfloat16"])
+def test_fused_batchnorm_matches_keras_batchnorm(dtype):
+    x = tf.random.stateless_normal([6, 5, 5, 4], [0, 1]) * 3.0 + 1.0
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype)
+    fused = FusedBatchNorm(momentum=0.9, epsilon=1e-5, dtype=dtype)
+    weight = tf.random.stateless_normal(x.shape, [2, 3])
+    results = []
+    for layer in (ref, fused):
+        layer.build(x.shape)
+        layer.gamma.assign(tf.random.stateless_normal([4], [4, 5]) + 1.0)
+        layer.beta.assign(tf.random.stateless_normal([4], [6, 7]))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * weight)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append(
+            [y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False)]
+        )
+    assert fused.gamma.dtype == fused.moving_variance.dtype == "float32"
+    assert results[1][0].dtype == (tf.bfloat16 if dtype else tf.float32)
+    tol = 2e-2 if dtype else 1e-4
+    for a, b in zip(*results):
+        a = np.asarray(tf.cast(a, tf.float32))
+        b = np.asarray(tf.cast(b, tf.float32))
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol * np.abs(a).max())
+    # The moving variance is the biased batch variance, as in Keras (not the kernel's n/(n-1)).
+    biased = np.var(np.asarray(x).reshape(-1, 4), axis=0)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), 0.9 + 0.1 * biased, rtol=1e-3)
+
+
+def test_same_padding_equals_explicit_symmetric_padding():
+    x = tf.random.stateless_normal([2, 9, 9, 3], [0, 2])
+    kernel = tf.random.stateless_normal([3, 3, 3, 5], [1, 2])
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    explicit = tf.nn.conv2d(padded, kernel, 1, "VALID")
+    np.testing.assert_allclose(tf.nn.conv2d(x, kernel, 1, "SAME"), explicit, atol=1e-5)
+    # With stride 2 on an even input 'same' pads (0, 1), not (1, 1): the builder keeps the
+    # explicit pad there.
+    x = x[:, :8, :8]
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    explicit = tf.nn.conv2d(padded, kernel, 2, "VALID")
+    assert not np.allclose(tf.nn.conv2d(x, kernel, 2, "SAME"), explicit, atol=1e-3)
+
+
+def test_resnet_keeps_explicit_padding_only_for_strided_convs():
+    model = build_model("resnet18", 0.0625, (32, 32, 3))
+    pads = [layer.name for layer in model.layers if isinstance(layer, keras.layers.ZeroPadding2D)]
+    assert pads == ["conv3_b1_c1_pad", "conv4_b1_c1_pad", "conv5_b1_c1_pad"]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert {c.padding for c in convs if c.strides == (1, 1) and c.kernel_size == (3, 3)} == {"same"}
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(isinstance(layer, FusedBatchNorm) for layer in bns)
+
+
+def test_jit_compiled_train_step_runs():
+    cfg = config_lib.validate(
+        config_lib.Config(
+            dataset="fake",
+            net_type="resnet10",
+            net_width=0.0625,
+            head_dims=(8,),
+            batch_size=4,
+            jit_compile=True,
+            strategy="default",
+        )
+    )
+    trainer = train_lib.Trainer(cfg, distribute.make_strategy("default"), 2, 10, 10)
+    views = tf.random.stateless_uniform([4, 32, 32, 3], [0, 3])
+    ds = tf.data.Dataset.from_tensors((views, views[::-1])).repeat()
+    total, bad = trainer.train_fn()(iter(ds), tf.constant(2, tf.int64))
+    assert int(bad) == -1 and np.isfinite(total.numpy()).all()
+    assert int(trainer.step.numpy()) == 2
