@@ -345,12 +345,27 @@ def config_from_flags(f=FLAGS) -> config_lib.Config:
         patch_bank=f.patch_bank,
         smooth_sigma=f.smooth_sigma,
     )
+    cfg = _apply_dataset_defaults(cfg, f)
     cfg = config_lib.validate(cfg)
     model_dir = f.model_dir or default_model_dir(
         cfg.method, cfg.dataset, cfg.category, cfg.seed, cfg.distaug_type
     )
     model_dir = os.path.join(model_dir, f.ckpt_prefix or "", f.file_path or "")
     return cfg.replace(model_dir=os.path.normpath(model_dir))
+
+
+def _apply_dataset_defaults(cfg: config_lib.Config, f) -> config_lib.Config:
+    """Dataset-specific quick defaults (e.g. MVTec's patch training) for flags not given."""
+    from deep_representation_one_class import datasets
+
+    try:
+        name = datasets.DATASETS.canonical(cfg.dataset)
+    except KeyError:
+        return cfg  # validate() reports it
+    overrides = {
+        k: v for k, v in config_lib.DATASET_DEFAULTS.get(name, {}).items() if not f[k].present
+    }
+    return cfg.replace(**overrides)
 
 
 def main(argv) -> int:

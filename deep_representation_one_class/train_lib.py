@@ -74,7 +74,7 @@ class RunResult:
     metrics: dict[str, float]
     model_dir: str
     global_step: int
-    status: str  # "complete", "already_complete", "interrupted"
+    status: str  # "complete", "already_complete", "interrupted", "worker_done" (non-chief)
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -103,9 +103,16 @@ def _prepare_run_dir(cfg: config_lib.Config) -> str | None:
     except OSError as e:
         raise RunError(f"cannot write to --model_dir {run_dir}: {e.strerror}") from None
     old_cfg_path = os.path.join(run_dir, "config.json")
+    summary = os.path.join(run_dir, "summary.json")
+    old_cfg = None
     if os.path.exists(old_cfg_path):
+        old_cfg = io.read_json(old_cfg_path)
+    elif os.path.exists(summary):
+        # config.json lost (deleted by hand): the summary's copy still protects the results.
+        old_cfg = io.read_json(summary).get("config")
+    if old_cfg is not None:
         # Keys absent from an older config.json take today's defaults (forward compatible).
-        old = {**config_lib.Config().to_dict(), **io.read_json(old_cfg_path)}
+        old = {**config_lib.Config().to_dict(), **old_cfg}
         new = cfg.to_dict()
         diff = sorted(
             k
@@ -121,7 +128,6 @@ def _prepare_run_dir(cfg: config_lib.Config) -> str | None:
     with open(marker, "w") as f:
         f.write("deep_representation_one_class run folder\n")
     io.write_json(old_cfg_path, cfg.to_dict())
-    summary = os.path.join(run_dir, "summary.json")
     if os.path.exists(summary) and io.read_json(summary).get("run", {}).get("complete"):
         return "complete"
     return None
@@ -549,6 +555,7 @@ def run(cfg: config_lib.Config) -> RunResult:
         try:
             ckpt.restore(latest).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as e:
+            manager.close()
             raise RunError(
                 f"checkpoint {latest} does not match this model "
                 f"({type(e).__name__}); use --force_init or another --model_dir"
@@ -608,7 +615,9 @@ def run(cfg: config_lib.Config) -> RunResult:
     if is_patch_task(cfg):
         from deep_representation_one_class.mvtec import evaluate as patch_eval
 
-        metrics, arrays, timings = patch_eval.evaluate(model, data, cfg, run_dir, writer)
+        metrics, arrays, timings = patch_eval.evaluate(
+            model, data, cfg, run_dir, writer, step=global_step
+        )
     else:
         scores: dict[str, np.ndarray] = {}
         metrics, arrays, timings = evaluate_model(

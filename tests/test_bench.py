@@ -109,6 +109,12 @@ def test_tiny_case_numbers_are_consistent(tiny_record):
     assert r["eval_seconds_estimate"] > r["classifier_total_s"]
     assert set(r["classifier_seconds"]) == {"pool.auc", "pool.gde", "embed.auc", "embed.gde"}
     assert r["classifier_total_s"] == pytest.approx(sum(r["classifier_seconds"].values()), abs=0.02)
+    assert r["classifier_sizes"] == {
+        "train": 200,
+        "test": 300,
+        "dims": [512, 128],
+        "source": "synthetic",
+    }
     assert r["paper_steps_per_class"] == 2048 * (5000 // 8)
 
 
@@ -130,6 +136,24 @@ def test_synthetic_features_shapes_and_labels():
     assert train["pool"].shape == (50, 16) and test["embed"].shape == (40, 8)
     assert (train["pool"] >= 0).all() and (test["embed"] < 0).any()
     assert labels.sum() == 36 and set(np.unique(labels)) == {0, 1}
+
+
+def test_classifiers_on_saved_run_features(tmp_path):
+    train, test, labels = bench.synthetic_features(60, 50, dims=(8, 4))
+    path = tmp_path / "embeddings.npz"
+    np.savez(
+        path,
+        cls_pool=train["pool"],
+        cls_embed=train["embed"],
+        test_pool=test["pool"],
+        test_embed=test["embed"],
+        test_y=labels,
+    )
+    seconds, sizes = bench.measure_classifiers(["auc"], 0, 0, features_path=str(path))
+    assert set(seconds) == {"pool.auc", "embed.auc"}
+    assert sizes == {"train": 60, "test": 50, "dims": [8, 4], "source": str(path)}
+    with pytest.raises(bench.BenchError, match=r"embeddings\.npz"):
+        bench.measure_classifiers(["auc"], 0, 0, features_path=str(tmp_path / "missing.npz"))
 
 
 # ----------------------------------------------------------------------------- speed changes

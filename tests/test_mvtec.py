@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +272,7 @@ def test_anomaly_maps_average_covering_windows():
     rng = np.random.default_rng(1)
     ys, xs = patches.grid_positions(20, 18, 8, 5)
     scores = rng.normal(size=(2, len(ys), len(xs)))
-    got = ev.anomaly_maps(scores, ys, xs, 8, (20, 18), sigma=0.0)
+    got = patches.anomaly_maps(scores, ys, xs, 8, (20, 18), sigma=0.0)
     want = np.zeros((2, 20, 18))
     for t in range(2):
         total, count = np.zeros((20, 18)), np.zeros((20, 18))
@@ -281,7 +282,7 @@ def test_anomaly_maps_average_covering_windows():
                 count[y : y + 8, x : x + 8] += 1
         want[t] = total / count
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    smooth = ev.anomaly_maps(scores, ys, xs, 8, (20, 18), sigma=2.0)
+    smooth = patches.anomaly_maps(scores, ys, xs, 8, (20, 18), sigma=2.0)
     assert smooth.std() < got.std()
 
 
@@ -374,15 +375,16 @@ def test_train_and_localise_synthetic_defects(mvtec_root, tmp_path):
         f"{f}.{c}{s}"
         for f in ("pool", "embed")
         for c in ("gde", "kde", "auc")
-        for s in ("", "_pixel", "_pro")
+        for s in ("", ".image_auroc", ".pixel_auroc", ".pro")
     }
     assert set(metrics) == expected  # locsvm is skipped on patches
+    assert metrics["pool.gde"] == metrics["pool.gde.image_auroc"]
     for value in metrics.values():
         assert 0.0 <= value <= 100.0
     # The pasted defects are obvious: localisation must be far above chance (50 / 15 for PRO).
-    assert metrics["pool.kde_pixel"] > 90, metrics
-    assert metrics["pool.auc_pixel"] > 90, metrics
-    assert metrics["pool.kde_pro"] > 60, metrics
+    assert metrics["pool.kde.pixel_auroc"] > 90, metrics
+    assert metrics["pool.auc.pixel_auroc"] > 90, metrics
+    assert metrics["pool.kde.pro"] > 60, metrics
     assert metrics["pool.kde"] > 90, metrics
     panels = sorted(p.name for p in (run_dir / "maps").iterdir())
     assert len(panels) == 14 and "stain_000.png" in panels and "good_005.png" in panels
@@ -411,8 +413,9 @@ def test_real_bottle_short_run(shared_data, tmp_path):
             net_width=0.25,
             head_dims=(512, 512, 128),
             batch_size=32,
+            learning_rate=0.01,
             num_epoch=1,
-            num_batch=20,
+            num_batch=200,
             strategy="default",
             model_dir=str(tmp_path / "run"),
             classifiers=("gde", "kde", "auc"),
@@ -424,4 +427,73 @@ def test_real_bottle_short_run(shared_data, tmp_path):
     m = result.metrics
     assert len(list((tmp_path / "run" / "maps").glob("*.png"))) == 83
     # Even briefly trained patch features detect and localise bottle defects well above chance.
-    assert m["pool.auc"] > 80 and m["pool.auc_pixel"] > 80 and m["pool.auc_pro"] > 40, m
+    assert m["pool.auc"] > 80 and m["pool.auc.pixel_auroc"] > 80 and m["pool.auc.pro"] > 40, m
+
+
+# ----------------------------------------------------------------------------- report and script
+
+
+def _fake_summary(folder: Path, method: str, category: str, seed: int, image: float, **kw):
+    folder.mkdir(parents=True)
+    metrics = {"pool.gde": image, "pool.gde.image_auroc": image}
+    metrics.update({f"pool.gde.{k}": v for k, v in kw.items()})
+    summary = {
+        "metrics": metrics,
+        "config": {
+            "dataset": "mvtec",
+            "method": method,
+            "category": category,
+            "seed": seed,
+            "distaug_type": "1",
+        },
+        "run": {"complete": True},
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_report_table_means_over_seeds_and_categories(tmp_path):
+    from deep_representation_one_class.mvtec import report
+
+    runs = tmp_path / "runs"
+    _fake_summary(runs / "a" / "s0", "contrastive", "bottle", 0, 90.0, pixel_auroc=80.0, pro=60.0)
+    _fake_summary(runs / "a" / "s1", "contrastive", "bottle", 1, 94.0, pixel_auroc=84.0, pro=70.0)
+    _fake_summary(runs / "b" / "s0", "contrastive", "carpet", 0, 70.0, pixel_auroc=60.0, pro=50.0)
+    table = report.collect(str(runs))
+    md = report.render_markdown(table, "pool.gde")
+    assert "| bottle | 92.0 ± 2.8 | 82.0 ± 2.8 | 65.0 ± 7.1 | 2 |" in md
+    assert "| carpet | 70.0 | 60.0 | 50.0 | 1 |" in md
+    # The mean is over categories (of the seed means), not over runs.
+    assert "**81.0** | **71.0** | **57.5**" in md
+    assert md.index("carpet") < md.index("bottle")  # textures first, as in the paper
+    assert "Missing categories (13)" in md
+    csv_text = report.render_csv(table)
+    assert csv_text.splitlines()[1].startswith("contrastive,carpet,1,70.0000")
+    assert report.main([str(runs), "--out", str(tmp_path / "t")]) == 0
+    assert (tmp_path / "t.md").read_text() == md
+    assert report.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_run_mvtec_script_dry_run(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "run_mvtec.sh"
+    out = subprocess.run(
+        [
+            "bash",
+            str(script),
+            f"--root={tmp_path}",
+            "--category=bottle,tile",
+            "--dry_run",
+            "--",
+            "--num_epoch=1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.count("--dataset=mvtec") == 2 and "--category=tile" in out
+    assert "--num_epoch=1" in out.splitlines()[1]  # extra flags come last and so win
+    bad = subprocess.run(
+        ["bash", str(script), f"--root={tmp_path}", "--category=bottle,foo"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "unknown category 'foo'" in bad.stderr

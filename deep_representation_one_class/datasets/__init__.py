@@ -16,6 +16,7 @@ from deep_representation_one_class.datasets import (  # noqa: F401
     fake,
     fmnist,
     folder,
+    mvtec,
 )
 from deep_representation_one_class.datasets.base import (
     DATASETS,

@@ -17,23 +17,20 @@ ASSUMPTION follow the Patch-SVDD-style protocol the spec recalls):
    filter of ``smooth_sigma`` pixels. ASSUMPTION: averaging and sigma = 4.
 6. Metrics per feature and scorer: image AUROC, pixel AUROC and PRO (FPR <= 0.3), all x100.
 
-Metric keys have exactly one dot, ``<feature>.<scorer>[_pixel|_pro]``: ``pool.gde`` is the image
-AUROC (the key the summary tables read), ``pool.gde_pixel`` the pixel AUROC and ``pool.gde_pro``
-the PRO score. PNG panels of every test image for the main scorer go to ``<run>/maps/``.
+Metric keys: ``<feature>.<scorer>.image_auroc``, ``.pixel_auroc`` and ``.pro``, plus the plain
+``<feature>.<scorer>`` = the image AUROC again, the key the summary tables and the aggregation
+read. PNG panels of every test image for the main scorer go to ``<run>/maps/``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from scipy import ndimage
 
 from deep_representation_one_class.datasets import mvtec as mvtec_data
 from deep_representation_one_class.evaluation import metrics as metrics_lib
@@ -46,10 +43,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "FEATURES",
+    "METRIC_KINDS",
     "PATCH_SCORERS",
     "PatchEvalError",
     "aggregate",
-    "anomaly_maps",
     "evaluate",
     "memory_estimate",
     "metric_key",
@@ -74,10 +71,16 @@ class PatchEvalError(ValueError):
     """A patch-evaluation option is unusable; the message says which and what is valid."""
 
 
-def metric_key(feature: str, scorer: str, kind: str = "image") -> str:
-    """``pool.gde`` (image AUROC), ``pool.gde_pixel`` (pixel AUROC), ``pool.gde_pro`` (PRO)."""
-    suffix = {"image": "", "pixel": "_pixel", "pro": "_pro"}[kind]
-    return f"{feature}.{scorer}{suffix}"
+METRIC_KINDS = ("image_auroc", "pixel_auroc", "pro")
+
+
+def metric_key(feature: str, scorer: str, kind: str | None = None) -> str:
+    """``pool.gde.image_auroc`` etc. for a kind in ``METRIC_KINDS``; ``pool.gde`` for None."""
+    if kind is None:
+        return f"{feature}.{scorer}"
+    if kind not in METRIC_KINDS:
+        raise PatchEvalError(f"unknown metric kind '{kind}'; valid: {', '.join(METRIC_KINDS)}")
+    return f"{feature}.{scorer}.{kind}"
 
 
 def parse_agg(name: str) -> tuple[str, int]:
@@ -154,46 +157,6 @@ def sample_bank(
     return index.astype(np.int64), ys[iy], xs[ix]
 
 
-def _coverage(positions: np.ndarray, size: int, length: int) -> np.ndarray:
-    """[g, length] float64: row i is 1 on the pixels window i covers along one axis."""
-    pix = np.arange(length)
-    return ((pix[None] >= positions[:, None]) & (pix[None] < positions[:, None] + size)).astype(
-        np.float64
-    )
-
-
-def anomaly_maps(
-    patch_scores: np.ndarray,
-    ys: np.ndarray,
-    xs: np.ndarray,
-    size: int,
-    shape: tuple[int, int],
-    sigma: float,
-) -> np.ndarray:
-    """Pixel maps: the mean score of the windows covering each pixel, Gaussian-smoothed.
-
-    Args:
-      patch_scores: [T, gh, gw] scores of the windows at ``ys`` x ``xs``.
-      ys, xs: [gh], [gw] top-left corners (``grid_positions``).
-      size: window side P.
-      shape: (H, W) of the images.
-      sigma: Gaussian sigma in pixels (0 = no smoothing).
-
-    Returns:
-      [T, H, W] float32.
-    """
-    ay = _coverage(ys, size, shape[0])  # [gh, H]
-    ax = _coverage(xs, size, shape[1])  # [gw, W]
-    counts = np.outer(ay.sum(axis=0), ax.sum(axis=0))  # windows per pixel, >= 1 on the grid
-    s = np.asarray(patch_scores, np.float64)
-    sums = np.einsum("gh,tgk,kw->thw", ay, s, ax, optimize=True)
-    maps = (sums / counts).astype(np.float32)
-    if sigma > 0:
-        for t in range(maps.shape[0]):
-            maps[t] = ndimage.gaussian_filter(maps[t], sigma=sigma, mode="nearest")
-    return maps
-
-
 class _SimilarityScorer:
     """KDE and 1-NN scores from a fitted registry scorer's ``state()``, in float32 TensorFlow.
 
@@ -247,13 +210,6 @@ class _Embedder:
         return {"pool": np.concatenate(pools), "embed": np.concatenate(embeds)}
 
 
-def _panel_name(data, i: int) -> str:
-    if data.test_paths is not None:
-        p = Path(data.test_paths[i])
-        return f"{p.parent.name}_{p.stem}"
-    return f"{data.class_names[data.test_class[i]]}_{i:04d}"
-
-
 def evaluate(
     model, data, cfg, run_dir: str, writer=None, step: int | None = None
 ) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, float]]:
@@ -282,6 +238,10 @@ def evaluate(
     clfs = patch_scorers(tuple(cfg.classifiers))
     embedder = _Embedder(model, size, channels, cfg.eval_batch_size)
     timings: dict[str, float] = {}
+    logger.info(
+        "Patch evaluation sizes: %s.",
+        ", ".join(f"{k} {v:.0f}" for k, v in memory_estimate(cfg, len(data.cls_x), n_test).items()),
+    )
 
     # 1-2. The bank and the scorers, fit once.
     t0 = time.time()
@@ -357,13 +317,16 @@ def evaluate(
     for (f, c), patch_scores in scores.items():
         image_scores = aggregate(patch_scores, cfg.patch_agg)
         metrics[metric_key(f, c)] = metrics_lib.auroc(data.test_y, image_scores)
+        metrics[metric_key(f, c, "image_auroc")] = metrics[metric_key(f, c)]
         arrays[f"{f}_{c}_image_score"] = image_scores
         arrays[f"{f}_{c}_patch_scores"] = patch_scores
         if has_defects or (f, c) == primary:
-            maps = anomaly_maps(patch_scores, ys, xs, size, (height, width), cfg.smooth_sigma)
+            maps = patches_lib.anomaly_maps(
+                patch_scores, ys, xs, size, (height, width), cfg.smooth_sigma
+            )
             if has_defects:
                 loc = loc_metrics.localization_metrics(masks, maps, max_fpr=0.3)
-                metrics[metric_key(f, c, "pixel")] = loc["pixel_auroc"]
+                metrics[metric_key(f, c, "pixel_auroc")] = loc["pixel_auroc"]
                 metrics[metric_key(f, c, "pro")] = loc["pro"]
             if (f, c) == primary:
                 primary_maps = maps
@@ -372,7 +335,20 @@ def evaluate(
 
     # Panels of the main scorer.
     t0 = time.time()
-    _write_panels(data, masks, primary_maps, arrays, primary, cfg, run_dir, writer, step)
+    f, c = primary
+    if primary_maps is not None:
+        visualize.write_panels(
+            data,
+            masks,
+            primary_maps,
+            arrays[f"{f}_{c}_image_score"],
+            f"{f}.{c} {cfg.patch_agg}",
+            run_dir,
+            writer,
+            step,
+            tag=f"mvtec/anomaly_maps_{f}_{c}",
+            max_tb_images=_MAX_TB_IMAGES,
+        )
     timings["panels"] = time.time() - t0
     timings["total"] = time.time() - t_start
     logger.info(
@@ -382,61 +358,27 @@ def evaluate(
     return metrics, arrays, timings
 
 
-def _write_panels(data, masks, maps, arrays, primary, cfg, run_dir, writer, step) -> None:
-    if maps is None or (run_dir is None and writer is None):
-        return
-    f, c = primary
-    image_scores = arrays[f"{f}_{c}_image_score"]
-    # One colour scale for the whole test set; percentiles keep a few extreme pixels from
-    # washing every other map out.
-    vmin, vmax = (float(v) for v in np.percentile(maps, [1.0, 99.9]))
-    folder = os.path.join(run_dir, "maps") if run_dir is not None else None
-    if folder is not None:
-        os.makedirs(folder, exist_ok=True)
-    # TensorBoard gets the first image of each test class (good first), up to _MAX_TB_IMAGES.
-    firsts = [int(np.flatnonzero(data.test_class == k)[0]) for k in np.unique(data.test_class)]
-    tb_pick = set(firsts[:_MAX_TB_IMAGES])
-    tb_panels = []
-    for i in range(len(maps)):
-        if folder is None and i not in tb_pick:
-            continue
-        name = _panel_name(data, i)
-        title = f"{name}: {f}.{c} {cfg.patch_agg} score {image_scores[i]:.4g}"
-        panel = visualize.render_panel(data.test_x[i], masks[i], maps[i], vmin, vmax, title)
-        if folder is not None:
-            visualize.save_png(os.path.join(folder, f"{name}.png"), panel)
-        if i in tb_pick:
-            tb_panels.append(panel)
-    if writer is not None and tb_panels:
-        if step is None:
-            current = tf.summary.experimental.get_step()
-            step = int(current) if current is not None else 0
-        with writer.as_default():
-            tf.summary.image(
-                f"mvtec/anomaly_maps_{f}_{c}",
-                np.stack(tb_panels),
-                step=step,
-                max_outputs=len(tb_panels),
-                description=(
-                    "image | ground truth | anomaly map | overlay; the colour scale is fixed "
-                    f"for all images: [{vmin:.4g}, {vmax:.4g}]"
-                ),
-            )
-        writer.flush()
-
-
 def memory_estimate(cfg: Any, num_train: int, num_test: int) -> dict[str, float]:
-    """Rough peak sizes (MB) of the evaluation's big arrays, for logs and the README."""
+    """Rough sizes of the evaluation's big arrays (``*_mb`` in MB; the others are counts).
+
+    The dominant terms: the uint8 window chunk (fixed by ``_CHUNK_PATCHES``), the KDE/1-NN
+    similarity block (``_SCORER_ROWS`` x bank, float32, twice), the per-scorer patch scores and
+    pixel maps (linear in test images x H x W), and the single sort behind pixel AUROC and PRO
+    (about 48 bytes per test pixel: indices, scores, cumulative counts and region weights).
+    """
     h, w, c = (int(v) for v in cfg.input_shape)
-    ys, xs = patches_lib.grid_positions(h, w, int(cfg.patch_size), int(cfg.patch_stride))
+    size = int(cfg.patch_size)
+    ys, xs = patches_lib.grid_positions(h, w, size, int(cfg.patch_stride))
     grid = len(ys) * len(xs)
+    chunk = max(1, _CHUNK_PATCHES // grid) * grid
     bank = min(int(cfg.patch_bank), num_train * grid)
     mb = 1.0 / 2**20
     return {
         "grid_windows_per_image": float(grid),
-        "window_chunk_mb": min(_CHUNK_PATCHES, max(grid, 1)) * cfg.patch_size**2 * c * mb,
-        "kde_block_mb": 2 * _SCORER_ROWS * bank * 4 * mb,
+        "bank_windows": float(bank),
+        "window_chunk_mb": chunk * size * size * c * mb,
+        "similarity_block_mb": 2 * _SCORER_ROWS * bank * 4 * mb,
         "patch_scores_mb": num_test * grid * 4 * mb,
         "maps_per_scorer_mb": num_test * h * w * 4 * mb,
-        "pro_sort_mb": num_test * h * w * (8 + 8 + 8) * mb,
+        "pixel_sort_mb": num_test * h * w * 48 * mb,
     }

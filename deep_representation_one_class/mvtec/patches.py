@@ -5,7 +5,8 @@ resized image from the stateless seed, then every view augments that same window
 chain built at size P. Sharing the window makes the contrastive positives two augmentations of
 one patch (as for whole images) and the rotation views rotations of one patch. Evaluation
 (``grid_positions``, ``gather_patches``): windows on a regular grid of stride S whose last row
-and column touch the image border, cut out of uint8 images without copying the whole image set.
+and column touch the image border, cut out of uint8 images without copying the whole image set;
+``anomaly_maps`` turns the grid's window scores back into smoothed per-pixel maps.
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
+from scipy import ndimage
 
 from deep_representation_one_class.augment import grammar
 
 if TYPE_CHECKING:
     from deep_representation_one_class.config import Config
 
-__all__ = ["gather_patches", "grid_positions", "patch_view_fn", "random_patch"]
+__all__ = [
+    "anomaly_maps",
+    "gather_patches",
+    "grid_positions",
+    "patch_view_fn",
+    "random_patch",
+]
 
 
 def random_patch(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
@@ -116,3 +124,43 @@ def gather_patches(
     windows = np.lib.stride_tricks.sliding_window_view(images, (size, size), axis=(1, 2))
     # windows: [N, H-P+1, W-P+1, C, P, P], a view; indexing copies only the K windows asked for.
     return np.ascontiguousarray(windows[index, ys, xs].transpose(0, 2, 3, 1))
+
+
+def _coverage(positions: np.ndarray, size: int, length: int) -> np.ndarray:
+    """[g, length] float64: row i is 1 on the pixels window i covers along one axis."""
+    pix = np.arange(length)
+    return ((pix[None] >= positions[:, None]) & (pix[None] < positions[:, None] + size)).astype(
+        np.float64
+    )
+
+
+def anomaly_maps(
+    patch_scores: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    size: int,
+    shape: tuple[int, int],
+    sigma: float,
+) -> np.ndarray:
+    """Pixel maps: the mean score of the windows covering each pixel, Gaussian-smoothed.
+
+    Args:
+      patch_scores: [T, gh, gw] scores of the windows at ``ys`` x ``xs``.
+      ys, xs: [gh], [gw] top-left corners (``grid_positions``).
+      size: window side P.
+      shape: (H, W) of the images.
+      sigma: Gaussian sigma in pixels (0 = no smoothing).
+
+    Returns:
+      [T, H, W] float32.
+    """
+    ay = _coverage(ys, size, shape[0])  # [gh, H]
+    ax = _coverage(xs, size, shape[1])  # [gw, W]
+    counts = np.outer(ay.sum(axis=0), ax.sum(axis=0))  # windows per pixel, >= 1 on the grid
+    s = np.asarray(patch_scores, np.float64)
+    sums = np.einsum("gh,tgk,kw->thw", ay, s, ax, optimize=True)
+    maps = (sums / counts).astype(np.float32)
+    if sigma > 0:
+        for t in range(maps.shape[0]):
+            maps[t] = ndimage.gaussian_filter(maps[t], sigma=sigma, mode="nearest")
+    return maps

@@ -33,7 +33,7 @@ PAPER = {
     "contrastive_da": (86.5, 90.4, "DisAug CLR (contrastive + DA)"),
     "rotation": (86.3, 93.0, "RotNet (MLP head)"),
 }
-KINDS = (("image", ""), ("pixel", "_pixel"), ("pro", "_pro"))
+KINDS = (("image", ".image_auroc"), ("pixel", ".pixel_auroc"), ("pro", ".pro"))
 
 
 class ReportError(ValueError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -18,7 +19,7 @@ from scipy import ndimage
 
 from deep_representation_one_class.utils.io import atomic_path
 
-__all__ = ["apply_colormap", "mask_outline", "render_panel", "save_png"]
+__all__ = ["apply_colormap", "mask_outline", "render_panel", "save_png", "write_panels"]
 
 # (position in [0, 1], RGB) anchors of a jet-like map: dark blue -> cyan -> yellow -> dark red.
 _ANCHORS = np.array(
@@ -120,3 +121,77 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     Image.fromarray(np.asarray(rgb, np.uint8)).save(buf, format="PNG")
     with atomic_path(os.fspath(path), ".png") as tmp, open(tmp, "wb") as f:
         f.write(buf.getvalue())
+
+
+def _panel_name(data, i: int) -> str:
+    """``<class>_<file stem>`` (e.g. ``broken_large_003``), unique within one category."""
+    if data.test_paths is not None:
+        p = Path(data.test_paths[i])
+        return f"{p.parent.name}_{p.stem}"
+    return f"{data.class_names[data.test_class[i]]}_{i:04d}"
+
+
+def write_panels(
+    data,
+    masks: np.ndarray,
+    maps: np.ndarray,
+    image_scores: np.ndarray,
+    label: str,
+    run_dir: str | None,
+    writer=None,
+    step: int | None = None,
+    tag: str = "mvtec/anomaly_maps",
+    max_tb_images: int = 6,
+) -> None:
+    """Writes one panel per test image to ``<run_dir>/maps/<class>_<stem>.png`` and a few to TB.
+
+    Args:
+      data: the task (``test_x``, ``test_class``, ``class_names``, ``test_paths``).
+      masks: [T, H, W] 0/1 ground truth.
+      maps: [T, H, W] anomaly maps; one colour scale, the 1st..99.9th percentile of all of them.
+      image_scores: [T] image scores, printed in the titles.
+      label: what produced the scores, e.g. ``"pool.gde max"``.
+      run_dir: the run folder (None: no PNG files).
+      writer: a ``tf.summary`` writer (None: no TensorBoard images); it receives the first image
+        of each test class (good first), at most ``max_tb_images``.
+      step: TensorBoard step (default: the current summary step, else 0).
+      tag: TensorBoard image tag.
+    """
+    if run_dir is None and writer is None:
+        return
+    # Percentiles keep a few extreme pixels from washing every other map out.
+    vmin, vmax = (float(v) for v in np.percentile(maps, [1.0, 99.9]))
+    folder = os.path.join(run_dir, "maps") if run_dir is not None else None
+    if folder is not None:
+        os.makedirs(folder, exist_ok=True)
+    firsts = [int(np.flatnonzero(data.test_class == k)[0]) for k in np.unique(data.test_class)]
+    tb_pick = set(firsts[:max_tb_images]) if writer is not None else set()
+    tb_panels = []
+    for i in range(len(maps)):
+        if folder is None and i not in tb_pick:
+            continue
+        name = _panel_name(data, i)
+        title = f"{name}: {label} score {image_scores[i]:.4g}"
+        panel = render_panel(data.test_x[i], masks[i], maps[i], vmin, vmax, title)
+        if folder is not None:
+            save_png(os.path.join(folder, f"{name}.png"), panel)
+        if i in tb_pick:
+            tb_panels.append(panel)
+    if tb_panels:
+        import tensorflow as tf  # only for TensorBoard output; the panels need no TensorFlow
+
+        if step is None:
+            current = tf.summary.experimental.get_step()
+            step = int(current) if current is not None else 0
+        with writer.as_default():
+            tf.summary.image(
+                tag,
+                np.stack(tb_panels),
+                step=step,
+                max_outputs=len(tb_panels),
+                description=(
+                    "image | ground truth | anomaly map | overlay; the colour scale is fixed "
+                    f"for all images: [{vmin:.4g}, {vmax:.4g}]"
+                ),
+            )
+        writer.flush()
