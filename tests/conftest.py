@@ -36,3 +36,30 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+FAKE_RUN_CLASSIFIERS = ("kde", "gde", "kocsvm", "auc", "locsvm")
+
+
+@pytest.fixture(scope="session")
+def fake_run(tmp_path_factory) -> str:
+    """One tiny finished run on the fake dataset, shared by the detector/export/score tests."""
+    from deep_representation_one_class import config, train_lib
+
+    path = tmp_path_factory.mktemp("fake_run")
+    cfg = config.validate(
+        config.Config(
+            dataset="fake",
+            category="0",
+            net_type="resnet10",
+            net_width=0.0625,
+            head_dims=(16, 8),
+            batch_size=8,
+            num_epoch=1,
+            strategy="default",
+            model_dir=str(path),
+            classifiers=FAKE_RUN_CLASSIFIERS,
+        )
+    )
+    train_lib.run(cfg)
+    return str(path)

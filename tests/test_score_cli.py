@@ -13,33 +13,10 @@ from PIL import Image
 
 from deep_representation_one_class import score
 
-CLASSIFIERS = ("kde", "gde", "kocsvm", "auc", "locsvm")
-
-
-def _train_fake_run(path) -> str:
-    from deep_representation_one_class import config, train_lib
-
-    cfg = config.validate(
-        config.Config(
-            dataset="fake",
-            category="0",
-            net_type="resnet10",
-            net_width=0.0625,
-            head_dims=(16, 8),
-            batch_size=8,
-            num_epoch=1,
-            strategy="default",
-            model_dir=str(path),
-            classifiers=CLASSIFIERS,
-        )
-    )
-    train_lib.run(cfg)
-    return str(path)
-
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return _train_fake_run(tmp_path_factory.mktemp("fake_run"))
+def run_dir(fake_run):
+    return fake_run
 
 
 @pytest.fixture(scope="module")
