@@ -11,23 +11,13 @@ The metrics are written back into ``summary.json`` (atomically) and printed.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import logging
 
 from deep_representation_one_class import cli
-
-flags.DEFINE_string("model_dir", None, "Run folder holding config.json and embeddings.npz.")
-flags.DEFINE_list("classifiers", None, "Classifiers to score (default: the run's).")
-flags.DEFINE_bool(
-    "reextract",
-    False,
-    "Rebuild the model from its checkpoint and extract the features again (needs the dataset).",
-)
-flags.DEFINE_string("root", None, "Override the run's data root (with --reextract).")
-flags.DEFINE_bool("verbose", False, "Show full tracebacks on errors.")
-FLAGS = flags.FLAGS
 
 
 def evaluate_run(
@@ -103,16 +93,31 @@ def _reextract(cfg, run_dir):
     return metrics, arrays
 
 
-def main(argv) -> int:
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}")
-    if not FLAGS.model_dir:
-        from deep_representation_one_class.config import ConfigError
+def build_parser() -> argparse.ArgumentParser:
+    # argparse, not absl flags: only main.py defines absl flags, so that this module can be
+    # imported next to the trainer without flag clashes.
+    p = argparse.ArgumentParser(prog="droc-evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--model_dir", required=True, help="run folder with config.json")
+    p.add_argument(
+        "--classifiers", default=None, help="comma-separated classifiers (default: the run's)"
+    )
+    p.add_argument(
+        "--reextract",
+        action="store_true",
+        help="rebuild the model from its checkpoint and extract the features again "
+        "(needs the dataset)",
+    )
+    p.add_argument("--root", default=None, help="override the run's data root (--reextract)")
+    p.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
+    return p
 
-        raise ConfigError("--model_dir is required")
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from deep_representation_one_class import train_lib
 
-    metrics = evaluate_run(FLAGS.model_dir, FLAGS.classifiers, FLAGS.reextract, FLAGS.root)
+    classifiers = args.classifiers.split(",") if args.classifiers else None
+    metrics = evaluate_run(args.model_dir, classifiers, args.reextract, args.root)
     print(train_lib.format_table(metrics))
     return 0
 
@@ -121,7 +126,7 @@ def run_cli() -> None:
     cli.quiet_tensorflow()
     cli.require_tensorflow()
     logging.set_verbosity(logging.INFO)
-    app.run(lambda argv: sys.exit(cli.guard(lambda: main(argv), verbose=FLAGS.verbose)))
+    sys.exit(cli.guard(main, verbose="--verbose" in sys.argv))
 
 
 if __name__ == "__main__":

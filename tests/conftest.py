@@ -63,3 +63,17 @@ def fake_run(tmp_path_factory) -> str:
     )
     train_lib.run(cfg)
     return str(path)
+
+
+_STRATEGIES: dict[int, tf.distribute.Strategy] = {}
+
+
+def mirrored(n: int) -> tf.distribute.Strategy:
+    """One MirroredStrategy per replica count for the whole test process.
+
+    Several MirroredStrategy objects over the same devices in one process can hand out
+    clashing collective-op keys, so every test module shares these.
+    """
+    if n not in _STRATEGIES:
+        _STRATEGIES[n] = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
+    return _STRATEGIES[n]

@@ -24,6 +24,7 @@ import _reliability as rel
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import mirrored
 
 from deep_representation_one_class import config as config_lib
 from deep_representation_one_class import distribute, pipeline, train_lib
@@ -35,14 +36,8 @@ def _two_cpus() -> None:
         pytest.skip("two logical CPU devices could not be configured")
 
 
-_STRATEGIES: dict[int, tf.distribute.Strategy] = {}
-
-
 def _mirrored(n: int) -> tf.distribute.Strategy:
-    # One instance per replica count and module (see test_replicas.py).
-    if n not in _STRATEGIES:
-        _STRATEGIES[n] = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
-    return _STRATEGIES[n]
+    return mirrored(n)
 
 
 def _cfg(method: str = "contrastive", **kw) -> config_lib.Config:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import mirrored
 
 from deep_representation_one_class import config as config_lib
 from deep_representation_one_class import train_lib
@@ -34,15 +35,8 @@ def _cfg(method: str, **kw) -> config_lib.Config:
     return config_lib.Config(**base)
 
 
-_STRATEGIES: dict[int, tf.distribute.Strategy] = {}
-
-
 def _strategy(n: int) -> tf.distribute.Strategy:
-    # One strategy object per replica count for the whole module: several MirroredStrategy
-    # instances over the same devices in one process can hand out clashing collective keys.
-    if n not in _STRATEGIES:
-        _STRATEGIES[n] = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
-    return _STRATEGIES[n]
+    return mirrored(n)
 
 
 def _step(cfg, n_replicas, views, init_weights=None):

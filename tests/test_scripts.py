@@ -293,17 +293,19 @@ def test_baselines_bad_usage_and_failures(fake_python, tmp_path):
     assert os.path.isfile(tmp_path / "b" / "denoising" / "fake" / "c0" / "s1" / "summary.json")
 
 
-def test_cpu_preset_dry_run():
-    proc = run("cpu_preset.sh", "--dry_run", env={**os.environ, "PYTHON": "python"})
+def test_cpu_preset_dry_run(tmp_path):
+    out = str(tmp_path / "cpu_preset")
+    proc = run("cpu_preset.sh", "--dry_run", f"--out={out}", env={**os.environ, "PYTHON": "python"})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     cmds = [flags_of(shlex.split(x)) for x in lines if "train_and_eval_loop.py" in x]
     assert [c["category"] for c in cmds] == [str(i) for i in range(10)]
     for c in cmds:
-        # The quick defaults: nothing but the method, the task and the run folder.
-        assert set(c) == {"method", "dataset", "category", "seed", "model_dir"}
+        # The quick defaults plus the preset's 8 epochs.
+        assert set(c) == {"method", "dataset", "category", "seed", "model_dir", "num_epoch"}
         assert (c["method"], c["dataset"], c["seed"]) == ("rotation", "fmnistood", "0")
-        assert c["model_dir"].endswith(f"runs/cpu_preset/rotation/fmnistood/c{c['category']}/s0")
+        assert c["num_epoch"] == "8"
+        assert c["model_dir"].endswith(f"cpu_preset/rotation/fmnistood/c{c['category']}/s0")
     assert "deep_representation_one_class.aggregate" in lines[-1]
     assert "results/cpu_preset_fmnist" in lines[-1]
 
