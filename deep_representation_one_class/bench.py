@@ -758,6 +758,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     for name in args.case_names:
         case = CASES[name]
         overrides = {}
+        if gpu:
+            # GPU steps take milliseconds: longer windows keep launch jitter out of the median.
+            overrides.update(
+                window_steps=max(case.window_steps, 25),
+                warmup_steps=max(case.warmup_steps, 10),
+                extract_images=max(case.extract_images, 8192),
+            )
         if args.windows:
             overrides["windows"] = args.windows
         if args.window_steps:

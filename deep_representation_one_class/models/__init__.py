@@ -38,7 +38,10 @@ def build_model(
     pools = trunk(
         inputs, width=net_width, input_size=int(input_shape[0]), sync_bn=sync_bn, dtype=dtype
     )
-    embeds, logits = mlp_head(pools, head_dims, latent_dim, sync_bn=sync_bn, dtype=dtype)
+    # Mixed precision covers the convolutional trunk only (over 99% of the FLOPs). The MLP head,
+    # whose output is the contrastive embedding, stays in float32.
+    head_dtype = "float32" if dtype and dtype.startswith("mixed") else dtype
+    embeds, logits = mlp_head(pools, head_dims, latent_dim, sync_bn=sync_bn, dtype=head_dtype)
     cast = functools.partial(layers.Activation, "linear", dtype="float32")
     outputs = {
         "pools": cast(name="pools_out")(pools),
