@@ -96,18 +96,8 @@ recipe_for() {
   esac
 }
 
-# Prints a command so that it can be pasted into a shell; plain words stay unescaped.
-print_cmd() {
-  local word line=""
-  for word in "$@"; do
-    if [[ "$word" =~ ^[A-Za-z0-9_./=+,:@%-]+$ ]]; then
-      line+="$word "
-    else
-      line+="$(printf '%q' "$word") "
-    fi
-  done
-  echo "${line% }"
-}
+# shellcheck source=scripts/lib.sh
+source "$repo_root/scripts/lib.sh"
 
 failed=()
 for baseline in "${baseline_list[@]}"; do

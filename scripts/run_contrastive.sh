@@ -22,18 +22,8 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 read -r -a python_cmd <<<"${PYTHON:-python}"
 aug="cnr0.5+hflip+jitter_b0.4_c0.4_s0.4_h0.4+gray0.2+blur0.5"
 
-# Prints a command so that it can be pasted into a shell; plain words stay unescaped.
-print_cmd() {
-  local word line=""
-  for word in "$@"; do
-    if [[ "$word" =~ ^[A-Za-z0-9_./=+,:@%-]+$ ]]; then
-      line+="$word "
-    else
-      line+="$(printf '%q' "$word") "
-    fi
-  done
-  echo "${line% }"
-}
+# shellcheck source=scripts/lib.sh
+source "$repo_root/scripts/lib.sh"
 
 cmd=("${python_cmd[@]}" "$repo_root/train_and_eval_loop.py"
   --method=contrastive --distaug_type=1 --dataset=cifar10ood --category=0

@@ -180,18 +180,8 @@ dataset_flags() {
   esac
 }
 
-# Prints a command so that it can be pasted into a shell; plain words stay unescaped.
-print_cmd() {
-  local word line=""
-  for word in "$@"; do
-    if [[ "$word" =~ ^[A-Za-z0-9_./=+,:@%-]+$ ]]; then
-      line+="$word "
-    else
-      line+="$(printf '%q' "$word") "
-    fi
-  done
-  echo "${line% }"
-}
+# shellcheck source=scripts/lib.sh
+source "$repo_root/scripts/lib.sh"
 
 # All combinations, in a fixed order, so that shard membership does not depend on progress.
 combos=()
