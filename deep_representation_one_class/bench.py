@@ -649,10 +649,7 @@ def run_case(
         "pct_of_peak": pct,
         "peak_gflop_per_cpu_s": {k: round(v[1], 1) for k, v in peaks.items()},
         "pct_of_peak_cpu_time": pct_cpu,
-        "vs_reference": {
-            "train": round(train["train_images_per_s"] / REFERENCE["train_images_per_s"], 2),
-            "extract": _round(extract_ips and extract_ips / REFERENCE["extract_images_per_s"]),
-        },
+        "vs_reference": _vs_reference(case, train["train_images_per_s"], extract_ips),
         "paper_steps_per_class": paper_steps,
         "projected_hours_per_class": round(paper_steps * train["train_step_s"] / 3600.0, 1),
         "loadavg_start": load_start,
@@ -664,6 +661,21 @@ def run_case(
     keras.backend.clear_session()
     gc.collect()
     return record
+
+
+def _vs_reference(case: BenchCase, train_ips: float, extract_ips: float | None) -> dict | None:
+    """Speed-ups over ``REFERENCE``; None unless the case is the configuration it was measured on
+    (contrastive ResNet-18 width 1, paper head, 32 pairs, 32x32 inputs)."""
+    ref = BenchCase()
+    same = (case.method, case.net_type, case.net_width, tuple(case.head_dims), case.batch_size)
+    if same != (ref.method, ref.net_type, ref.net_width, ref.head_dims, ref.batch_size):
+        return None
+    if case.input_size != ref.input_size:
+        return None
+    return {
+        "train": round(train_ips / REFERENCE["train_images_per_s"], 2),
+        "extract": _round(extract_ips and extract_ips / REFERENCE["extract_images_per_s"]),
+    }
 
 
 def _round(v: float | None, nd: int = 2) -> float | None:

@@ -116,6 +116,13 @@ def test_tiny_case_numbers_are_consistent(tiny_record):
         "source": "synthetic",
     }
     assert r["paper_steps_per_class"] == 2048 * (5000 // 8)
+    assert r["vs_reference"] is None  # only the paper configuration has reference numbers
+
+
+def test_speedups_are_reported_for_the_reference_configuration_only():
+    ratios = bench._vs_reference(bench.CASES["paper_bf16"], 86.0, 300.0)
+    assert ratios == {"train": 2.0, "extract": 2.0}
+    assert bench._vs_reference(bench.CASES["quick_bf16"], 86.0, 300.0) is None
 
 
 def test_bad_case_is_a_one_line_usage_error():
