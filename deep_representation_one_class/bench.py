@@ -9,12 +9,7 @@ every one-class classifier at realistic sizes, the model's FLOPs per image, the 
 as a fraction of a matmul peak measured by the same process, a projection of the wall time of
 one paper-length CIFAR-10 class, the load average and the machine.
 
-FLOP counting is analytic from traced shapes: the forward pass and the gradient of a scalar of
-the outputs are traced once with a fixed input shape, the graph is pruned to the ops the outputs
-depend on (what Grappler also removes, e.g. the unused input gradient of the stem conv), and
-every ``Conv2D``/``Conv2DBackpropInput``/``Conv2DBackpropFilter``/``MatMul``/``BatchMatMul`` op
-counts ``2 x multiply-accumulates`` from its static shapes. Elementwise work (BatchNorm, ReLU,
-residual adds, the optimizer) is not counted; it is memory-bound and a few percent of the total.
+FLOPs are counted analytically from traced conv/matmul shapes (``utils/perf.py``).
 A ResNet-18 (width 1) at 32x32 is 0.56 GMAC forward, i.e. 1.11 GFLOP forward and 3.3 GFLOP per
 trained image. (A "1.7 GFLOP" figure for the same model counts multiply-accumulates, not FLOPs.)
 
@@ -29,14 +24,14 @@ import dataclasses
 import gc
 import json
 import os
-import platform
-import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from deep_representation_one_class.utils import perf
 
 # Reference numbers of the original float32 path on the 2-core development CPU (AMD EPYC,
 # AVX512_BF16), used for the "x reference" ratios in the output.
@@ -49,6 +44,7 @@ CIFAR10_CLASS_IMAGES = 5000
 PAPER_EPOCHS = 2048
 PAPER_HEAD = (512,) * 8 + (128,)
 
+# Keys of every JSON record (the output contract; tests check it).
 SCHEMA_KEYS = (
     "case",
     "method",
@@ -72,6 +68,7 @@ SCHEMA_KEYS = (
     "e2e_images_per_s",
     "data_images_per_s",
     "extract_images_per_s",
+    "extract_first_call_s",
     "extract_batch",
     "classifier_seconds",
     "classifier_total_s",
@@ -167,189 +164,10 @@ DEFAULT_CASES = ("paper_fp32", "paper_bf16")
 
 
 # ----------------------------------------------------------------------------- small helpers
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process (all threads)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _loadavg() -> list[float]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:  # pragma: no cover - platforms without getloadavg
-        return []
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count, accelerator, TensorFlow/Keras versions and oneDNN setting."""
-    import keras
-    import tensorflow as tf
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    gpus = tf.config.list_physical_devices("GPU")
-    gpu_names = []
-    for g in gpus:
-        try:
-            gpu_names.append(
-                tf.config.experimental.get_device_details(g).get("device_name", g.name)
-            )
-        except (ValueError, RuntimeError):
-            gpu_names.append(g.name)
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "gpus": gpu_names,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
-    }
-
-
 def _device_kind() -> str:
     import tensorflow as tf
 
     return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
-
-
-# ----------------------------------------------------------------------------- FLOP counting
-def _prod(dims: Sequence[int | None]) -> int:
-    out = 1
-    for d in dims:
-        if d is None:
-            raise BenchError("FLOP counting needs static shapes; trace with a fixed input shape")
-        out *= int(d)
-    return out
-
-
-def _op_macs(op) -> int:
-    """Multiply-accumulates of one conv/matmul op from its static shapes (0 for other ops)."""
-    kind = op.type
-    if kind in ("Conv2D", "DepthwiseConv2dNative"):
-        out = op.outputs[0].shape.as_list()
-        kh, kw, cin, _ = op.inputs[1].shape.as_list()
-        # Conv2D: each output element sums kh*kw*cin products (cin is per group). Depthwise:
-        # each output element sums kh*kw products.
-        return _prod(out) * kh * kw * (cin if kind == "Conv2D" else 1)
-    if kind == "Conv2DBackpropInput":
-        kh, kw, cin, _ = op.inputs[1].shape.as_list()
-        return _prod(op.inputs[2].shape.as_list()) * kh * kw * cin
-    if kind == "Conv2DBackpropFilter":
-        kh, kw, cin, _ = op.outputs[0].shape.as_list()
-        return _prod(op.inputs[2].shape.as_list()) * kh * kw * cin
-    if kind == "MatMul":
-        a = op.inputs[0].shape.as_list()
-        k = a[0] if op.get_attr("transpose_a") else a[1]
-        return _prod(op.outputs[0].shape.as_list()) * int(k)
-    if kind.startswith("BatchMatMul"):
-        a = op.inputs[0].shape.as_list()
-        adj = op.get_attr("adj_x")
-        k = a[-2] if adj else a[-1]
-        return _prod(op.outputs[0].shape.as_list()) * int(k)
-    return 0
-
-
-def _live_ops(graph) -> list:
-    """Ops that the graph's outputs depend on (data or control), like Grappler's pruning."""
-    live: dict[str, Any] = {}
-    stack = [t.op for t in graph.outputs] + list(graph.control_outputs)
-    while stack:
-        op = stack.pop()
-        if op.name in live:
-            continue
-        live[op.name] = op
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return list(live.values())
-
-
-def count_flops(model, input_shape: Sequence[int], training: bool = True) -> float:
-    """FLOPs per image of ``model`` (2 x multiply-accumulates of conv and matmul ops).
-
-    Args:
-      model: a Keras model taking [B, H, W, C] float32 images; dict or tensor outputs.
-      input_shape: (H, W, C) of one image.
-      training: True counts forward + backward (the gradient of a scalar of every output with
-        respect to the trainable variables: input and weight gradients, no image gradient);
-        False counts the inference forward pass.
-
-    Returns:
-      FLOPs per image (float).
-    """
-    import tensorflow as tf
-
-    batch = 2  # BatchNorm in training mode needs more than one value per channel
-    spec = tf.TensorSpec([batch, *[int(d) for d in input_shape]], tf.float32)
-
-    def _scalar(outputs) -> tf.Tensor:
-        return tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in tf.nest.flatten(outputs)])
-
-    if training:
-
-        def fn(x):
-            with tf.GradientTape() as tape:
-                y = _scalar(model(x, training=True))
-            # The loss is an output too, as in a train step (it is logged): otherwise the last
-            # layer's forward op would be pruned, since a sum's gradient does not need it.
-            return y, tape.gradient(y, model.trainable_variables)
-
-    else:
-
-        def fn(x):
-            return _scalar(model(x, training=False))
-
-    graph = tf.function(fn).get_concrete_function(spec).graph
-    macs = sum(_op_macs(op) for op in _live_ops(graph))
-    return 2.0 * macs / batch
-
-
-# ----------------------------------------------------------------------------- matmul peak
-def matmul_peak(dtype: str = "float32", n: int = 2048, seconds: float = 1.5) -> tuple[float, float]:
-    """GFLOP/s (2 n^3 per product) of a loop of n x n matmuls in ``dtype``.
-
-    Measured with the same TensorFlow kernels (oneDNN on x86) as the model, so the ratio of a
-    train step's GFLOP/s to this number is the fraction of reachable compute it uses.
-
-    Returns:
-      (median wall-clock GFLOP/s over 3 runs, GFLOP per CPU-second of this process over the
-      same runs). On a shared machine the second is the load-independent one: it is the
-      per-core rate, about the wall rate divided by the cores when the machine is idle.
-    """
-    import tensorflow as tf
-
-    tdtype = tf.as_dtype(dtype)
-    a = tf.cast(tf.random.stateless_normal([n, n], [1, 2]), tdtype)
-    b = tf.cast(tf.random.stateless_normal([n, n], [3, 4]), tdtype)
-
-    @tf.function
-    def loop(a, b, k):
-        acc = tf.zeros([], tf.float32)
-        for _ in tf.range(k):
-            # A data dependency on every product keeps the loop from being optimised away.
-            acc += tf.cast(tf.matmul(a, b)[0, 0], tf.float32)
-        return acc
-
-    loop(a, b, tf.constant(1)).numpy()
-    t0 = time.perf_counter()
-    loop(a, b, tf.constant(1)).numpy()
-    one = max(time.perf_counter() - t0, 1e-6)
-    k = max(1, int(seconds / 3 / one))
-    rates = []
-    c0 = _cpu_seconds()
-    for _ in range(3):
-        t0 = time.perf_counter()
-        loop(a, b, tf.constant(k)).numpy()
-        rates.append(2.0 * n**3 * k / (time.perf_counter() - t0) / 1e9)
-    per_cpu = 3 * 2.0 * n**3 * k / max(_cpu_seconds() - c0, 1e-9) / 1e9
-    return float(np.median(rates)), per_cpu
 
 
 # ----------------------------------------------------------------------------- config glue
@@ -388,12 +206,12 @@ def _timed_windows(
 ) -> tuple[list[float], float]:
     """Seconds per step of each window, and CPU seconds per step over all windows."""
     per_step = []
-    c0 = _cpu_seconds()
+    c0 = perf.cpu_seconds()
     for _ in range(windows):
         t0 = time.perf_counter()
         run_steps(window_steps)
         per_step.append((time.perf_counter() - t0) / window_steps)
-    cpu = (_cpu_seconds() - c0) / max(windows * window_steps, 1)
+    cpu = (perf.cpu_seconds() - c0) / max(windows * window_steps, 1)
     return per_step, cpu
 
 
@@ -587,7 +405,7 @@ def run_case(
     """Measures one case and returns its JSON record (see ``SCHEMA_KEYS``)."""
     import keras
 
-    load_start = _loadavg()
+    load_start = perf.loadavg()
     cfg = make_config(case, steps_per_call, jit_compile, strategy)
     keras.backend.clear_session()
     gc.collect()
@@ -596,8 +414,8 @@ def run_case(
     test_fn = train.pop("test_fn")
     model = trainer.model
     shape = (case.input_size, case.input_size, 3)
-    flops_train = count_flops(model, shape, training=True)
-    flops_fwd = count_flops(model, shape, training=False)
+    flops_train = perf.count_flops(model, shape, training=True)
+    flops_fwd = perf.count_flops(model, shape, training=False)
     data_ips = measure_data(cfg, case) if case.data_batches > 0 else None
     extract_ips, extract_first = (
         measure_extraction(model, test_fn, cfg, case) if case.extract_images else (None, None)
@@ -653,7 +471,7 @@ def run_case(
         "paper_steps_per_class": paper_steps,
         "projected_hours_per_class": round(paper_steps * train["train_step_s"] / 3600.0, 1),
         "loadavg_start": load_start,
-        "loadavg_end": _loadavg(),
+        "loadavg_end": perf.loadavg(),
         "machine": machine,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -748,13 +566,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
     }
-    machine = machine_info()
+    machine = perf.machine_info()
     gpu = bool(machine["gpus"])
     peaks: dict[str, tuple[float, float]] = {}
     if not args.no_peak:
         n = args.peak_size or (8192 if gpu else 2048)
         for dtype in ("float32", "bfloat16") + (("float16",) if gpu else ()):
-            peaks[dtype] = matmul_peak(dtype, n)
+            peaks[dtype] = perf.matmul_peak(dtype, n)
     cls_names = [c for c in args.classifiers.split(",") if c.strip()]
     classifier_result = None
     if cls_names:

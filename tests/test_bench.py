@@ -16,6 +16,7 @@ from deep_representation_one_class import bench, distribute, train_lib
 from deep_representation_one_class import config as config_lib
 from deep_representation_one_class.models import build_model
 from deep_representation_one_class.models.resnet import FusedBatchNorm
+from deep_representation_one_class.utils import perf
 
 
 def _one_conv_model(padding: str = "valid", stride: int = 1) -> keras.Model:
@@ -30,16 +31,16 @@ def test_flop_counter_matches_hand_count_for_one_conv():
     model = _one_conv_model()
     conv = 6 * 6 * 4 * (3 * 3 * 3)  # output positions x out channels x (kh * kw * in channels)
     dense = 4 * 5
-    assert bench.count_flops(model, (8, 8, 3), training=False) == 2 * (conv + dense)
+    assert perf.count_flops(model, (8, 8, 3), training=False) == 2 * (conv + dense)
     # Training: conv forward + filter gradient (no gradient w.r.t. the image), dense forward +
     # weight gradient + input gradient.
-    assert bench.count_flops(model, (8, 8, 3), training=True) == 2 * (2 * conv + 3 * dense)
+    assert perf.count_flops(model, (8, 8, 3), training=True) == 2 * (2 * conv + 3 * dense)
 
 
 def test_flop_counter_strided_same_padding():
     model = _one_conv_model(padding="same", stride=2)
     conv = 4 * 4 * 4 * 27
-    assert bench.count_flops(model, (8, 8, 3), training=False) == 2 * (conv + 20)
+    assert perf.count_flops(model, (8, 8, 3), training=False) == 2 * (conv + 20)
 
 
 def test_flop_counter_resnet18_forward_matches_analytic_count():
@@ -50,7 +51,7 @@ def test_flop_counter_resnet18_forward_matches_analytic_count():
     stage2 = 16 * 16 * 128 * (64 * 9 + 3 * 128 * 9 + 64)
     head = 8 * 512 * 512 + 512 * 128
     macs = stem + stage1 + 3 * stage2 + head
-    assert bench.count_flops(model, (32, 32, 3), training=False) == 2 * macs
+    assert perf.count_flops(model, (32, 32, 3), training=False) == 2 * macs
     assert 2 * macs / 1e9 == pytest.approx(1.115, abs=1e-3)
 
 

@@ -2,8 +2,8 @@
 
 ``build_model`` returns a Keras functional model mapping [B, H, W, 3] float32 images in [0, 1]
 to a dict ``{"pools": [B, F], "embeds": [B, E], "logits": [B, K]}``, all float32 (mixed
-precision computes inside in bfloat16/float16 but the outputs are cast back so that losses and
-similarities stay in float32).
+precision computes the ResNet trunk in bfloat16/float16; the head runs in float32 and every
+output is float32, so that losses and similarities stay in float32).
 """
 
 from __future__ import annotations
