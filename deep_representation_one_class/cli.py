@@ -46,6 +46,13 @@ def require_tensorflow() -> None:
         sys.exit(EXIT_FAILURE)
 
 
+def entry_point(main: Callable[[], int]) -> None:
+    """Console-script wrapper shared by the argparse CLIs: quiet start-up, then exit code."""
+    quiet_tensorflow()
+    require_tensorflow()
+    sys.exit(main())
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from deep_representation_one_class.config import ConfigError
 

@@ -299,8 +299,7 @@ def run_cli() -> None:
     """Console-script entry point."""
     from deep_representation_one_class import cli
 
-    cli.quiet_tensorflow()
-    sys.exit(main())
+    cli.entry_point(main)
 
 
 if __name__ == "__main__":
