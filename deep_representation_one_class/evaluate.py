@@ -21,9 +21,18 @@ from deep_representation_one_class import cli
 
 
 def evaluate_run(
-    run_dir: str, classifiers=None, reextract: bool = False, root: str | None = None
+    run_dir: str,
+    classifiers=None,
+    reextract: bool = False,
+    root: str | None = None,
+    precision: str | None = None,
 ) -> dict[str, float]:
-    """Scores a saved run and updates its summary.json; returns the metrics (AUROC x100)."""
+    """Scores a saved run and updates its summary.json; returns the metrics (AUROC x100).
+
+    ``precision`` (with ``reextract``) extracts in another compute precision than the run was
+    trained in, e.g. float32 features from a ``mixed_bfloat16`` run: the checkpointed weights
+    are float32 under every policy, so any precision can restore them.
+    """
     import numpy as np
 
     from deep_representation_one_class import config as config_lib
@@ -39,6 +48,12 @@ def evaluate_run(
         cfg = cfg.replace(classifiers=tuple(classifiers))
     if root:
         cfg = cfg.replace(root=root)
+    if precision:
+        if not reextract:
+            raise config_lib.ConfigError(
+                "--precision changes how features are extracted; add --reextract"
+            )
+        cfg = cfg.replace(precision=precision)
     cfg = config_lib.validate(cfg)
     emb_path = os.path.join(run_dir, "embeddings.npz")
     if reextract:
@@ -70,6 +85,8 @@ def evaluate_run(
         else {"config": cfg.to_dict(), "run": {"complete": False}}
     )
     summary["metrics"] = metrics
+    if precision:
+        summary["eval_precision"] = precision
     io.write_json(summary_path, summary)
     return metrics
 
@@ -108,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(needs the dataset)",
     )
     p.add_argument("--root", default=None, help="override the run's data root (--reextract)")
+    p.add_argument(
+        "--precision",
+        default=None,
+        help="extract in this precision instead of the run's (--reextract), "
+        "e.g. float32 for a mixed_bfloat16 run",
+    )
     p.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
     return p
 
@@ -117,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     from deep_representation_one_class import train_lib
 
     classifiers = args.classifiers.split(",") if args.classifiers else None
-    metrics = evaluate_run(args.model_dir, classifiers, args.reextract, args.root)
+    metrics = evaluate_run(
+        args.model_dir, classifiers, args.reextract, args.root, args.precision
+    )
     print(train_lib.format_table(metrics))
     return 0
 

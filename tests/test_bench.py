@@ -117,13 +117,57 @@ def test_tiny_case_numbers_are_consistent(tiny_record):
         "source": "synthetic",
     }
     assert r["paper_steps_per_class"] == 2048 * (5000 // 8)
-    assert r["vs_reference"] is None  # only the paper configuration has reference numbers
+    # Only the paper configuration has reference numbers.
+    assert r["vs_reference"] is None and r["vs_issue_numbers"] is None
+    assert r["impl"] == "this"
 
 
 def test_speedups_are_reported_for_the_reference_configuration_only():
-    ratios = bench._vs_reference(bench.CASES["paper_bf16"], 86.0, 300.0)
+    ratios = bench._vs_issue_numbers(bench.CASES["paper_bf16"], 86.0, 300.0)
     assert ratios == {"train": 2.0, "extract": 2.0}
-    assert bench._vs_reference(bench.CASES["quick_bf16"], 86.0, 300.0) is None
+    assert bench._vs_issue_numbers(bench.CASES["quick_bf16"], 86.0, 300.0) is None
+    ref = {"train_images_per_s": 40.0, "extract_images_per_s": 100.0, "eval_seconds_estimate": 90.0}
+    ratios = bench._vs_reference(bench.CASES["paper_bf16"], 120.0, 250.0, 30.0, ref)
+    assert ratios == {"train": 3.0, "extract": 2.5, "eval": 3.0}
+    assert bench._vs_reference(bench.CASES["paper_bf16"], 120.0, 250.0, 30.0, None) is None
+    assert bench._vs_reference(bench.CASES["quick_bf16"], 120.0, 250.0, 30.0, ref) is None
+
+
+def test_reference_classifier_path_matches_this_packages_scores():
+    # The reference path is only timed, but it must compute the same classifiers: the same
+    # AUROCs on the same features (it works in float32, this package in float64).
+    from deep_representation_one_class.evaluation import metrics
+
+    train, test, labels = bench.synthetic_features(300, 400, dims=(24, 8))
+    names = ["auc", "kde", "gde", "kocsvm", "locsvm"]
+    timings, theirs = bench.reference_classifier_path(names, train, test, labels)
+    assert set(timings) == set(theirs) == {f"{f}.{n}" for f in ("pool", "embed") for n in names}
+    ours = metrics.evaluate_features(train, test, labels, scorers=names)
+    for key, value in theirs.items():
+        assert 0.0 <= value <= 100.0, key
+        assert ours[key] == pytest.approx(value, abs=0.05), key
+    with pytest.raises(bench.BenchError, match="no classifier"):
+        bench.reference_classifier_path(["nope"], train, test, labels)
+
+
+def test_reference_layers_build_the_same_function():
+    # resnet.reference_layers() swaps in Keras BatchNorm and explicit padding: same variables,
+    # same outputs, so the benchmark's reference case times the same model.
+    import keras
+
+    from deep_representation_one_class.models import build_model, resnet
+
+    keras.utils.set_random_seed(0)
+    fast = build_model("resnet10", 0.125, (32, 32, 3), (16,), 0)
+    with resnet.reference_layers():
+        ref = build_model("resnet10", 0.125, (32, 32, 3), (16,), 0)
+    assert not any(isinstance(layer, resnet.FusedBatchNorm) for layer in ref.layers)
+    assert any(isinstance(layer, resnet.FusedBatchNorm) for layer in fast.layers)
+    ref.set_weights(fast.get_weights())
+    x = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+    for training in (False, True):
+        a, b = fast(x, training=training), ref(x, training=training)
+        np.testing.assert_allclose(a["pools"], b["pools"], rtol=1e-4, atol=1e-5)
 
 
 def test_bad_case_is_a_one_line_usage_error():
@@ -134,7 +178,9 @@ def test_bad_case_is_a_one_line_usage_error():
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: unknown --cases ['nope']; valid: paper_fp32")
+    assert proc.stderr.strip().startswith(
+        "error: unknown --cases ['nope']; valid: reference_fp32, paper_fp32"
+    )
     with pytest.raises(bench.BenchError, match="steps_per_call"):
         bench.main(["--cases=tiny", "--steps_per_call=0"])
 

@@ -153,14 +153,28 @@ def test_kocsvm_matches_direct_one_class_svm(blobs):
     train_n, test_n = sc.l2_normalize(train), sc.l2_normalize(test)
     svm = OneClassSVM(kernel="rbf", gamma=sc.gamma_rule(train_n), nu=0.5).fit(train_n)
     ours = sc.make_scorer("ocsvm_rbf").fit(train).score(test)
-    np.testing.assert_allclose(ours, -svm.score_samples(test_n), rtol=1e-10)
+    np.testing.assert_allclose(ours, -svm.score_samples(test_n), rtol=1e-8, atol=1e-12)
 
 
 def test_locsvm_uses_unnormalised_features(blobs):
     train, test = blobs["train"], np.r_[blobs["inliers"][:50], blobs["outliers"][:50]]
     svm = OneClassSVM(kernel="linear", nu=0.5).fit(train)
     ours = sc.make_scorer("ocsvm_linear").fit(train).score(test)
-    np.testing.assert_allclose(ours, -svm.score_samples(test), rtol=1e-10)
+    np.testing.assert_allclose(ours, -svm.score_samples(test), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["kocsvm", "locsvm"])
+def test_ocsvm_precomputed_kernel_equals_libsvm_kernel(name, blobs):
+    # The fast path (BLAS Gram matrix, kernel='precomputed') and libsvm's own kernel
+    # (gram_max_bytes=0 forces it) must find the same support set and the same scores.
+    train, test = blobs["train"], np.r_[blobs["inliers"][:50], blobs["outliers"][:50]]
+    fast = sc.make_scorer(name).fit(train)
+    slow = sc.make_scorer(name, gram_max_bytes=0).fit(train)
+    assert fast.used_precomputed and not slow.used_precomputed
+    np.testing.assert_allclose(fast.state()["support_vectors"], slow.state()["support_vectors"])
+    np.testing.assert_allclose(fast.state()["dual_coef"], slow.state()["dual_coef"], rtol=1e-8)
+    np.testing.assert_allclose(fast.score(test), slow.score(test), rtol=1e-8)
+    assert fast.state()["offset"] == pytest.approx(slow.state()["offset"], rel=1e-8)
 
 
 def test_ocsvm_max_train_subsamples_deterministically(blobs):

@@ -1,4 +1,5 @@
-"""Tests of the reproduction scripts (run_*.sh, run_baselines.sh, cpu_preset.sh, gpu_check.sh):
+"""Tests of the reproduction scripts (run_*.sh, run_baselines.sh, cpu_preset.sh, gpu_check.sh,
+precision_parity.sh):
 syntax, the trainer commands they build (DRY_RUN and a fake python that records its argv), and
 agreement of the paper settings with scripts/sweep.sh."""
 
@@ -17,7 +18,13 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "scripts")
 RUN_SCRIPTS = ("run_rotation.sh", "run_contrastive.sh", "run_contrastive_da.sh")
-OWN_SCRIPTS = (*RUN_SCRIPTS, "run_baselines.sh", "cpu_preset.sh", "gpu_check.sh")
+OWN_SCRIPTS = (
+    *RUN_SCRIPTS,
+    "run_baselines.sh",
+    "cpu_preset.sh",
+    "gpu_check.sh",
+    "precision_parity.sh",
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -347,3 +354,55 @@ def test_gpu_check_quick_with_fake_trainer(fake_python, tmp_path):
     assert flags["jit_compile"] is True and flags["net_width"] == "0.125"
     text = (report / "gpu_check.txt").read_text()
     assert "steps/s" in text and "projected 2048 epochs" in text and "pool.kde 96.00" in text
+
+
+# Wraps the fake python: `-m deep_representation_one_class.evaluate --model_dir=D --reextract
+# --precision=P` records the call and rewrites D/summary.json as a re-extraction would.
+FAKE_EVALUATE = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+if args[:2] != ["-m", "deep_representation_one_class.evaluate"]:
+    os.execv("{fake}", ["{fake}", *args])
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+flags = dict(a[2:].partition("=")[::2] for a in args[2:])
+path = os.path.join(flags["model_dir"], "summary.json")
+summary = json.load(open(path))
+summary["eval_precision"] = flags["precision"]
+summary["metrics"] = {{k: v - 0.25 for k, v in summary["metrics"].items()}}
+json.dump(summary, open(path, "w"))
+"""
+
+
+def test_precision_parity_runs_pairs_and_tabulates(fake_python, tmp_path):
+    env, calls = fake_python
+    wrapper = tmp_path / "fake_eval_python"
+    wrapper.write_text(FAKE_EVALUATE.format(python=sys.executable, fake=env["PYTHON"]))
+    wrapper.chmod(0o755)
+    env = {**env, "PYTHON": str(wrapper)}
+    results = tmp_path / "res" / "parity.md"
+    args = ("--seeds=0 1", f"--out={tmp_path}/runs", f"--results={results}", "--num_epoch=1")
+    proc = run("precision_parity.sh", *args, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    trains = [flags_of(c) for c in calls() if c[0].endswith("train_and_eval_loop.py")]
+    assert [(c["seed"], c["precision"]) for c in trains] == [
+        ("0", "float32"),
+        ("0", "mixed_bfloat16"),
+        ("1", "float32"),
+        ("1", "mixed_bfloat16"),
+    ]
+    assert all(c["method"] == "contrastive" and c["num_epoch"] == "1" for c in trains)
+    evals = [c for c in calls() if c[:2] == ["-m", "deep_representation_one_class.evaluate"]]
+    assert len(evals) == 2 and all("--precision=float32" in c for c in evals)
+    table = results.read_text()
+    # The fake scores every run 95.5 on pool.gde; the re-extracted copy 0.25 lower.
+    row = [line for line in table.splitlines() if line.startswith("| pool.gde |")][0]
+    assert "95.50 ± 0.00" in row and "+0.00 ± 0.00" in row and "-0.25 ± 0.00" in row
+    assert "2 paired seeds (0, 1)" in table
+    # The bfloat16 run keeps its own summary; a rerun skips everything.
+    bf16 = json.loads((tmp_path / "runs/mixed_bfloat16/s0/summary.json").read_text())
+    assert "eval_precision" not in bf16
+    before = len(calls())
+    assert run("precision_parity.sh", *args, env=env, timeout=120).returncode == 0
+    assert len(calls()) == before
+    assert run("precision_parity.sh", "--seeds=a", env=env).returncode == 2

@@ -147,3 +147,23 @@ def test_standalone_evaluate_rescores_saved_embeddings(tmp_path):
     again = evaluate.evaluate_run(cfg.model_dir, reextract=True)
     for key, value in again.items():
         assert value == pytest.approx(first.metrics[key], abs=1e-6)
+
+
+def test_reextract_in_another_precision(tmp_path):
+    # A mixed_bfloat16 run re-extracted in float32: same checkpoint, float32 features, the
+    # precision recorded in summary.json; AUROCs stay close (the weights are the same).
+    from deep_representation_one_class import config as config_lib
+    from deep_representation_one_class import evaluate
+    from deep_representation_one_class.utils import io
+
+    cfg = tiny_config(tmp_path, method="contrastive", precision="mixed_bfloat16")
+    first = train_lib.run(cfg)
+    with pytest.raises(config_lib.ConfigError, match="add --reextract"):
+        evaluate.evaluate_run(cfg.model_dir, precision="float32")
+    again = evaluate.evaluate_run(cfg.model_dir, reextract=True, precision="float32")
+    assert set(again) == set(first.metrics)
+    for key, value in again.items():
+        assert value == pytest.approx(first.metrics[key], abs=5.0), key
+    summary = io.read_json(f"{cfg.model_dir}/summary.json")
+    assert summary["eval_precision"] == "float32"
+    assert summary["metrics"] == again

@@ -11,6 +11,9 @@ raised for sizes other than 32/64/128/256; any size is accepted here.)
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import keras
 import tensorflow as tf
 from keras import layers
@@ -25,6 +28,27 @@ BLOCKS = {
 }
 _BN_MOMENTUM = 0.9  # Keras convention: the moving average keeps 0.9 of the old value.
 _BN_EPS = 1e-5
+# Set by ``reference_layers()``: build with the reference's layer implementation.
+_REFERENCE_LAYERS = False
+
+
+@contextlib.contextmanager
+def reference_layers() -> Iterator[None]:
+    """Within the block, ResNets are built the way the reference builds them.
+
+    That is Keras' ``BatchNormalization`` (a chain of reductions and elementwise ops, with the
+    activations upcast to float32 under mixed precision) instead of ``FusedBatchNorm``, and an
+    explicit ``ZeroPadding2D`` before every conv instead of padding inside stride-1 convs. The
+    function and the variables are the same (checkpoints are interchangeable); only the speed
+    differs. The benchmark uses it to measure the reference's model path next to this one on
+    the same machine.
+    """
+    global _REFERENCE_LAYERS
+    previous, _REFERENCE_LAYERS = _REFERENCE_LAYERS, True
+    try:
+        yield
+    finally:
+        _REFERENCE_LAYERS = previous
 
 
 @keras.saving.register_keras_serializable(package="droc")
@@ -111,7 +135,7 @@ class _Builder:
         # the layer list (and so the checkpoint layout, which is keyed by layer index) of
         # models built with an explicit pad everywhere.
         padding = "valid"
-        if kernel > 1 and stride == 1 and kernel % 2 == 1:
+        if kernel > 1 and stride == 1 and kernel % 2 == 1 and not _REFERENCE_LAYERS:
             padding = "same"
             x = layers.Identity(name=f"{name}_pad", dtype=self.dtype)(x)
         elif kernel > 1:
@@ -128,7 +152,8 @@ class _Builder:
         )(x)
 
     def bn(self, x, name: str):
-        return FusedBatchNorm(
+        layer = layers.BatchNormalization if _REFERENCE_LAYERS else FusedBatchNorm
+        return layer(
             momentum=_BN_MOMENTUM,
             epsilon=_BN_EPS,
             synchronized=self.sync_bn,
