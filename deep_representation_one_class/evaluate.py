@@ -140,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from deep_representation_one_class import train_lib
 
     classifiers = args.classifiers.split(",") if args.classifiers else None
-    metrics = evaluate_run(
-        args.model_dir, classifiers, args.reextract, args.root, args.precision
-    )
+    metrics = evaluate_run(args.model_dir, classifiers, args.reextract, args.root, args.precision)
     print(train_lib.format_table(metrics))
     return 0
 

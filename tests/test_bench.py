@@ -57,11 +57,12 @@ def test_flop_counter_resnet18_forward_matches_analytic_count():
 
 # ----------------------------------------------------------------------------- the harness
 @pytest.fixture(scope="module")
-def tiny_record(tmp_path_factory):
+def tiny_records(tmp_path_factory):
+    """{case: (returned record, record read back from --out)} of one two-case command."""
     out = tmp_path_factory.mktemp("bench") / "bench.jsonl"
     records = bench.main(
         [
-            "--cases=tiny",
+            "--cases=tiny,tiny_reference",
             f"--out={out}",
             "--cls_train=200",
             "--cls_test=300",
@@ -71,8 +72,25 @@ def tiny_record(tmp_path_factory):
         ]
     )
     lines = out.read_text().splitlines()
-    assert len(records) == len(lines) == 1
-    return records[0], json.loads(lines[0])
+    assert len(records) == len(lines) == 2
+    # The reference case runs first, whatever the order of --cases.
+    assert [r["case"] for r in records] == ["tiny_reference", "tiny"]
+    return {r["case"]: (r, json.loads(line)) for r, line in zip(records, lines)}
+
+
+@pytest.fixture(scope="module")
+def tiny_record(tiny_records):
+    return tiny_records["tiny"]
+
+
+def test_reference_case_runs_the_reference_path(tiny_records):
+    r, from_file = tiny_records["tiny_reference"]
+    assert from_file == r
+    assert r["impl"] == "reference" and r["case"] == "tiny_reference"
+    assert r["train_images_per_s"] > 0 and r["extract_images_per_s"] > 0
+    # Its classifiers are timed on the reference's code path, with the same keys.
+    assert set(r["classifier_seconds"]) == {"pool.auc", "pool.gde", "embed.auc", "embed.gde"}
+    assert r["vs_reference"] is None  # ratios are for the paper configuration only
 
 
 def test_tiny_case_writes_one_json_line_with_the_schema(tiny_record):

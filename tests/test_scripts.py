@@ -396,7 +396,7 @@ def test_precision_parity_runs_pairs_and_tabulates(fake_python, tmp_path):
     assert len(evals) == 2 and all("--precision=float32" in c for c in evals)
     table = results.read_text()
     # The fake scores every run 95.5 on pool.gde; the re-extracted copy 0.25 lower.
-    row = [line for line in table.splitlines() if line.startswith("| pool.gde |")][0]
+    row = next(line for line in table.splitlines() if line.startswith("| pool.gde |"))
     assert "95.50 ± 0.00" in row and "+0.00 ± 0.00" in row and "-0.25 ± 0.00" in row
     assert "2 paired seeds (0, 1)" in table
     # The bfloat16 run keeps its own summary; a rerun skips everything.
