@@ -646,6 +646,57 @@ def _round(v: float | None, nd: int = 2) -> float | None:
     return None if v is None else round(float(v), nd)
 
 
+# ----------------------------------------------------------------------------- summary table
+def summarize(path: str) -> str:
+    """A Markdown table of the medians per case over every record in a JSONL file.
+
+    Each command run is one round (the reference case first); speed-ups are the medians of the
+    per-round ratios, so a round measured at another load still compares like with like.
+    """
+    try:
+        with open(path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as e:
+        raise BenchError(f"--summarize={path}: not a benchmark JSONL file ({e})") from None
+    if not records:
+        raise BenchError(f"--summarize={path}: no records")
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_case.setdefault(r["case"], []).append(r)
+
+    def med(rows: list[dict[str, Any]], *keys: str) -> float | None:
+        vals = []
+        for r in rows:
+            v: Any = r
+            for k in keys:
+                v = v.get(k) if isinstance(v, dict) else None
+            if v is not None:
+                vals.append(float(v))
+        return float(np.median(vals)) if vals else None
+
+    def cell(v: float | None, fmt: str, unit: str = "") -> str:
+        return "–" if v is None else format(v, fmt) + unit
+
+    lines = [
+        "| case | rounds | train img/s | vs ref | % bf16 peak | extract img/s | vs ref "
+        "| eval s | vs ref | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for case, rows in by_case.items():
+        lines.append(
+            f"| {case} | {len(rows)} "
+            f"| {cell(med(rows, 'train_images_per_s'), '.0f')} "
+            f"| {cell(med(rows, 'vs_reference', 'train'), '.2f', 'x')} "
+            f"| {cell(med(rows, 'pct_of_peak', 'bfloat16'), '.0f', '%')} "
+            f"| {cell(med(rows, 'extract_images_per_s'), '.0f')} "
+            f"| {cell(med(rows, 'vs_reference', 'extract'), '.2f', 'x')} "
+            f"| {cell(med(rows, 'eval_seconds_estimate'), '.1f')} "
+            f"| {cell(med(rows, 'vs_reference', 'eval'), '.2f', 'x')} "
+            f"| {cell(float(np.median([r['loadavg_start'][0] for r in rows])), '.1f')} |"
+        )
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- command line
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -658,6 +709,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated cases; valid: {', '.join(CASES)}",
     )
     p.add_argument("--out", default="results/bench_cpu.jsonl", help="JSONL file to append to")
+    p.add_argument(
+        "--summarize",
+        default="",
+        help="print a Markdown table of the medians per case in this JSONL file and exit",
+    )
     p.add_argument("--steps_per_call", type=int, default=1, help="train steps per call (>= 1)")
     p.add_argument("--jit_compile", action="store_true", help="compile the train step with XLA")
     p.add_argument(
@@ -701,6 +757,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Runs the benchmark CLI; returns the records it printed."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return []
     import tensorflow as tf
 
     # Thread pools must be sized before TensorFlow creates them (i.e. before any op runs).

@@ -302,3 +302,26 @@ def test_jit_compiled_train_step_runs():
     total, bad = trainer.train_fn()(iter(ds), tf.constant(2, tf.int64))
     assert int(bad) == -1 and np.isfinite(total.numpy()).all()
     assert int(trainer.step.numpy()) == 2
+
+
+def test_summary_takes_medians_per_case(tmp_path, tiny_records):
+    ref, _ = tiny_records["tiny_reference"]
+    rows = []
+    for i, (train, ratio) in enumerate([(10.0, 2.0), (30.0, 4.0), (20.0, 3.0)]):
+        r = dict(tiny_records["tiny"][0])
+        r["train_images_per_s"] = train
+        r["vs_reference"] = {"train": ratio, "extract": None, "eval": 1.5}
+        r["loadavg_start"] = [float(i), 0.0, 0.0]
+        rows.append(r)
+    path = tmp_path / "b.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [ref, *rows]) + "\n")
+    table = bench.summarize(str(path))
+    line = next(x for x in table.splitlines() if x.startswith("| tiny |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:4] == ["tiny", "3", "20", "3.00x"]
+    assert cells[6] == "–" and cells[8] == "1.50x" and cells[9] == "1.0"
+    assert "| tiny_reference | 1 |" in table
+    assert bench.main([f"--summarize={path}"]) == []
+    with pytest.raises(bench.BenchError, match="no records"):
+        (tmp_path / "empty.jsonl").write_text("")
+        bench.summarize(str(tmp_path / "empty.jsonl"))
