@@ -179,6 +179,12 @@ flags.DEFINE_enum(
     config_lib.PRECISIONS,
     "Compute precision; mixed modes keep losses, normalisation and similarities in float32.",
 )
+flags.DEFINE_list(
+    "float32_stages",
+    list(_D.float32_stages),
+    "ResNet stages (conv2..conv5) that stay float32 under a mixed --precision; empty for none. "
+    "The default keeps the last stage, whose output is the evaluated feature, in float32.",
+)
 flags.DEFINE_enum(
     "strategy",
     _D.strategy,
@@ -333,6 +339,7 @@ def config_from_flags(f=FLAGS) -> config_lib.Config:
         eval_batch_size=f.eval_batch_size,
         classifiers=tuple(f.classifiers),
         precision=f.precision,
+        float32_stages=tuple(f.float32_stages),
         strategy=f.strategy,
         deterministic=f.deterministic,
         steps_per_call=f.steps_per_call,

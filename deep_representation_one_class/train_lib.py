@@ -175,6 +175,7 @@ def make_model(cfg: config_lib.Config) -> keras.Model:
         cfg.latent_dim,
         sync_bn=cfg.sync_bn,
         dtype=dtype,
+        float32_stages=cfg.float32_stages,
     )
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reduced-precision AUROC check: the Fashion-MNIST main job
-# (`python train_and_eval_loop.py --method=contrastive`, class 0, quick defaults) trained in
-# float32 and in mixed bfloat16 with the same seeds, the bfloat16 runs evaluated twice (features
-# extracted in bfloat16, as trained, and re-extracted in float32 with
-# `python -m deep_representation_one_class.evaluate --reextract --precision=float32`), then a
+# (`python train_and_eval_loop.py --method=contrastive`, class 0, quick defaults) trained with the
+# same seeds in float32, in mixed bfloat16 (default: the last ResNet stage, conv5, stays
+# float32) and in mixed bfloat16 for the whole trunk (--float32_stages=); the all-bfloat16 runs
+# are also re-extracted in float32
+# (`python -m deep_representation_one_class.evaluate --reextract --precision=float32`). Then a
 # paired table per classifier: mean, SD and the mean paired difference to float32.
 #
 # Usage:
@@ -39,7 +40,9 @@ for arg in "$@"; do
     --seeds=*) seeds="${arg#*=}" ;;
     --dry_run | --dry-run) dry_run=1 ;;
     --out | --results | --seeds) die "write $arg=VALUE (one word)" ;;
-    --model_dir=* | --precision=* | --seed=*) die "$arg is set by the script" ;;
+    --model_dir=* | --precision=* | --seed=* | --float32_stages=*)
+      die "$arg is set by the script"
+      ;;
     *) extra+=("$arg") ;;
   esac
 done
@@ -54,20 +57,28 @@ run() {
   ((dry_run)) || "$@"
 }
 
+# variant name -> trainer flags
+variants=(float32 mixed_bfloat16 mixed_bfloat16_all)
+declare -A variant_flags=(
+  [float32]="--precision=float32"
+  [mixed_bfloat16]="--precision=mixed_bfloat16"
+  [mixed_bfloat16_all]="--precision=mixed_bfloat16 --float32_stages="
+)
 for seed in $seeds; do
-  for precision in float32 mixed_bfloat16; do
-    dir="$out/$precision/s$seed"
+  for variant in "${variants[@]}"; do
+    dir="$out/$variant/s$seed"
     if [[ -f "$dir/summary.json" ]] && grep -q '"complete": true' "$dir/summary.json"; then
       echo "done: $dir"
     else
+      read -r -a flags <<<"${variant_flags[$variant]}"
       run "${python_cmd[@]}" "$repo_root/train_and_eval_loop.py" --method=contrastive \
-        --seed="$seed" --precision="$precision" --model_dir="$dir" ${extra[@]+"${extra[@]}"}
+        --seed="$seed" "${flags[@]}" --model_dir="$dir" ${extra[@]+"${extra[@]}"}
     fi
   done
-  # The same bfloat16 weights, features extracted in float32 (a copy, so that the bfloat16
-  # run keeps its own summary).
-  src="$out/mixed_bfloat16/s$seed"
-  dst="$out/mixed_bfloat16_eval_float32/s$seed"
+  # The all-bfloat16 weights, features extracted in float32 (a copy, so that the bfloat16 run
+  # keeps its own summary).
+  src="$out/mixed_bfloat16_all/s$seed"
+  dst="$out/mixed_bfloat16_all_eval_float32/s$seed"
   if [[ -f "$dst/summary.json" ]] && grep -q '"eval_precision"' "$dst/summary.json"; then
     echo "done: $dst"
   else
@@ -88,7 +99,12 @@ import statistics
 import sys
 
 out, results, seeds = sys.argv[1], sys.argv[2], sys.argv[3].split()
-variants = ("float32", "mixed_bfloat16", "mixed_bfloat16_eval_float32")
+variants = (
+    "float32",
+    "mixed_bfloat16",
+    "mixed_bfloat16_all",
+    "mixed_bfloat16_all_eval_float32",
+)
 wanted = ("pool.gde", "pool.kde", "pool.kocsvm", "pool.auc", "embed.gde", "embed.kde")
 runs = {}
 for v in variants:
@@ -98,7 +114,7 @@ for v in variants:
             runs[v, s] = json.load(open(path))
 paired = [s for s in seeds if all((v, s) in runs for v in variants)]
 if not paired:
-    sys.exit("precision_parity.sh: no seed has all three runs; nothing to tabulate")
+    sys.exit("precision_parity.sh: no seed has all four runs; nothing to tabulate")
 keys = [k for k in wanted if all(k in runs[v, s]["metrics"] for v in variants for s in paired)]
 
 
@@ -115,8 +131,12 @@ lines = [
     f"{len(paired)} paired seeds ({', '.join(paired)}). AUROC x 100, mean ± SD over seeds; "
     "Δ = mean paired difference to float32 (same seed) ± its standard error.",
     "",
-    "| classifier | float32 | bf16 | Δ bf16 | bf16 + float32 extraction | Δ |",
-    "| --- | --- | --- | --- | --- | --- |",
+    "bf16 = mixed bfloat16 with conv5 in float32 (the default of --precision=mixed_bfloat16); "
+    "all-bf16 = the whole trunk in bfloat16 (--float32_stages=); the last column re-extracts "
+    "the all-bf16 weights in float32.",
+    "",
+    "| classifier | float32 | bf16 | Δ | all-bf16 | Δ | all-bf16, float32 extraction | Δ |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
 ]
 for k in keys:
     base = [runs["float32", s]["metrics"][k] for s in paired]
@@ -129,12 +149,13 @@ for k in keys:
     lines.append(f"| {k} | " + " | ".join(cells) + " |")
 secs = {
     v: statistics.fmean(runs[v, s]["run"].get("train_seconds", float("nan")) for s in paired)
-    for v in variants[:2]
+    for v in variants[:3]
 }
 lines += [
     "",
     f"Mean training time per run: float32 {secs['float32']:.0f} s, "
-    f"bf16 {secs['mixed_bfloat16']:.0f} s (wall clock, includes the machine's other load).",
+    f"bf16 {secs['mixed_bfloat16']:.0f} s, all-bf16 {secs['mixed_bfloat16_all']:.0f} s "
+    "(wall clock, includes the machine's other load).",
 ]
 tmp = results + ".tmp"
 os.makedirs(os.path.dirname(results) or ".", exist_ok=True)

@@ -325,3 +325,41 @@ def test_summary_takes_medians_per_case(tmp_path, tiny_records):
     with pytest.raises(bench.BenchError, match="no records"):
         (tmp_path / "empty.jsonl").write_text("")
         bench.summarize(str(tmp_path / "empty.jsonl"))
+
+
+@pytest.mark.parametrize(
+    "dtype,stages,expected",
+    [
+        ("mixed_bfloat16", ("conv5",), {"conv4": "bfloat16", "conv5": "float32"}),
+        ("mixed_bfloat16", (), {"conv4": "bfloat16", "conv5": "bfloat16"}),
+        ("mixed_bfloat16", ("conv2", "conv5"), {"conv2": "float32", "conv3": "bfloat16"}),
+        (None, ("conv5",), {"conv2": "float32", "conv5": "float32"}),
+    ],
+)
+def test_float32_stages_under_mixed_precision(dtype, stages, expected):
+    from deep_representation_one_class.models import build_model
+
+    model = build_model("resnet10", 0.125, (32, 32, 3), (8,), 0, dtype=dtype, float32_stages=stages)
+    for stage, compute in expected.items():
+        convs = [layer for layer in model.layers if layer.name.startswith(f"{stage}_b1_c")]
+        assert convs and all(layer.compute_dtype == compute for layer in convs), stage
+    # The pooled features follow the last stage; every output is float32.
+    pools = model.get_layer("pools").compute_dtype
+    assert pools == ("float32" if "conv5" in stages or dtype is None else "bfloat16")
+    out = model(np.zeros((2, 32, 32, 3), np.float32), training=False)
+    assert {v.dtype.name for v in out.values()} == {"float32"}
+
+
+def test_float32_stages_are_validated_and_round_trip():
+    from deep_representation_one_class import config as config_lib
+
+    cfg = config_lib.Config()
+    assert cfg.float32_stages == ("conv5",)
+    with pytest.raises(config_lib.ConfigError, match=r"float32_stages.*valid: any of conv2"):
+        config_lib.validate(cfg.replace(float32_stages=("conv6",)))
+    back = config_lib.Config.from_dict(cfg.replace(float32_stages=()).to_dict())
+    assert back.float32_stages == ()
+    # Runs written before the option existed load with the default.
+    d = cfg.to_dict()
+    del d["float32_stages"]
+    assert config_lib.Config.from_dict(d).float32_stages == ("conv5",)

@@ -385,11 +385,15 @@ def test_precision_parity_runs_pairs_and_tabulates(fake_python, tmp_path):
     proc = run("precision_parity.sh", *args, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     trains = [flags_of(c) for c in calls() if c[0].endswith("train_and_eval_loop.py")]
-    assert [(c["seed"], c["precision"]) for c in trains] == [
-        ("0", "float32"),
-        ("0", "mixed_bfloat16"),
-        ("1", "float32"),
-        ("1", "mixed_bfloat16"),
+    variants = [(c["seed"], c["precision"], c.get("float32_stages")) for c in trains]
+    assert variants == [
+        (seed, precision, stages)
+        for seed in ("0", "1")
+        for precision, stages in (
+            ("float32", None),
+            ("mixed_bfloat16", None),
+            ("mixed_bfloat16", ""),
+        )
     ]
     assert all(c["method"] == "contrastive" and c["num_epoch"] == "1" for c in trains)
     evals = [c for c in calls() if c[:2] == ["-m", "deep_representation_one_class.evaluate"]]
@@ -399,8 +403,8 @@ def test_precision_parity_runs_pairs_and_tabulates(fake_python, tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| pool.gde |"))
     assert "95.50 ± 0.00" in row and "+0.00 ± 0.00" in row and "-0.25 ± 0.00" in row
     assert "2 paired seeds (0, 1)" in table
-    # The bfloat16 run keeps its own summary; a rerun skips everything.
-    bf16 = json.loads((tmp_path / "runs/mixed_bfloat16/s0/summary.json").read_text())
+    # The all-bfloat16 run keeps its own summary; a rerun skips everything.
+    bf16 = json.loads((tmp_path / "runs/mixed_bfloat16_all/s0/summary.json").read_text())
     assert "eval_precision" not in bf16
     before = len(calls())
     assert run("precision_parity.sh", *args, env=env, timeout=120).returncode == 0

@@ -31,12 +31,21 @@ def build_model(
     latent_dim: int = 0,
     sync_bn: bool = False,
     dtype: str | None = None,
+    float32_stages: Sequence[str] = (),
 ) -> keras.Model:
-    """Builds backbone + head. The input is (None, None, C): any spatial size is accepted."""
+    """Builds backbone + head. The input is (None, None, C): any spatial size is accepted.
+
+    ``float32_stages`` (e.g. ``("conv5",)``) compute in float32 under a mixed ``dtype``.
+    """
     trunk = NETWORKS.get(net_type)
     inputs = keras.Input(shape=(None, None, int(input_shape[2])), name="images")
     pools = trunk(
-        inputs, width=net_width, input_size=int(input_shape[0]), sync_bn=sync_bn, dtype=dtype
+        inputs,
+        width=net_width,
+        input_size=int(input_shape[0]),
+        sync_bn=sync_bn,
+        dtype=dtype,
+        float32_stages=float32_stages,
     )
     # Mixed precision covers the convolutional trunk only (over 99% of the FLOPs). The MLP head,
     # whose output is the contrastive embedding, stays in float32.
