@@ -41,25 +41,37 @@ def shared_data() -> pathlib.Path:
 FAKE_RUN_CLASSIFIERS = ("kde", "gde", "kocsvm", "auc", "locsvm")
 
 
+def tiny_config(method: str = "contrastive", validate: bool = True, **overrides):
+    """A seconds-long run config: the fake dataset, ResNet-10 at width 1/16, head 16-8, batch 8,
+    the method's default views and logits; ``overrides`` replace any field."""
+    from deep_representation_one_class import config as config_lib
+
+    d = config_lib.METHOD_DEFAULTS[method]
+    fields = dict(
+        method=method,
+        dataset="fake",
+        category="0",
+        net_type="resnet10",
+        net_width=0.0625,
+        head_dims=(16, 8),
+        batch_size=8,
+        aug_list=d["aug_list"],
+        aug_list_for_test=d["aug_list_for_test"],
+        latent_dim=d["latent_dim"],
+    )
+    fields.update(overrides)
+    cfg = config_lib.Config(**fields)
+    return config_lib.validate(cfg) if validate else cfg
+
+
 @pytest.fixture(scope="session")
 def fake_run(tmp_path_factory) -> str:
     """One tiny finished run on the fake dataset, shared by the detector/export/score tests."""
-    from deep_representation_one_class import config, train_lib
+    from deep_representation_one_class import train_lib
 
     path = tmp_path_factory.mktemp("fake_run")
-    cfg = config.validate(
-        config.Config(
-            dataset="fake",
-            category="0",
-            net_type="resnet10",
-            net_width=0.0625,
-            head_dims=(16, 8),
-            batch_size=8,
-            num_epoch=1,
-            strategy="default",
-            model_dir=str(path),
-            classifiers=FAKE_RUN_CLASSIFIERS,
-        )
+    cfg = tiny_config(
+        num_epoch=1, strategy="default", model_dir=str(path), classifiers=FAKE_RUN_CLASSIFIERS
     )
     train_lib.run(cfg)
     return str(path)

@@ -21,6 +21,7 @@ import subprocess
 import types
 
 import _reliability as rel
+import conftest
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -41,22 +42,7 @@ def _mirrored(n: int) -> tf.distribute.Strategy:
 
 
 def _cfg(method: str = "contrastive", **kw) -> config_lib.Config:
-    d = config_lib.METHOD_DEFAULTS[method]
-    base = dict(
-        method=method,
-        dataset="fake",
-        aug_list=d["aug_list"],
-        aug_list_for_test=d["aug_list_for_test"],
-        latent_dim=d["latent_dim"],
-        net_type="resnet10",
-        net_width=0.0625,
-        head_dims=(16, 8),
-        batch_size=8,
-        sync_bn=True,
-        weight_decay=1e-3,
-    )
-    base.update(kw)
-    return config_lib.validate(config_lib.Config(**base))
+    return conftest.tiny_config(method, **{"sync_bn": True, "weight_decay": 1e-3, **kw})
 
 
 def _tagged_views(image, seed):

@@ -8,6 +8,7 @@ therefore *meant* to differ (see README, "Multi-replica training").
 
 from __future__ import annotations
 
+import conftest
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,21 +19,9 @@ from deep_representation_one_class import train_lib
 
 
 def _cfg(method: str, **kw) -> config_lib.Config:
-    d = config_lib.METHOD_DEFAULTS[method]
-    base = dict(
-        method=method,
-        aug_list=d["aug_list"],
-        aug_list_for_test=d["aug_list_for_test"],
-        latent_dim=d["latent_dim"],
-        net_type="resnet10",
-        net_width=0.0625,
-        head_dims=(16, 8),
-        batch_size=8,
-        sync_bn=True,
-        weight_decay=1e-3,
+    return conftest.tiny_config(
+        method, validate=False, **{"sync_bn": True, "weight_decay": 1e-3, **kw}
     )
-    base.update(kw)
-    return config_lib.Config(**base)
 
 
 def _strategy(n: int) -> tf.distribute.Strategy:

@@ -13,6 +13,7 @@ import os
 import signal
 
 import _reliability as rel
+import conftest
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -125,23 +126,14 @@ def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted_run(tmp_path):
 
 # ----------------------------------------------------------------------------- run folders
 def _eval_only_config(tmp_path, **kw) -> config_lib.Config:
-    d = config_lib.METHOD_DEFAULTS["contrastive"]
     base = dict(
-        method="contrastive",
-        dataset="fake",
-        net_type="resnet10",
-        net_width=0.0625,
-        head_dims=(16, 8),
-        batch_size=8,
         num_epoch=0,
-        aug_list=d["aug_list"],
         strategy="default",
         classifiers=("auc",),
         model_dir=str(tmp_path / "run"),
         eval_batch_size=64,
     )
-    base.update(kw)
-    return config_lib.validate(config_lib.Config(**base))
+    return conftest.tiny_config(**{**base, **kw})
 
 
 def test_finished_run_is_never_overwritten_and_force_init_restarts(tmp_path):

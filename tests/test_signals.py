@@ -13,6 +13,7 @@ import os
 import signal
 
 import _reliability as rel
+import conftest
 import numpy as np
 import tensorflow as tf
 
@@ -57,16 +58,8 @@ def test_sigterm_and_sigint_checkpoint_exit_and_the_rerun_finishes(tmp_path):
 
 # ----------------------------------------------------------------------------- NaN / Inf
 def _tiny(tmp_path, **kw) -> config_lib.Config:
-    d = config_lib.METHOD_DEFAULTS["contrastive"]
     base = dict(
-        method="contrastive",
-        dataset="fake",
-        net_type="resnet10",
-        net_width=0.0625,
-        head_dims=(16, 8),
-        batch_size=8,
         num_epoch=2,
-        aug_list=d["aug_list"],
         strategy="default",
         classifiers=("auc",),
         model_dir=str(tmp_path / "run"),
@@ -74,8 +67,7 @@ def _tiny(tmp_path, **kw) -> config_lib.Config:
         ckpt_steps=2,
         ckpt_epoch=0,
     )
-    base.update(kw)
-    return config_lib.validate(config_lib.Config(**base))
+    return conftest.tiny_config(**{**base, **kw})
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import conftest
 import numpy as np
 import pytest
 
@@ -18,25 +19,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(tmp_path, method="contrastive", **kw) -> config_lib.Config:
-    d = config_lib.METHOD_DEFAULTS[method]
     base = dict(
-        method=method,
-        dataset="fake",
-        category="0",
-        net_type="resnet10",
-        net_width=0.0625,
-        head_dims=(16, 8),
-        batch_size=8,
-        num_epoch=1,
-        aug_list=d["aug_list"],
-        aug_list_for_test=d["aug_list_for_test"],
-        latent_dim=d["latent_dim"],
-        strategy="default",
-        model_dir=str(tmp_path / "run"),
-        eval_batch_size=64,
+        num_epoch=1, strategy="default", model_dir=str(tmp_path / "run"), eval_batch_size=64
     )
-    base.update(kw)
-    return config_lib.validate(config_lib.Config(**base))
+    return conftest.tiny_config(method, **{**base, **kw})
 
 
 def _check_run_folder(run_dir, method):
