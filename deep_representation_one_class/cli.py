@@ -6,11 +6,15 @@ Bad input must end in one actionable line on stderr and a non-zero exit, not a t
 
 from __future__ import annotations
 
+import importlib.util
 import logging as pylogging
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
+
+from deep_representation_one_class.errors import UserError
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -24,19 +28,52 @@ def _drop_tf_chatter(record: pylogging.LogRecord) -> bool:
     return not record.pathname.endswith(_CHATTY_TF_MODULES)
 
 
+# Lines TensorFlow's C++ runtime prints to stderr while it loads, whatever TF_CPP_MIN_LOG_LEVEL
+# says (absl logs them before its logging is initialised).
+_START_UP_CHATTER = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized",
+    "To enable the following instructions",
+    "cpu_feature_guard.cc",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "computation placer already registered",
+)
+
+
 def quiet_tensorflow() -> None:
-    """Hides TensorFlow's C++ start-up chatter (must run before TensorFlow is imported)."""
+    """Imports TensorFlow without its C++ start-up chatter; our own messages stay.
+
+    Must run before anything else imports TensorFlow. The import runs with file descriptor 2
+    pointed at a temporary file; afterwards every captured line except the known start-up
+    notices is written back to stderr, so real warnings and errors of the import still show.
+    """
     from absl import logging as absl_logging
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     pylogging.getLogger("tensorflow").setLevel(pylogging.ERROR)
     absl_logging.get_absl_logger().addFilter(_drop_tf_chatter)
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401  (loads TensorFlow and its runtime)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and not any(c in line for c in _START_UP_CHATTER):
+                    print(line, file=sys.stderr)
 
 
 def require_tensorflow() -> None:
     """Exits with an install hint when no TensorFlow build is installed."""
-    import importlib.util
-
     if importlib.util.find_spec("tensorflow") is None:
         print(
             'error: TensorFlow is not installed; run pip install -e ".[cpu]" (CPU) or '
@@ -53,22 +90,6 @@ def entry_point(main: Callable[[], int]) -> None:
     sys.exit(main())
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from deep_representation_one_class.config import ConfigError
-
-    types: list[type[BaseException]] = [ConfigError]
-    try:
-        from deep_representation_one_class.datasets import DataError
-
-        types.append(DataError)
-    except ImportError:  # pragma: no cover - datasets always importable in practice
-        pass
-    from deep_representation_one_class.augment.grammar import AugmentError
-
-    types.append(AugmentError)
-    return tuple(types)
-
-
 def guard(fn: Callable[[], int | None], verbose: bool = False) -> int:
     """Runs ``fn``; turns exceptions into one line on stderr and an exit code."""
     try:
@@ -81,11 +102,8 @@ def guard(fn: Callable[[], int | None], verbose: bool = False) -> int:
     except BaseException as e:
         if verbose:
             traceback.print_exc()
-        from deep_representation_one_class.train_lib import RunError
-
-        user = (*_user_error_types(), RunError)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, user):
+        if isinstance(e, UserError):
             print(f"error: {msg}", file=sys.stderr)
             return EXIT_USAGE
         if isinstance(e, (OSError, MemoryError)):
@@ -94,3 +112,19 @@ def guard(fn: Callable[[], int | None], verbose: bool = False) -> int:
         hint = "" if verbose else " (rerun with --verbose for the traceback)"
         print(f"error: {type(e).__name__}: {msg}{hint}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Renders metrics as a feature x classifier AUROC table (``auc`` is 1-NN)."""
+    feats = sorted({k.split(".")[0] for k in metrics})
+    clfs = sorted({k.split(".")[1] for k in metrics})
+    header = "AUROC".ljust(8) + "".join(c.rjust(9) for c in clfs)
+    rows = [header, "-" * len(header)]
+    for f in feats:
+        cells = [
+            f"{metrics[f + '.' + c]:9.2f}" if f + "." + c in metrics else " " * 9 for c in clfs
+        ]
+        rows.append(f.ljust(8) + "".join(cells))
+    if "auc" in clfs:
+        rows.append("(auc = 1-NN cosine distance, the reference's name for it)")
+    return "\n".join(rows)

@@ -1,92 +1,63 @@
-"""The one typed, immutable run configuration, its validation and its JSON form.
+"""The one typed, immutable run configuration: its fields, how it is built, checked and stored.
 
-``Config`` is built once (from flags in ``main.py`` or directly in Python), validated, written
-to ``<run>/config.json`` and never mutated. Values that depend on the data (steps per epoch)
-are computed by functions in ``train_lib`` and never written back.
+``Config`` holds every common setting of a run, with its help text (the command-line flags are
+generated from these fields, see ``main.py``), plus ``options``: the settings that belong to
+the run's method or task (``--temperature`` for contrastive, ``--patch_size`` for patch tasks),
+declared next to their registrations. ``config.temperature`` reads an option like a field.
 
-Method-dependent defaults: the augmentation lists, head and batch size default to ``None`` on
-the command line and are filled from ``METHOD_DEFAULTS`` so that the bare
-``python train_and_eval_loop.py --method=rotation`` is a sensible quick CPU run. The paper's
-settings are in ``scripts/run_*.sh``.
+``build(**given)`` is the one way to make a config from what a user set: the global defaults
+below, then the method's registered defaults, then the dataset's, then ``given``; the result
+is validated and never mutated. It is written to ``<run>/config.json`` with the options at the
+top level (the reference's flat layout) and read back by ``Config.from_dict``.
+
+Longer than the package's ~450-line module budget on purpose: every field carries its flag's
+help text and every check sits in ``validate``, so a setting is declared, documented and checked
+in this one place (the flags are generated from it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
+from collections.abc import Mapping
 from typing import Any
 
-# The reference scripts' augmentation (spec §2): crop, flip, colour jitter, grey, blur.
-PAPER_AUG = "cnr0.5+hflip+jitter_b0.4_c0.4_s0.4_h0.4+gray0.2+blur0.5"
-ROTATIONS = ",+rotate90,+rotate180,+rotate270"
+from deep_representation_one_class import datasets, methods, tasks
+from deep_representation_one_class.augment import grammar
+from deep_representation_one_class.errors import ConfigError
+from deep_representation_one_class.evaluation import scorers
+from deep_representation_one_class.models import NETWORKS
+from deep_representation_one_class.registry import Option
+from deep_representation_one_class.utils import schedules
 
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "contrastive": {
-        "aug_list": PAPER_AUG + ",+",
-        "aug_list_for_test": None,
-        "head_dims": (512, 512, 128),
-        "latent_dim": 0,
-        "batch_size": 64,
-    },
-    "rotation": {
-        "aug_list": PAPER_AUG + ROTATIONS,
-        "aug_list_for_test": "x" + ROTATIONS,
-        "head_dims": (512, 512),
-        "latent_dim": 4,
-        "batch_size": 32,
-        # 4 views per image: 4 epochs see as many images as contrastive's 8 (2 views).
-        "num_epoch": 4,
-    },
-    # Baselines of Table 7 (methods/rotnet.py, denoising.py, imagenet.py). "num_epoch", when
-    # present, replaces the quick default number of epochs.
-    "rotnet": {
-        "aug_list": PAPER_AUG + ROTATIONS,
-        "aug_list_for_test": "x" + ROTATIONS,
-        "head_dims": (),
-        "latent_dim": 4,
-        "batch_size": 32,
-    },
-    "denoising": {
-        "aug_list": "x",
-        "aug_list_for_test": None,
-        "head_dims": (),
-        "latent_dim": 0,
-        "batch_size": 64,
-    },
-    "imagenet": {
-        "aug_list": "x",
-        "aug_list_for_test": None,
-        "head_dims": (),
-        "latent_dim": 0,
-        "batch_size": 64,
-        "num_epoch": 0,  # fixed features: evaluation only
-    },
-}
-
-# Quick defaults per dataset, applied to flags the user did not give (main.py). MVTec AD
-# trains on 32x32 patches of 256x256 images: 15 x 100 steps of 32 patches at lr 0.01 (lr 0.1
-# gave image AUROC 75-78 on bottle), scored by the density scorers that scale to patch banks.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mvtec": {
-        "batch_size": 32,
-        "num_epoch": 15,
-        "num_batch": 100,
-        "learning_rate": 0.01,
-        "patch_bank": 10000,
-        "classifiers": ("gde", "kde", "auc"),
-    },
-}
+__all__ = [
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "RESNET_STAGES",
+    "SCHED_FREQS",
+    "STRATEGIES",
+    "Config",
+    "ConfigError",
+    "build",
+    "option_owners",
+    "validate",
+]
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 RESNET_STAGES = ("conv2", "conv3", "conv4", "conv5")
 OPTIMIZERS = ("sgd", "adam")
-PATCH_AGGS = ("max", "mean")
 SCHED_FREQS = ("epoch", "step")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+# halfcos: lr = cos(pi t / T * level / 16) stays >= 0 up to level 8; above it the clipped cosine
+# drops to 0 mid-run and the learning rate jumps between 0 and its base value.
+MAX_SCHED_LEVEL = 8
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message says which flag and what is valid."""
+def _field(default: Any, help: str, **meta: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
+
+
+_BY_METHOD = " Default: depends on --method (README, 'Using it')."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,187 +65,402 @@ class Config:
     """Every setting of a run. Field names are the command-line flag names."""
 
     # What to learn on.
-    method: str = "contrastive"
-    dataset: str = "fmnistood"
-    category: str = "0"
-    root: str | None = None
-    is_validation: bool = False
-    input_shape: tuple[int, int, int] = (32, 32, 3)
-    max_cls: int = 20000
-    cache_dir: str | None = None
-    skip_corrupt: bool = False
+    method: str = _field(
+        "contrastive",
+        "Representation learner: contrastive or rotation (reference alias: UnsupEmbed); "
+        "baselines: rotnet, denoising, imagenet; also cutpaste where installed. Case-insensitive.",
+    )
+    dataset: str = _field(
+        "fmnistood",
+        "One-class benchmark: fmnistood, cifar10ood, cifar20ood, cifar100ood, dogvscatood, "
+        "celeba, folder (your images), mvtec (MVTec AD layout), fake.",
+    )
+    category: str = _field(
+        "0",
+        "Inlier class: an index or class name (CIFAR, f-MNIST, DvC), an attribute (CelebA) or "
+        "a folder name (folder, mvtec).",
+    )
+    root: str | None = _field(
+        None, "Data root: the folder with the dataset's files. Default: per dataset (README)."
+    )
+    is_validation: bool = _field(
+        False,
+        "Evaluate on a 10% inlier hold-out plus as many outliers sampled from the other training "
+        "classes instead of the test split (for choosing recipes).",
+    )
+    input_shape: tuple[int, int, int] = _field(
+        (32, 32, 3),
+        "H,W,C the images are resized to (square). Default: the dataset's (32,32,3 for "
+        "CIFAR/f-MNIST, 64,64,3 for DvC/CelebA, 256,256,3 for MVTec).",
+    )
+    max_cls: int = _field(20000, "Cap on the classifier-train inliers (reference: 20,000).")
+    cache_dir: str | None = _field(
+        None,
+        "Where decoded datasets are cached (default $DROC_CACHE_DIR or "
+        "~/.cache/deep_representation_one_class; empty = no cache).",
+    )
+    skip_corrupt: bool = _field(
+        False, "Skip unreadable image files (with a warning) instead of failing."
+    )
     # Augmentation.
-    aug_list: str = METHOD_DEFAULTS["contrastive"]["aug_list"]
-    aug_list_for_test: str | None = None
-    distaug_type: str = "1"
-    blur_as_reference: bool = False
+    aug_list: str = _field(
+        "",
+        "Training views: comma-separated augmentation strings (grammar in README)." + _BY_METHOD,
+    )
+    aug_list_for_test: str = _field(
+        "",
+        "Test-time views (e.g. x,+rotate90,...); empty = the un-augmented image." + _BY_METHOD,
+    )
+    distaug_type: str = _field(
+        "1",
+        "Distribution augmentation of the training inliers: rot (x4), hflip (x2), vflip (x2), "
+        "or 1..8 (first k of orig, hflip, rot90, rot90+hflip, ...). 1 = none.",
+    )
+    blur_as_reference: bool = _field(
+        False, "Reproduce the reference's blur bug (blur never applied). Off: blur really blurs."
+    )
     # Model.
-    net_type: str = "resnet18"
-    net_width: float = 0.25
-    head_dims: tuple[int, ...] = (512, 512, 128)
-    latent_dim: int = 0
-    sync_bn: bool = False
-    # Objective and optimisation.
-    temperature: float = 0.2
-    symmetric_loss: bool = False
-    optim_type: str = "sgd"
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 3e-4
-    regularize_bn: bool = True
-    sched_type: str = "cos"
-    sched_freq: str = "epoch"
-    sched_step_size: int = 1
-    sched_gamma: float = 0.995
-    sched_min_rate: float = 0.0
-    sched_level: int = 7
-    num_epoch: int = 8
-    num_batch: int = 0
-    batch_size: int = 64
+    net_type: str = _field(
+        "resnet18", "Backbone: resnet10/18/34/50/101/152 (reference spelling ResNet18 accepted)."
+    )
+    net_width: float = _field(0.25, "Width multiplier of the ResNet stages (paper: 1).")
+    head_dims: tuple[int, ...] = _field(
+        (), "MLP head sizes, e.g. 512,512,128; 'none' = no head." + _BY_METHOD
+    )
+    latent_dim: int = _field(0, "Size of the logits layer (0 = none)." + _BY_METHOD)
+    sync_bn: bool = _field(False, "Synchronise BatchNorm statistics across replicas.")
+    # Optimisation.
+    optim_type: str = _field("sgd", "Optimizer: sgd or adam.", choices=OPTIMIZERS)
+    learning_rate: float = _field(0.1, "Base learning rate (paper: 0.01).")
+    momentum: float = _field(0.9, "SGD momentum in [0, 1).")
+    nesterov: bool = _field(False, "Nesterov momentum for SGD.")
+    weight_decay: float = _field(3e-4, "Coefficient of the L2 loss term (>= 0).")
+    regularize_bn: bool = _field(
+        True,
+        "Include BatchNorm gamma/beta in the L2 term (the reference's flag worked backwards; "
+        "see README).",
+    )
+    sched_type: str = _field("cos", "LR schedule: cos, const, linear, step, halfcos.")
+    sched_freq: str = _field(
+        "epoch", "Update the LR per epoch (piecewise constant) or per step.", choices=SCHED_FREQS
+    )
+    sched_step_size: int = _field(1, "step schedule: decay every N epochs (or steps), N >= 1.")
+    sched_gamma: float = _field(0.995, "step schedule: decay factor in (0, 1].")
+    sched_min_rate: float = _field(0.0, "cos/linear: final LR as a fraction of the base, [0, 1].")
+    sched_level: int = _field(7, f"halfcos level, 1..{MAX_SCHED_LEVEL}.")
+    train_steps: int = _field(
+        0,
+        "Training budget in steps, whatever the dataset's size (the quick defaults use 750); "
+        "0 = --num_epoch epochs. Giving --num_epoch or --num_batch alone switches to epochs.",
+    )
+    num_epoch: int = _field(
+        8,
+        "Training epochs when --train_steps=0 (paper: 2048); 0 with --train_steps=0 = evaluate "
+        "the initial (or latest checkpointed) weights only.",
+    )
+    num_batch: int = _field(0, "Steps per epoch; 0 = training images // batch_size.")
+    batch_size: int = _field(
+        64, "Global batch (images, or pairs for contrastive), split across replicas." + _BY_METHOD
+    )
     # Run mechanics.
-    seed: int = 0
-    model_dir: str = ""
-    ckpt_epoch: int = 1
-    ckpt_steps: int = 0
-    eval_every: int = 0
-    eval_batch_size: int = 256
-    classifiers: tuple[str, ...] = ("auc", "kde", "gde", "kocsvm", "locsvm")
-    precision: str = "float32"
-    # Under a mixed precision, these ResNet stages still compute in float32. The last stage
-    # produces the features every classifier reads; training it in bfloat16 cost 1.1-1.6 AUROC
-    # points on the Fashion-MNIST main job (results/precision_parity.md).
-    float32_stages: tuple[str, ...] = ("conv5",)
-    strategy: str = "mirrored"
-    deterministic: bool = False
-    steps_per_call: int = 1
-    jit_compile: bool = False
-    force_init: bool = False
-    # Baselines: local weights file of the ImageNet ResNet-50 (method imagenet).
-    imagenet_weights: str | None = None
-    # Patch-level tasks (MVTec AD): training patches, dense scoring and localisation.
-    patch_size: int = 32
-    patch_stride: int = 8
-    patch_agg: str = "max"
-    patch_bank: int = 20000
-    smooth_sigma: float = 4.0
+    seed: int = _field(
+        0, "Seed of the data order, augmentations and init (always applied, 0 included)."
+    )
+    model_dir: str = _field(
+        "",
+        "Run folder (checkpoints, tb/, summary.json). Default: "
+        "runs/<method>[_da-<type>]/<dataset>/c<category>/s<seed>.",
+        flag=False,
+    )
+    ckpt_epoch: int = _field(1, "Checkpoint every N epochs (0 = only at the end).")
+    ckpt_steps: int = _field(0, "Also checkpoint every N steps (0 = off).")
+    eval_every: int = _field(
+        0, "Also evaluate every N epochs (AUROC curves in TensorBoard); 0 = only at the end."
+    )
+    eval_batch_size: int = _field(256, "Images per forward pass of feature extraction.")
+    classifiers: tuple[str, ...] = _field(
+        ("auc", "kde", "gde", "kocsvm", "locsvm"),
+        "One-class classifiers: auc (1-NN cosine; the reference's name), kde, gde, kocsvm (RBF "
+        "OC-SVM), locsvm (linear OC-SVM).",
+    )
+    cls_holdout: float = _field(
+        0.1,
+        "Share of the classifier-train inliers held out of every classifier's fit; their scores "
+        "set the decision thresholds. 0 = fit on all (the reference's protocol, no thresholds).",
+    )
+    precision: str = _field(
+        "float32",
+        "Compute precision; mixed modes keep losses, normalisation and similarities in float32.",
+        choices=PRECISIONS,
+    )
+    # The last stage produces the features every classifier reads; training it in bfloat16 cost
+    # 1.1-1.6 AUROC points on the Fashion-MNIST main job (results/precision_parity.md).
+    float32_stages: tuple[str, ...] = _field(
+        ("conv5",),
+        "ResNet stages (conv2..conv5) that stay float32 under a mixed --precision; empty for "
+        "none. The default keeps the last stage, whose output is the evaluated feature, float32.",
+    )
+    strategy: str = _field(
+        "mirrored", "tf.distribute strategy (multi_worker reads TF_CONFIG).", choices=STRATEGIES
+    )
+    deterministic: bool = _field(
+        False, "Enable TF op determinism (bit-exact reruns and resumes on CPU; slower)."
+    )
+    steps_per_call: int = _field(
+        1, "Train steps per tf.function call (fewer Python round trips; useful on GPUs)."
+    )
+    jit_compile: bool = _field(False, "Compile the train step with XLA.")
+    force_init: bool = _field(
+        False,
+        "Start over: delete the files a previous run wrote in --model_dir (only in a folder "
+        "carrying the run marker; nothing else is deleted).",
+    )
+    # The run's method and task options (see the module docstring).
+    options: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict, metadata={"flag": False}, compare=True
+    )
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when ``name`` is not a field: method and task options read like fields.
+        options = self.__dict__.get("options")
+        if options is not None and name in options:
+            return options[name]
+        raise AttributeError(
+            f"Config has no field or option '{name}' (options of this run: "
+            f"{', '.join(sorted(options or ())) or 'none'})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        """A flat JSON-ready dict: every field, then every option, lists for tuples."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        d.update(self.options)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Config:
-        """Rebuilds a config from ``to_dict`` output (unknown keys are an error)."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
+        """Rebuilds a config from ``to_dict`` output (a run's ``config.json``).
+
+        Keys that are not fields are options; an option no registration declares any more is
+        an error. Older files lack newer fields, which take their defaults; their
+        ``aug_list_for_test: null`` means "the un-augmented image", now written "".
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        owners = option_owners()
+        unknown = sorted(k for k in d if k not in names and k not in owners)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}")
-        kw = dict(d)
+        kw = {k: v for k, v in d.items() if k in names}
         for k in ("input_shape", "head_dims", "classifiers", "float32_stages"):
             if k in kw and kw[k] is not None:
                 kw[k] = tuple(kw[k])
-        return cls(**kw)
+        if kw.get("aug_list_for_test") is None:
+            kw["aug_list_for_test"] = ""
+        options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in owners}
+        try:
+            return cls(**kw, options=options)
+        except TypeError as e:
+            raise ConfigError(f"malformed config: {e}") from None
 
     def replace(self, **kw: Any) -> Config:
+        """A copy with fields (or options) replaced; not validated."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        opts = {k: v for k, v in kw.items() if k not in fields}
+        if opts:
+            unknown = sorted(set(opts) - set(option_owners()))
+            if unknown:
+                raise ConfigError(f"unknown config keys {unknown}")
+            kw = {k: v for k, v in kw.items() if k in fields}
+            kw["options"] = {**self.options, **opts}
         return dataclasses.replace(self, **kw)
 
 
-def num_views(aug_list: str) -> int:
-    from deep_representation_one_class.augment import grammar
+def flag_fields() -> list[dataclasses.Field]:
+    """The ``Config`` fields that are command-line flags (all but ``model_dir``/``options``)."""
+    return [f for f in dataclasses.fields(Config) if f.metadata.get("flag", True)]
 
-    return len(grammar.parse(aug_list))
+
+def _declared_options(registration: Any) -> tuple[Option, ...]:
+    return tuple(getattr(registration, "options", ()) or ())
+
+
+def option_owners() -> dict[str, tuple[Option, list[str]]]:
+    """Every registered option: name -> (its declaration, the registrations that own it)."""
+    owners: dict[str, tuple[Option, list[str]]] = {}
+    sources = [(f"method {m}", methods.METHODS.get(m)) for m in methods.METHODS.names()]
+    sources += [(f"task {t}", tasks.TASKS.get(t)) for t in tasks.TASKS.names()]
+    for who, reg in sources:
+        for opt in _declared_options(reg):
+            if opt.name in owners:
+                known, who_else = owners[opt.name]
+                if known.type is not opt.type or known.default != opt.default:
+                    raise TypeError(
+                        f"option --{opt.name} is declared differently by {who_else[0]} and {who}"
+                    )
+                who_else.append(who)
+            else:
+                owners[opt.name] = (opt, [who])
+    return owners
+
+
+def _canonical(registry, value: str) -> str:
+    try:
+        return registry.canonical(value)
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from None
+
+
+def build(**given: Any) -> Config:
+    """The validated config of a run from the settings a user gave.
+
+    Precedence, lowest first: ``Config``'s defaults, the method's registered ``defaults``, the
+    dataset's registered ``defaults`` (e.g. MVTec's patch training), then ``given``. Giving
+    ``num_epoch`` or ``num_batch`` without ``train_steps`` means epoch-based training
+    (``train_steps=0``), as in the paper scripts.
+
+    Args:
+      **given: field or option names (flag names) -> values, e.g. ``method="rotation"``.
+
+    Returns:
+      A validated ``Config`` (canonical names, options of its method and task filled in).
+
+    Raises:
+      ConfigError: an unknown name, an option of another method or task, or a bad value.
+    """
+    defaults = Config()
+    method = _canonical(methods.METHODS, given.get("method", defaults.method))
+    dataset = _canonical(datasets.DATASETS, given.get("dataset", defaults.dataset))
+    method_cls = methods.METHODS.get(method)
+    spec = datasets.DATASETS.get(dataset)
+    task_cls = tasks.TASKS.get(spec.task)
+    values: dict[str, Any] = {}
+    values.update(method_cls.defaults)
+    if "input_shape" not in given:
+        values["input_shape"] = tuple(spec.default_input_shape)
+    values.update(spec.defaults)
+    if ("num_epoch" in given or "num_batch" in given) and "train_steps" not in given:
+        values["train_steps"] = 0
+    values.update(given)
+    values["method"], values["dataset"] = method, dataset
+
+    fields = {f.name for f in dataclasses.fields(Config)} - {"options"}
+    own = {o.name: o for o in (*_declared_options(method_cls), *_declared_options(task_cls))}
+    options = {name: opt.default for name, opt in own.items()}
+    owners = option_owners()
+    kw: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in fields:
+            kw[key] = value
+        elif key in own:
+            options[key] = value
+        elif key in owners:
+            if key in given:
+                raise ConfigError(
+                    f"--{key} is an option of {' and '.join(owners[key][1])}; it does nothing "
+                    f"for --method={method} on --dataset={dataset}"
+                )
+        else:
+            raise ConfigError(f"unknown setting '{key}'")
+    try:
+        cfg = Config(**kw, options=options)
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+    return validate(cfg)
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
 
 
 def validate(cfg: Config) -> Config:
-    """Checks every field; returns ``cfg`` with canonical names (method, dataset, schedule).
+    """Checks every field and option; returns ``cfg`` with canonical names.
+
+    Nothing here reads data or writes files, so a run can check everything before its first
+    side effect (a deleted or created file).
 
     Raises:
       ConfigError: with a one-line message naming the flag, the bad value and what is valid.
     """
-    from deep_representation_one_class import datasets, methods
-    from deep_representation_one_class.augment import grammar
-    from deep_representation_one_class.distribute import STRATEGIES
-    from deep_representation_one_class.evaluation import scorers
-    from deep_representation_one_class.models import NETWORKS
-    from deep_representation_one_class.utils import schedules
-
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise ConfigError(msg)
-
+    method = _canonical(methods.METHODS, cfg.method)
+    dataset = _canonical(datasets.DATASETS, cfg.dataset)
+    net = _canonical(NETWORKS, cfg.net_type)
     try:
-        method = methods.METHODS.canonical(cfg.method)
-        dataset = datasets.DATASETS.canonical(cfg.dataset)
-        net = NETWORKS.canonical(cfg.net_type)
         sched = schedules.canonical_schedule(cfg.sched_type)
-        for c in cfg.classifiers:
-            scorers.SCORERS.canonical(c)
-    except KeyError as e:
-        raise ConfigError(str(e.args[0])) from None
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    need(
+    for c in cfg.classifiers:
+        _canonical(scorers.SCORERS, c)
+    _need(
         len(cfg.input_shape) == 3 and all(int(v) > 0 for v in cfg.input_shape),
         f"--input_shape must be three positive integers H,W,C, got {cfg.input_shape}",
     )
-    need(
-        cfg.input_shape[2] in (1, 3),
-        f"--input_shape channels must be 1 or 3, got {cfg.input_shape[2]}",
+    h, w, c = (int(v) for v in cfg.input_shape)
+    _need(c in (1, 3), f"--input_shape channels must be 1 or 3, got {c}")
+    _need(h >= 8 and w >= 8, f"--input_shape must be at least 8x8, got {cfg.input_shape}")
+    # The views (square crops, 90-degree rotations) and the models assume square images; a
+    # non-square shape was silently squashed to H x H before.
+    _need(
+        h == w,
+        f"--input_shape must be square (H == W), got {h}x{w}; images of any aspect are resized "
+        "to it",
     )
-    need(
-        cfg.input_shape[0] >= 8 and cfg.input_shape[1] >= 8,
-        f"--input_shape must be at least 8x8, got {cfg.input_shape}",
-    )
-    need(cfg.batch_size > 0, f"--batch_size must be > 0, got {cfg.batch_size}")
-    need(cfg.num_epoch >= 0, f"--num_epoch must be >= 0 (0 = evaluate only), got {cfg.num_epoch}")
-    need(cfg.num_batch >= 0, f"--num_batch must be >= 0 (0 = from data), got {cfg.num_batch}")
-    need(cfg.net_width > 0, f"--net_width must be > 0, got {cfg.net_width}")
-    need(all(d > 0 for d in cfg.head_dims), f"--head_dims must be positive, got {cfg.head_dims}")
-    need(cfg.latent_dim >= 0, f"--latent_dim must be >= 0, got {cfg.latent_dim}")
-    need(cfg.learning_rate > 0, f"--learning_rate must be > 0, got {cfg.learning_rate}")
-    need(cfg.weight_decay >= 0, f"--weight_decay must be >= 0, got {cfg.weight_decay}")
-    need(cfg.temperature > 0, f"--temperature must be > 0, got {cfg.temperature}")
-    need(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
-    need(
+    _need(cfg.batch_size > 0, f"--batch_size must be > 0, got {cfg.batch_size}")
+    _need(cfg.train_steps >= 0, f"--train_steps must be >= 0, got {cfg.train_steps}")
+    _need(cfg.num_epoch >= 0, f"--num_epoch must be >= 0 (0 = evaluate only), got {cfg.num_epoch}")
+    _need(cfg.num_batch >= 0, f"--num_batch must be >= 0 (0 = from data), got {cfg.num_batch}")
+    _need(cfg.net_width > 0, f"--net_width must be > 0, got {cfg.net_width}")
+    _need(all(d > 0 for d in cfg.head_dims), f"--head_dims must be positive, got {cfg.head_dims}")
+    _need(cfg.latent_dim >= 0, f"--latent_dim must be >= 0, got {cfg.latent_dim}")
+    _need(cfg.learning_rate > 0, f"--learning_rate must be > 0, got {cfg.learning_rate}")
+    _need(cfg.weight_decay >= 0, f"--weight_decay must be >= 0, got {cfg.weight_decay}")
+    _need(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
+    _need(
         cfg.optim_type in OPTIMIZERS,
         f"unknown --optim_type '{cfg.optim_type}'; valid: {', '.join(OPTIMIZERS)}",
     )
-    need(
+    _need(
         cfg.sched_freq in SCHED_FREQS,
         f"unknown --sched_freq '{cfg.sched_freq}'; valid: {', '.join(SCHED_FREQS)}",
     )
-    need(
+    _need(
+        cfg.sched_step_size >= 1,
+        f"--sched_step_size must be >= 1 (epochs or steps between decays), got "
+        f"{cfg.sched_step_size}",
+    )
+    _need(0 < cfg.sched_gamma <= 1, f"--sched_gamma must be in (0, 1], got {cfg.sched_gamma}")
+    _need(
+        0 <= cfg.sched_min_rate <= 1,
+        f"--sched_min_rate must be in [0, 1], got {cfg.sched_min_rate}",
+    )
+    _need(
+        1 <= cfg.sched_level <= MAX_SCHED_LEVEL,
+        f"--sched_level must be in 1..{MAX_SCHED_LEVEL} (above it the halfcos learning rate "
+        f"jumps between 0 and its base), got {cfg.sched_level}",
+    )
+    _need(
         cfg.precision in PRECISIONS,
         f"unknown --precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}",
     )
-    need(
+    _need(
         set(cfg.float32_stages) <= set(RESNET_STAGES),
         f"unknown --float32_stages {list(cfg.float32_stages)}; valid: any of "
         f"{', '.join(RESNET_STAGES)}, or empty for none",
     )
-    need(
+    _need(
         cfg.strategy in STRATEGIES,
         f"unknown --strategy '{cfg.strategy}'; valid: {', '.join(STRATEGIES)}",
     )
-    need(cfg.steps_per_call >= 1, f"--steps_per_call must be >= 1, got {cfg.steps_per_call}")
-    need(cfg.eval_batch_size > 0, f"--eval_batch_size must be > 0, got {cfg.eval_batch_size}")
-    need(cfg.ckpt_epoch >= 0 and cfg.ckpt_steps >= 0, "--ckpt_epoch/--ckpt_steps must be >= 0")
-    need(cfg.max_cls > 0, f"--max_cls must be > 0, got {cfg.max_cls}")
-    need(
-        cfg.patch_size >= 8 and cfg.patch_stride >= 1 and cfg.patch_bank > 0,
-        "--patch_size must be >= 8, --patch_stride >= 1 and --patch_bank > 0",
-    )
-    need(
-        cfg.patch_agg in PATCH_AGGS or re.fullmatch(r"top[1-9][0-9]*", cfg.patch_agg) is not None,
-        f"unknown --patch_agg '{cfg.patch_agg}'; valid: {', '.join(PATCH_AGGS)}, topK",
-    )
+    _need(cfg.steps_per_call >= 1, f"--steps_per_call must be >= 1, got {cfg.steps_per_call}")
+    _need(cfg.eval_batch_size > 0, f"--eval_batch_size must be > 0, got {cfg.eval_batch_size}")
+    _need(cfg.ckpt_epoch >= 0 and cfg.ckpt_steps >= 0, "--ckpt_epoch/--ckpt_steps must be >= 0")
+    _need(cfg.eval_every >= 0, f"--eval_every must be >= 0, got {cfg.eval_every}")
+    _need(cfg.max_cls > 0, f"--max_cls must be > 0, got {cfg.max_cls}")
+    _need(0 <= cfg.cls_holdout < 0.5, f"--cls_holdout must be in [0, 0.5), got {cfg.cls_holdout}")
     try:
         views = grammar.parse(cfg.aug_list)
         if cfg.aug_list_for_test:
@@ -283,10 +469,12 @@ def validate(cfg: Config) -> Config:
         category = datasets.validate_category(dataset, cfg.category)
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
+    task_cls = tasks.TASKS.get(datasets.DATASETS.get(dataset).task)
     try:
         methods.METHODS.get(method).check_config(cfg, len(views))
+        task_cls.check_config(cfg)
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(str(e).splitlines()[0]) from None
     return cfg.replace(
         method=method,
         dataset=dataset,

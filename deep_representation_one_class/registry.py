@@ -1,4 +1,5 @@
-"""A tiny name -> object registry used for methods, datasets, networks, ops and scorers.
+"""A tiny name -> object registry (methods, datasets, tasks, networks, ops, scorers) and the
+``Option`` declaration that registrations use to carry their own settings.
 
 Keys are lowercase snake_case; aliases (e.g. the reference's ``unsupembed``) are
 declared once, at registration. Lookups are case-insensitive so that reference
@@ -7,6 +8,7 @@ spellings such as ``ResNet18`` or ``UnsupEmbed`` keep working.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -64,3 +66,31 @@ class Registry(Generic[T]):
     def __contains__(self, key: Any) -> bool:
         low = str(key).lower()
         return low in self._items or low in self._aliases
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A setting owned by one registration (a method or a task), declared next to it.
+
+    Options become command-line flags (``--name``) and entries of ``Config.options``; in
+    ``config.json`` they sit at the top level beside the common settings, as the reference's
+    flags did. The flag type follows ``default``: bool, int, float, str, or a tuple (a
+    comma-separated list); ``kind`` overrides it (e.g. ``str`` for a path whose default is None).
+
+    Attributes:
+      name: the flag name (lowercase snake_case), unique across all registrations.
+      default: the value when the flag is not given.
+      help: the flag's help text: unit, range and meaning.
+      kind: the value type when ``default`` does not tell it.
+    """
+
+    name: str
+    default: Any
+    help: str
+    kind: type | None = None
+
+    @property
+    def type(self) -> type:
+        if self.kind is not None:
+            return self.kind
+        return type(self.default)

@@ -1,157 +1,16 @@
-"""Command line: score image files with a trained run and flag the anomalous ones.
+"""The ``droc-score`` command, ``python -m deep_representation_one_class.score``:
+Score image files with a trained run and write a CSV.
 
-    python -m deep_representation_one_class.score --model_dir=RUN --images=DIR_OR_GLOB \\
-        --out=scores.csv [--classifiers=kde,gde] [--threshold=q95] [--feature=pool]
-
-(also installed as ``droc-score``). The CSV has one row per image, in file order: ``path``,
-then ``<classifier>_score`` for each classifier (higher = more anomalous), then
-``<classifier>_anomalous`` (1 when ``score >= threshold``). ``--threshold`` is an inlier-score
-quantile of the run (``q50``, ``q80``, ``q90``, ``q95``, ``q99``, ``q99.5``, ``max``; see
-``thresholds.py``) or a number, for all classifiers or per classifier (``kde=q99,gde=-120``).
+The command line lives in ``serving/score.py``; this module keeps the command's name.
 """
 
-from __future__ import annotations
+from deep_representation_one_class import cli
 
-import argparse
-import csv
-import sys
-from collections.abc import Mapping, Sequence
+cli.quiet_tensorflow()  # before TensorFlow is first imported
 
-from deep_representation_one_class import thresholds as thresholds_lib
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.serving.score import main, run_cli  # noqa: E402
 
-
-def parse_threshold_arg(text: str, classifiers: Sequence[str]) -> dict[str, str | float]:
-    """``--threshold`` -> classifier -> spec.
-
-    Args:
-      text: ``q95``/``1.5`` (every classifier) or ``kde=q99,gde=-120`` (the others get q95).
-      classifiers: canonical classifier names.
-
-    Raises:
-      ThresholdError: a malformed spec or an unknown classifier name.
-    """
-    text = text.strip()
-    if "=" not in text:
-        spec = thresholds_lib.parse_spec(text)
-        return dict.fromkeys(classifiers, spec)
-    out: dict[str, str | float] = dict.fromkeys(classifiers, thresholds_lib.DEFAULT_SPEC)
-    for item in text.split(","):
-        name, sep, value = item.partition("=")
-        name = name.strip().lower()
-        if not sep or name not in out:
-            raise thresholds_lib.ThresholdError(
-                f"--threshold item '{item}' must be CLASSIFIER=SPEC with CLASSIFIER one of "
-                f"{', '.join(classifiers)}"
-            )
-        out[name] = thresholds_lib.parse_spec(value)
-    return out
-
-
-def write_csv(
-    path: str,
-    paths: Sequence[str],
-    scores: Mapping[str, Sequence[float]],
-    flags: Mapping[str, Sequence[bool]],
-) -> None:
-    """Writes the score table atomically (columns: path, <clf>_score…, <clf>_anomalous…)."""
-    names = list(scores)
-    with io.atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["path", *(f"{n}_score" for n in names), *(f"{n}_anomalous" for n in names)]
-        )
-        for i, p in enumerate(paths):
-            writer.writerow(
-                [
-                    p,
-                    *(repr(float(scores[n][i])) for n in names),
-                    *(int(bool(flags[n][i])) for n in names),
-                ]
-            )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The CLI's argument parser."""
-    p = argparse.ArgumentParser(
-        prog="droc-score",
-        description="Score images with a trained one-class run and write a CSV of anomaly "
-        "scores and decisions.",
-    )
-    p.add_argument("--model_dir", required=True, help="run folder of a finished training run")
-    p.add_argument(
-        "--images",
-        required=True,
-        action="append",
-        help="an image file, a folder (searched recursively) or a glob such as 'dir/**/*.png' "
-        "(quote it); repeatable. PNG/JPEG/BMP in any mode (grayscale, RGBA, palette)",
-    )
-    p.add_argument("--out", required=True, help="CSV file to write")
-    p.add_argument(
-        "--classifiers",
-        default=None,
-        help="comma-separated classifiers (kde, gde, kocsvm, auc, locsvm); default: the run's",
-    )
-    p.add_argument(
-        "--threshold",
-        default=thresholds_lib.DEFAULT_SPEC,
-        help="inlier-score quantile (q50, q80, q90, q95, q99, q99.5, max) or a number; or "
-        "per classifier, e.g. kde=q99,gde=-120 (default q95)",
-    )
-    p.add_argument(
-        "--feature",
-        default="pool",
-        choices=("pool", "embed"),
-        help="features the classifiers use: pool = f (paper), embed = g(f)",
-    )
-    p.add_argument("--batch_size", type=int, default=None, help="images per forward pass")
-    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 on bad input)."""
-    from deep_representation_one_class import cli
-    from deep_representation_one_class.detector import Detector, DetectorError
-
-    args = build_parser().parse_args(argv)
-
-    def run() -> int:
-        try:
-            if args.batch_size is not None and args.batch_size < 1:
-                raise DetectorError(f"--batch_size must be >= 1, got {args.batch_size}")
-            names = None
-            if args.classifiers:
-                names = [n.strip() for n in args.classifiers.split(",") if n.strip()]
-            # Check the threshold syntax before the (slower) model load.
-            if "=" not in args.threshold:
-                thresholds_lib.parse_spec(args.threshold)
-            det = Detector.load(args.model_dir, names, args.feature)
-            specs = parse_threshold_arg(args.threshold, det.classifiers)
-            thresholds = {n: det.threshold(n, specs[n]) for n in det.classifiers}
-            images, paths = det.load_images(args.images)
-            scores = det.score(images, args.batch_size)
-            flags = {n: scores[n] >= thresholds[n] for n in det.classifiers}
-        except (DetectorError, thresholds_lib.ThresholdError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return cli.EXIT_USAGE
-        write_csv(args.out, paths, scores, flags)
-        summary = ", ".join(
-            f"{n} {int(flags[n].sum())} (>= {specs[n]} = {thresholds[n]:.4g})"
-            for n in det.classifiers
-        )
-        print(f"scored {len(paths)} images -> {args.out}; flagged anomalous: {summary}")
-        return 0
-
-    return cli.guard(run, verbose=args.verbose)
-
-
-def run_cli() -> None:
-    """Console-script entry point (``droc-score``)."""
-    from deep_representation_one_class import cli
-
-    cli.entry_point(main)
-
+__all__ = ["main", "run_cli"]
 
 if __name__ == "__main__":
     run_cli()

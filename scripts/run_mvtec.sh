@@ -15,7 +15,7 @@
 # Run folders: <out>/<method>/mvtec/c<category>/s<seed>; a finished run is not retrained (the
 # trainer prints its stored results), an interrupted one resumes from its last checkpoint.
 # The table goes to <out>/<method>/mvtec_report.{md,csv}
-# (python -m deep_representation_one_class.mvtec.report <out>/<method>).
+# (python -m deep_representation_one_class.reports.mvtec_table <out>/<method>).
 # Failures are reported and the sweep goes on; the exit status is 1 if any category failed.
 set -euo pipefail
 
@@ -112,7 +112,7 @@ for c in $categories; do
 done
 
 if ((!dry_run)); then
-  "${py[@]}" -m deep_representation_one_class.mvtec.report "$out/$method" \
+  "${py[@]}" -m deep_representation_one_class.reports.mvtec_table "$out/$method" \
     --out "$out/$method/mvtec_report"
   cat "$out/$method/mvtec_report.md"
 fi

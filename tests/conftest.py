@@ -3,7 +3,6 @@ automatic cpu/gpu markers, and the path to the optional shared real data."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 
@@ -14,11 +13,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 _cpus = tf.config.list_physical_devices("CPU")
-# RuntimeError: TF was already initialised by an earlier import; replica tests then skip.
-with contextlib.suppress(RuntimeError):
+# RuntimeError: TF was already initialised by an earlier import (a plugin that runs an op at
+# import time); the replica tests then FAIL with this reason rather than silently skip.
+_TWO_REPLICAS_ERROR = ""
+try:
     tf.config.set_logical_device_configuration(
         _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
+except RuntimeError as e:
+    _TWO_REPLICAS_ERROR = str(e)
+
+
+def require_two_replicas() -> None:
+    """Fails (never skips) when the two logical CPU devices of the replica tests are missing."""
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) >= 2, (
+        f"two logical CPU devices could not be configured ({_TWO_REPLICAS_ERROR or 'unknown'}); "
+        "the 1- vs 2-replica tests need them"
+    )
+
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -41,12 +54,11 @@ def shared_data() -> pathlib.Path:
 FAKE_RUN_CLASSIFIERS = ("kde", "gde", "kocsvm", "auc", "locsvm")
 
 
-def tiny_config(method: str = "contrastive", validate: bool = True, **overrides):
+def tiny_config(method: str = "contrastive", **overrides):
     """A seconds-long run config: the fake dataset, ResNet-10 at width 1/16, head 16-8, batch 8,
-    the method's default views and logits; ``overrides`` replace any field."""
+    one epoch, the method's registered defaults otherwise; ``overrides`` replace any setting."""
     from deep_representation_one_class import config as config_lib
 
-    d = config_lib.METHOD_DEFAULTS[method]
     fields = dict(
         method=method,
         dataset="fake",
@@ -55,25 +67,21 @@ def tiny_config(method: str = "contrastive", validate: bool = True, **overrides)
         net_width=0.0625,
         head_dims=(16, 8),
         batch_size=8,
-        aug_list=d["aug_list"],
-        aug_list_for_test=d["aug_list_for_test"],
-        latent_dim=d["latent_dim"],
+        num_epoch=1,
     )
     fields.update(overrides)
-    cfg = config_lib.Config(**fields)
-    return config_lib.validate(cfg) if validate else cfg
+    model_dir = fields.pop("model_dir", "")
+    return config_lib.build(**fields).replace(model_dir=model_dir)
 
 
 @pytest.fixture(scope="session")
 def fake_run(tmp_path_factory) -> str:
     """One tiny finished run on the fake dataset, shared by the detector/export/score tests."""
-    from deep_representation_one_class import train_lib
+    from deep_representation_one_class.training import runner
 
     path = tmp_path_factory.mktemp("fake_run")
-    cfg = tiny_config(
-        num_epoch=1, strategy="default", model_dir=str(path), classifiers=FAKE_RUN_CLASSIFIERS
-    )
-    train_lib.run(cfg)
+    cfg = tiny_config(strategy="default", model_dir=str(path), classifiers=FAKE_RUN_CLASSIFIERS)
+    runner.run(cfg)
     return str(path)
 
 

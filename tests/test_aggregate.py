@@ -12,9 +12,10 @@ import sys
 
 import pytest
 
-from deep_representation_one_class import aggregate as agg
-from deep_representation_one_class import paper_results as paper
-from deep_representation_one_class.run_records import dataset_spec, representation_label
+from deep_representation_one_class.reports import aggregate as agg
+from deep_representation_one_class.reports import paper_results as paper
+from deep_representation_one_class.reports.run_records import dataset_spec, representation_label
+from deep_representation_one_class.utils import io as droc_io
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL_TASKS = {  # --dataset -> (categories, constant AUROC) for a complete synthetic 43-task set
@@ -347,8 +348,8 @@ def test_cli_writes_atomically_and_reports(tmp_path, capsys):
 
 def test_write_atomic_replaces_whole_file(tmp_path):
     path = tmp_path / "t.md"
-    agg.write_atomic(str(path), "old\n" * 100)
-    agg.write_atomic(str(path), "new\n")
+    droc_io.write_text(str(path), "old\n" * 100)
+    droc_io.write_text(str(path), "new\n")
     assert path.read_text() == "new\n"
     assert os.listdir(tmp_path) == ["t.md"]
 

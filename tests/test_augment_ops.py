@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deep_representation_one_class.augment import ops
+from deep_representation_one_class.augment import ops, photometric
 from deep_representation_one_class.augment.ops import AUG_OPS, AugmentError
 
 SIZE = 32
@@ -211,7 +211,9 @@ def test_rotations_match_numpy_rot90(k):
 
 
 def test_random_permutation_draws_every_order():
-    perms = _map_many(lambda _, s: ops._random_permutation(s, 4), np.zeros([1]), _seeds(400))
+    perms = _map_many(
+        lambda _, s: photometric._random_permutation(s, 4), np.zeros([1]), _seeds(400)
+    )
     assert all(sorted(p) == [0, 1, 2, 3] for p in perms.tolist())
     assert {tuple(p) for p in perms.tolist()} == set(itertools.permutations(range(4)))
 
@@ -264,10 +266,10 @@ def _numpy_blur(image: np.ndarray, sigma: float, radius: int) -> np.ndarray:
 
 
 def test_blur_kernel_sizes():
-    assert [2 * ops.blur_radius(s) + 1 for s in (32, 64)] == [3, 7]
-    assert ops.blur_radius(16) == 0
+    assert [2 * photometric.blur_radius(s) + 1 for s in (32, 64)] == [3, 7]
+    assert photometric.blur_radius(16) == 0
     assert AUG_OPS.get("blur")(size=16, training=True, p=1.0) == []
-    kernel = ops.gaussian_kernel1d(1.0, 3).numpy()
+    kernel = photometric.gaussian_kernel1d(1.0, 3).numpy()
     assert kernel.shape == (7,)
     np.testing.assert_allclose(kernel.sum(), 1.0, rtol=1e-6)
     np.testing.assert_allclose(kernel, kernel[::-1])
@@ -276,7 +278,7 @@ def test_blur_kernel_sizes():
 @pytest.mark.parametrize(("sigma", "radius"), [(0.5, 1), (1.7, 3)])
 def test_gaussian_blur_matches_numpy_reflect_convolution(sigma, radius):
     image = _image(20, 24)
-    out = ops.gaussian_blur(tf.constant(image), sigma, radius).numpy()
+    out = photometric.gaussian_blur(tf.constant(image), sigma, radius).numpy()
     np.testing.assert_allclose(out, _numpy_blur(image, sigma, radius), atol=1e-5)
 
 

@@ -10,8 +10,9 @@ import pytest
 from conftest import FAKE_RUN_CLASSIFIERS as CLASSIFIERS
 from PIL import Image
 
-from deep_representation_one_class import plots, thresholds
-from deep_representation_one_class.evaluation import metrics, scorers
+from deep_representation_one_class.evaluation import classifiers as classifiers_lib
+from deep_representation_one_class.evaluation import metrics, scorers, thresholds
+from deep_representation_one_class.reports import plots
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def run_dir(fake_run):
 
 @pytest.fixture(scope="module")
 def det(run_dir):
-    from deep_representation_one_class.detector import Detector
+    from deep_representation_one_class.serving.detector import Detector
 
     return Detector.load(run_dir)
 
@@ -34,9 +35,9 @@ def arrays(run_dir):
 
 @pytest.fixture(scope="module")
 def test_images(det):
-    from deep_representation_one_class import train_lib
+    from deep_representation_one_class.training import build
 
-    return train_lib.load_data(det.config).test_x
+    return build.load_data(det.config).test_x
 
 
 # ----------------------------------------------------------------------------- Detector
@@ -48,7 +49,8 @@ def test_detector_reproduces_the_runs_features(det, arrays, test_images):
 def test_scores_use_the_threshold_fit_rows(det, arrays, test_images):
     n = arrays["cls_pool"].shape[0]
     assert det.thresholds["source"] == "cls_holdout"
-    fit, hold = thresholds.holdout_split(n, det.config.seed)
+    split = classifiers_lib.split_rows(n, det.config.seed, det.config.cls_holdout)
+    fit, hold = split.fit_rows, split.holdout_rows
     assert len(hold) == round(0.1 * n)
     scores = det.score(test_images)
     assert list(scores) == list(CLASSIFIERS)
@@ -86,7 +88,7 @@ def test_decide_with_quantile_number_and_mapping(det, test_images):
 
 
 def test_load_rejects_bad_requests(run_dir, tmp_path):
-    from deep_representation_one_class.detector import Detector, DetectorError
+    from deep_representation_one_class.serving.detector import Detector, DetectorError
 
     with pytest.raises(DetectorError, match="not a run folder"):
         Detector.load(str(tmp_path))
@@ -97,12 +99,12 @@ def test_load_rejects_bad_requests(run_dir, tmp_path):
     os.makedirs(tmp_path / "half")
     with open(os.path.join(run_dir, "config.json")) as f:
         (tmp_path / "half" / "config.json").write_text(f.read())
-    with pytest.raises(DetectorError, match=r"embeddings\.npz"):
+    with pytest.raises(DetectorError, match=r"no saved classifiers.*evaluate --model_dir"):
         Detector.load(str(tmp_path / "half"))
 
 
 def test_embed_feature(run_dir, arrays, test_images):
-    from deep_representation_one_class.detector import Detector
+    from deep_representation_one_class.serving.detector import Detector
 
     d = Detector.load(run_dir, ["gde"], feature="embed")
     np.testing.assert_allclose(
@@ -127,7 +129,7 @@ def _write_images(folder):
 
 
 def test_load_images_modes_and_sources(tmp_path):
-    from deep_representation_one_class.detector import DetectorError, load_images
+    from deep_representation_one_class.serving.detector import DetectorError, load_images
 
     _write_images(tmp_path)
     x, paths = load_images(tmp_path, (16, 16, 3))
@@ -149,7 +151,7 @@ def test_load_images_modes_and_sources(tmp_path):
 
 
 def test_fashion_mnist_native_size_is_padded_not_resized():
-    from deep_representation_one_class.detector import fit_to_input
+    from deep_representation_one_class.serving.detector import fit_to_input
 
     x = np.full((2, 28, 28), 200, np.uint8)
     out = fit_to_input(x, (32, 32, 3), "fmnistood")
@@ -164,24 +166,34 @@ def _blobs(n=1000, d=6, seed=0):
     return np.random.default_rng(seed).normal(size=(n, d)) + 3.0
 
 
+def _fitted(x, names, seed=0, fraction=0.1):
+    split = classifiers_lib.split_rows(len(x), seed, fraction)
+    return classifiers_lib.fit({"pool": x}, names, split, on_error="raise")
+
+
 def test_holdout_split_is_a_seeded_partition():
-    fit, hold = thresholds.holdout_split(1000, seed=7)
+    split = classifiers_lib.split_rows(1000, seed=7)
+    fit, hold = split.fit_rows, split.holdout_rows
     assert len(hold) == 100 and len(fit) == 900
     assert not set(fit) & set(hold) and set(fit) | set(hold) == set(range(1000))
-    again = thresholds.holdout_split(1000, seed=7)
-    np.testing.assert_array_equal(again[1], hold)
-    assert not np.array_equal(thresholds.holdout_split(1000, seed=8)[1], hold)
-    assert thresholds.holdout_split(30, seed=0) is None  # 3 held-out rows: too few
+    np.testing.assert_array_equal(classifiers_lib.split_rows(1000, seed=7).holdout_rows, hold)
+    assert not np.array_equal(classifiers_lib.split_rows(1000, seed=8).holdout_rows, hold)
+    assert classifiers_lib.split_rows(30, seed=0).source == "in_sample"  # 3 held out: too few
 
 
 def test_thresholds_reproduce_the_stated_quantiles_on_their_data():
     x = _blobs()
-    result = thresholds.compute_thresholds({"pool": x}, ["kde", "gde", "ocsvm_rbf"], seed=3)
+    cset = _fitted(x, ["kde", "gde", "ocsvm_rbf"], seed=3)
+    labels = np.r_[np.zeros(5), np.ones(5)]
+    result = thresholds.run_thresholds(cset, {"pool": x}, labels, {})
     assert result["source"] == "cls_holdout" and result["num_cls"] == 1000
-    fit, hold = thresholds.holdout_split(1000, 3)
+    hold = cset.split.holdout_rows
     for name in ("kde", "gde", "kocsvm"):
         stored = result["quantiles"][f"pool.{name}"]
-        held = scorers.make_scorer(name).fit(x[fit]).score(x[hold])
+        # The held-out scores of the very fit the run saved (not a refit).
+        held = cset.scorers[f"pool.{name}"].score(x[hold])
+        ref = scorers.make_scorer(name).fit(x[cset.split.fit_rows]).score(x[hold])
+        np.testing.assert_allclose(held, ref, rtol=1e-9)
         assert stored["n"] == 100
         assert stored["max"] == pytest.approx(held.max())
         for level_name, level in thresholds.QUANTILES.items():
@@ -193,21 +205,17 @@ def test_thresholds_reproduce_the_stated_quantiles_on_their_data():
         assert q == sorted(q)
 
 
-def test_thresholds_in_sample_and_validation_sources():
+def test_thresholds_in_sample_source():
     x = _blobs(n=40)
-    small = thresholds.compute_thresholds({"pool": x}, ["gde"], seed=0)
+    cset = _fitted(x, ["gde"])
+    small = thresholds.run_thresholds(cset, {"pool": x}, np.r_[0, 1], {})
     assert small["source"] == "in_sample" and "in-sample" in small["note"]
     in_sample = scorers.make_scorer("gde").fit(x).score(x)
     assert small["quantiles"]["pool.gde"]["q50"] == pytest.approx(np.median(in_sample))
-    val = _blobs(n=50, seed=1)
-    valid = thresholds.compute_thresholds({"pool": x}, ["gde"], seed=0, heldout_feats={"pool": val})
-    assert valid["source"] == "validation_inliers"
-    ref = scorers.make_scorer("gde").fit(x).score(val)
-    assert valid["quantiles"]["pool.gde"]["q90"] == pytest.approx(np.quantile(ref, 0.9))
-    # Rotation scores have no feature-based quantiles and are skipped, not an error.
-    assert set(thresholds.compute_thresholds({"pool": x}, ["dscore", "kde"])["quantiles"]) == {
-        "pool.kde"
-    }
+    # --cls_holdout=0 is the reference's protocol: every row fit, thresholds in-sample.
+    assert _fitted(_blobs(), ["gde"], fraction=0.0).split.source == "in_sample"
+    # Rotation scores have no feature-based classifier and are skipped, not an error.
+    assert set(_fitted(x, ["dscore", "kde"]).scorers) == {"pool.kde"}
 
 
 def test_resolve_threshold_specs():
@@ -222,19 +230,21 @@ def test_resolve_threshold_specs():
         thresholds.resolve_threshold(table, "gde", "q95")
     with pytest.raises(thresholds.ThresholdError, match="finite"):
         thresholds.resolve_threshold(table, "kde", float("nan"))
-    with pytest.raises(thresholds.ThresholdError, match="svm"):
-        thresholds.compute_thresholds({"pool": _blobs(n=20)}, ["svm"])
+    with pytest.raises(classifiers_lib.ClassifierError, match="svm"):
+        _fitted(_blobs(n=20), ["svm"])
 
 
-def test_write_run_thresholds_report_and_detector_reuse(run_dir, arrays, det):
-    from deep_representation_one_class.detector import Detector
+def test_run_thresholds_report_and_detector_reuse(run_dir, arrays, det):
+    from deep_representation_one_class.serving.detector import Detector
 
-    result = thresholds.write_run_thresholds(run_dir, arrays, CLASSIFIERS, seed=0)
     with open(os.path.join(run_dir, thresholds.FILENAME)) as f:
         stored = json.load(f)
     assert set(stored["quantiles"]) == {f"{f}.{c}" for f in ("pool", "embed") for c in CLASSIFIERS}
-    for key, levels in result["quantiles"].items():
-        assert stored["quantiles"][key] == pytest.approx(levels)
+    # The quantiles are those of the saved classifiers on the saved hold-out rows.
+    cset = classifiers_lib.ClassifierSet.load(run_dir)
+    for key, scorer in cset.scorers.items():
+        held = scorer.score(arrays[f"cls_{key.split('.')[0]}"][cset.split.holdout_rows])
+        assert stored["quantiles"][key]["q95"] == pytest.approx(np.quantile(held, 0.95))
     report = stored["test_report"]
     assert report["evaluated_on"] == "test" and report["spec"] == "q95"
     y = arrays["test_y"]
@@ -243,7 +253,7 @@ def test_write_run_thresholds_report_and_detector_reuse(run_dir, arrays, det):
         assert stats["tp"] + stats["fn"] == int(y.sum())
         assert stats["fp"] + stats["tn"] == int((1 - y).sum())
         assert stats["threshold"] == pytest.approx(stored["quantiles"][key]["q95"])
-    # The detector's own (computed) thresholds are the ones written to the file.
+    # The detector's thresholds are the ones written to the file.
     assert det.thresholds["quantiles"]["pool.gde"] == pytest.approx(stored["quantiles"]["pool.gde"])
     again = Detector.load(run_dir, ["gde"])
     assert again.thresholds["test_report"]["spec"] == "q95"  # read from thresholds.json

@@ -9,34 +9,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deep_representation_one_class import explain
+from deep_representation_one_class.serving import explain, explain_run
 
 IDX = [0, 1, 16, 17]
 
 
 def _train_rotation_run(path) -> str:
-    from deep_representation_one_class import config, train_lib
+    from deep_representation_one_class import config
+    from deep_representation_one_class.training import runner
 
-    views = config.METHOD_DEFAULTS["rotation"]
-    cfg = config.validate(
-        config.Config(
-            method="rotation",
-            dataset="fake",
-            category="0",
-            net_type="resnet10",
-            net_width=0.0625,
-            head_dims=(16, 8),
-            latent_dim=4,
-            aug_list=views["aug_list"],
-            aug_list_for_test=views["aug_list_for_test"],
-            batch_size=8,
-            num_epoch=1,
-            strategy="default",
-            model_dir=str(path),
-            classifiers=("kde", "gde"),
-        )
+    cfg = config.build(
+        method="rotation",
+        dataset="fake",
+        category="0",
+        net_type="resnet10",
+        net_width=0.0625,
+        head_dims=(16, 8),
+        batch_size=8,
+        num_epoch=1,
+        strategy="default",
+        model_dir=str(path),
+        classifiers=("kde", "gde"),
     )
-    train_lib.run(cfg)
+    runner.run(cfg)
     return str(path)
 
 
@@ -53,10 +48,10 @@ def arrays(run_dir):
 
 @pytest.fixture(scope="module")
 def images(run_dir):
-    from deep_representation_one_class import train_lib
-    from deep_representation_one_class.detector import read_run_config
+    from deep_representation_one_class.serving.detector import read_run_config
+    from deep_representation_one_class.training import build
 
-    x = train_lib.load_data(read_run_config(run_dir)).test_x
+    x = build.load_data(read_run_config(run_dir)).test_x
     # Two inliers and two outliers of the fake test set (16 of each).
     return x[IDX].astype(np.float32) / 255.0
 
@@ -131,7 +126,7 @@ def test_dscore_needs_a_rotation_run(tmp_path):
     from deep_representation_one_class import config
     from deep_representation_one_class.utils import io
 
-    io.write_json(str(tmp_path / "config.json"), config.Config(dataset="fake").to_dict())
+    io.write_json(str(tmp_path / "config.json"), config.build(dataset="fake").to_dict())
     with pytest.raises(explain.ExplainError, match="rotation classifier"):
         explain.Explainer(str(tmp_path), "dscore")
 
@@ -148,7 +143,7 @@ def test_cli_on_files_writes_grids_and_tensorboard(run_dir, tmp_path, capsys):
     before = set(glob.glob(os.path.join(run_dir, "tb", "*")))
     out = tmp_path / "out"
     args = [f"--model_dir={run_dir}", "--k=2", f"--images={folder}", f"--out={out}"]
-    assert explain.main([*args, "--method=gradcam", "--classifier=kde"]) == 0
+    assert explain_run.main([*args, "--method=gradcam", "--classifier=kde"]) == 0
     names = sorted(os.listdir(out))
     assert names == [
         "kde_gradcam.png",
@@ -162,14 +157,14 @@ def test_cli_on_files_writes_grids_and_tensorboard(run_dir, tmp_path, capsys):
         assert img.size[0] == w and img.size[1] > 2 * h
     assert set(glob.glob(os.path.join(run_dir, "tb", "*"))) - before  # a new event file
     assert "wrote" in capsys.readouterr().out
-    assert explain.main([*args, "--classifier=svm"]) == 2
+    assert explain_run.main([*args, "--classifier=svm"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot explain classifier 'svm'") and len(err.splitlines()) == 1
 
 
 def test_cli_on_the_test_set_with_ig(run_dir, tmp_path):
     out = tmp_path / "ig"
-    rc = explain.main(
+    rc = explain_run.main(
         [f"--model_dir={run_dir}", "--k=2", "--classifier=dscore", "--steps=8", f"--out={out}"]
     )
     assert rc == 0

@@ -9,9 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import FAKE_RUN_CLASSIFIERS as CLASSIFIERS
 
-from deep_representation_one_class import export
+from deep_representation_one_class.serving import export
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +28,11 @@ def exported(run_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images_and_scores(run_dir):
-    from deep_representation_one_class import train_lib
-    from deep_representation_one_class.detector import Detector
+    from deep_representation_one_class.serving.detector import Detector
+    from deep_representation_one_class.training import build
 
     det = Detector.load(run_dir, CLASSIFIERS)
-    x = train_lib.load_data(det.config).test_x
+    x = build.load_data(det.config).test_x
     return x, det.score(x)
 
 
@@ -104,11 +105,11 @@ def test_tf_scorers_match_numpy_scorers():
     test = np.r_[rng.normal(size=(10, 5)) + 1.0, rng.normal(size=(10, 5)) * 3]
     for name in CLASSIFIERS:
         scorer = scorers.make_scorer(name).fit(train)
-        got = export.tf_scorer(name, scorer.state())(test.astype(np.float32)).numpy()
+        state = {k: tf.constant(np.asarray(v, np.float64)) for k, v in scorer.state().items()}
+        got = type(scorer).tf_score(state, test.astype(np.float32)).numpy()
         want = scorer.score(test.astype(np.float32))
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, err_msg=name)
-    with pytest.raises(export.ExportError, match="valid: kde"):
-        export.tf_scorer("nope", {})
+    assert set(CLASSIFIERS) <= set(export.exportable())
 
 
 def test_export_refuses_foreign_folders_and_unknown_classifiers(run_dir, tmp_path):
@@ -124,7 +125,11 @@ def test_export_refuses_foreign_folders_and_unknown_classifiers(run_dir, tmp_pat
 def test_export_cli_replaces_a_previous_export(run_dir, tmp_path, capsys):
     out = str(tmp_path / "cli_export")
     assert export.main([f"--model_dir={run_dir}", f"--out={out}", "--classifiers=gde"]) == 0
-    assert export.main([f"--model_dir={run_dir}", f"--out={out}", "--classifiers=kde"]) == 0
+    # An existing export is refused, then replaced with --overwrite.
+    assert export.main([f"--model_dir={run_dir}", f"--out={out}", "--classifiers=kde"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    args = [f"--model_dir={run_dir}", f"--out={out}", "--classifiers=kde", "--overwrite"]
+    assert export.main(args) == 0
     with open(os.path.join(out, export.EXPORT_INFO)) as f:
         assert json.load(f)["classifiers"] == ["kde"]
     assert sorted(os.listdir(tmp_path)) == ["cli_export"]  # no temporary folders left

@@ -28,13 +28,14 @@ import tensorflow as tf
 from conftest import mirrored
 
 from deep_representation_one_class import config as config_lib
-from deep_representation_one_class import distribute, pipeline, train_lib
+from deep_representation_one_class.datasets import pipeline
 from deep_representation_one_class.evaluation import features
+from deep_representation_one_class.training import build, distribute, loop
 
 
 def _two_cpus() -> None:
     if len(tf.config.list_logical_devices("CPU")) < 2:
-        pytest.skip("two logical CPU devices could not be configured")
+        conftest.require_two_replicas()
 
 
 def _mirrored(n: int) -> tf.distribute.Strategy:
@@ -55,7 +56,7 @@ def test_each_replica_gets_its_contiguous_rows():
     full = pipeline.make_train_dataset(images, _tagged_views, 8, 5, total_steps=2)
     full = [b[0].numpy().ravel() for b in full]
     strategy = _mirrored(2)
-    dist = train_lib.distributed_train_dataset(strategy, images, _tagged_views, 8, 5, 0, 2)
+    dist = loop.distributed_train_dataset(strategy, images, _tagged_views, 8, 5, 0, 2)
     for step, batch in enumerate(dist):
         views = [strategy.experimental_local_results(v) for v in batch]
         assert [r.shape[0] for r in views[0]] == [4, 4]
@@ -68,15 +69,15 @@ def test_each_replica_gets_its_contiguous_rows():
 def test_one_vs_two_replicas_through_the_real_data_path():
     _two_cpus()
     cfg = _cfg(aug_list="x,x")
-    data = train_lib.load_data(cfg)
-    view_fn, _, n_views, _ = train_lib.make_view_fns(cfg)
+    data = build.load_data(cfg)
+    view_fn, _, n_views, _ = build.make_views(cfg)
     runs = {}
     for n in (1, 2):
         strategy = _mirrored(n)
         tf.keras.utils.set_random_seed(0)
-        trainer = train_lib.Trainer(cfg, strategy, n_views, total_steps=10, spe=8)
+        trainer = loop.Trainer(cfg, strategy, n_views, build.StepPlan(8, 10, 2))
         init = trainer.model.get_weights()
-        it = iter(train_lib.distributed_train_dataset(strategy, data.train_x, view_fn, 8, 0))
+        it = iter(loop.distributed_train_dataset(strategy, data.train_x, view_fn, 8, 0))
         losses = [trainer.train_fn()(it, tf.constant(1, tf.int64))[0].numpy() for _ in range(2)]
         runs[n] = (np.array(losses), trainer.model.get_weights(), init)
     (l1, w1, i1), (l2, w2, i2) = runs[1], runs[2]
@@ -91,10 +92,10 @@ def test_one_vs_two_replicas_through_the_real_data_path():
 def test_feature_extraction_keeps_sample_order_with_two_replicas_and_four_views():
     _two_cpus()
     cfg = _cfg("rotation")
-    _, test_fn, _, n_test_views = train_lib.make_view_fns(cfg)
+    _, test_fn, _, n_test_views = build.make_views(cfg)
     assert n_test_views == 4
     with _mirrored(2).scope():
-        model = train_lib.make_model(cfg)
+        model = build.make_model(cfg)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(11, 32, 32, 3), dtype=np.uint8)
     got = features.extract(model, images, test_fn, batch_size=4, with_logits=True)

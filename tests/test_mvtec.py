@@ -13,14 +13,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import deep_representation_one_class.mvtec  # noqa: F401  (registers the "mvtec" dataset)
 from deep_representation_one_class import config as config_lib
-from deep_representation_one_class import datasets, train_lib
+from deep_representation_one_class import datasets
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.datasets import mvtec as mvtec_data
 from deep_representation_one_class.evaluation import scorers as scorers_lib
-from deep_representation_one_class.mvtec import evaluate as ev
-from deep_representation_one_class.mvtec import patches, visualize
+from deep_representation_one_class.reports import maps as visualize
+from deep_representation_one_class.tasks import patch_eval as ev
+from deep_representation_one_class.tasks import patch_grid as patches
+from deep_representation_one_class.training import runner
 
 SIZE = 64
 
@@ -101,7 +102,7 @@ def test_loader_layout_order_and_masks(mvtec_root):
         "stain"
     ] * 4
     assert data.test_y.tolist() == [0] * 6 + [1] * 8
-    masks = mvtec_data.masks_for(data, str(mvtec_root), (SIZE, SIZE))
+    masks = data.test_masks
     assert masks.shape == (14, SIZE, SIZE) and masks.dtype == np.uint8
     assert set(np.unique(masks)) == {0, 1}
     assert not masks[:6].any() and all(m.any() for m in masks[6:])
@@ -112,21 +113,27 @@ def test_loader_layout_order_and_masks(mvtec_root):
         assert not np.all(img[mask == 0] == colour, axis=-1).any()
 
 
-def test_masks_cache_and_rebuild_agree(mvtec_root):
+def test_masks_travel_with_the_data_and_match_the_mask_files(mvtec_root, tmp_path):
     data = _load(mvtec_root)
-    cached = mvtec_data.masks_for(data, str(mvtec_root), (SIZE, SIZE))
-    mvtec_data._MASKS.clear()
-    rebuilt = mvtec_data.masks_for(data, str(mvtec_root), (SIZE, SIZE))
-    np.testing.assert_array_equal(cached, rebuilt)
-    loaded = mvtec_data.load_masks(str(mvtec_root), "Tile", (SIZE, SIZE), cache_dir="")
-    np.testing.assert_array_equal(loaded, cached)
+    from_files = mvtec_data.masks_for_paths(data.test_paths, (SIZE, SIZE))
+    np.testing.assert_array_equal(data.test_masks, from_files)
+    cached = datasets.load_one_class(
+        "mvtec", root=str(mvtec_root), category="tile", input_shape=(SIZE, SIZE, 3),
+        cache_dir=str(tmp_path),
+    )  # fmt: skip
+    again = datasets.load_one_class(
+        "mvtec", root=str(mvtec_root), category="tile", input_shape=(SIZE, SIZE, 3),
+        cache_dir=str(tmp_path),
+    )  # fmt: skip
+    np.testing.assert_array_equal(cached.test_masks, from_files)
+    np.testing.assert_array_equal(again.test_masks, from_files)
 
 
 def test_loader_resizes_images_and_masks_nearest(mvtec_root):
     data = datasets.load_one_class(
         "mvtec", root=str(mvtec_root), category="tile", input_shape=(32, 32, 3), cache_dir=""
     )
-    masks = mvtec_data.masks_for(data, str(mvtec_root), (32, 32))
+    masks = data.test_masks
     assert data.test_x.shape == (14, 32, 32, 3) and masks.shape == (14, 32, 32)
     assert set(np.unique(masks)) == {0, 1}
 
@@ -208,7 +215,7 @@ def _coordinate_image(size: int = 40) -> np.ndarray:
 
 
 def test_patch_view_fn_one_window_shared_by_all_views():
-    cfg = config_lib.Config(patch_size=16)
+    cfg = config_lib.build(dataset="mvtec", category="tile", patch_size=16)
     views = grammar.parse("x,+")  # two un-augmented copies of the same window
     fn = patches.patch_view_fn(views, cfg)
     img = tf.constant(_coordinate_image())
@@ -228,7 +235,7 @@ def test_patch_view_fn_one_window_shared_by_all_views():
 
 
 def test_patch_view_fn_augments_each_view_and_runs_in_tf_data():
-    cfg = config_lib.Config(patch_size=16)
+    cfg = config_lib.build(dataset="mvtec", category="tile", patch_size=16)
     fn = patches.patch_view_fn(grammar.parse("cnr0.5+hflip+gray0.5,+"), cfg)
     ds = tf.data.Dataset.from_tensors(_coordinate_image()).repeat(4)
     ds = ds.enumerate().map(lambda i, im: fn(im, tf.stack([tf.cast(i, tf.int32), 1])))
@@ -343,31 +350,29 @@ def _tb_tags(tb_dir: str) -> set[str]:
 
 
 def test_train_and_localise_synthetic_defects(mvtec_root, tmp_path):
-    cfg = config_lib.validate(
-        config_lib.Config(
-            method="contrastive",
-            dataset="mvtec",
-            category="tile",
-            root=str(mvtec_root),
-            input_shape=(SIZE, SIZE, 3),
-            cache_dir="",
-            net_type="resnet10",
-            net_width=0.0625,
-            head_dims=(16, 8),
-            batch_size=16,
-            num_epoch=1,
-            num_batch=3,
-            strategy="default",
-            model_dir=str(tmp_path / "run"),
-            classifiers=("gde", "kde", "auc", "locsvm"),
-            patch_size=16,
-            patch_stride=4,
-            patch_bank=1500,
-            smooth_sigma=2.0,
-            eval_batch_size=512,
-        )
+    cfg = config_lib.build(
+        method="contrastive",
+        dataset="mvtec",
+        category="tile",
+        root=str(mvtec_root),
+        input_shape=(SIZE, SIZE, 3),
+        cache_dir="",
+        net_type="resnet10",
+        net_width=0.0625,
+        head_dims=(16, 8),
+        batch_size=16,
+        num_epoch=1,
+        num_batch=3,
+        strategy="default",
+        model_dir=str(tmp_path / "run"),
+        classifiers=("gde", "kde", "auc", "locsvm"),
+        patch_size=16,
+        patch_stride=4,
+        patch_bank=1500,
+        smooth_sigma=2.0,
+        eval_batch_size=512,
     )
-    result = train_lib.run(cfg)
+    result = runner.run(cfg)
     assert result.status == "complete"
     run_dir = Path(cfg.model_dir)
     metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
@@ -401,29 +406,27 @@ def test_real_bottle_short_run(shared_data, tmp_path):
     root = shared_data / "mvtec_ad"
     if not (root / "bottle" / "train" / "good").is_dir():
         pytest.skip(f"MVTec AD bottle is absent under {root}")
-    cfg = config_lib.validate(
-        config_lib.Config(
-            method="contrastive",
-            dataset="mvtec",
-            category="bottle",
-            root=str(root),
-            input_shape=(256, 256, 3),
-            cache_dir=str(tmp_path / "cache"),
-            net_type="resnet18",
-            net_width=0.25,
-            head_dims=(512, 512, 128),
-            batch_size=32,
-            learning_rate=0.01,
-            num_epoch=1,
-            num_batch=200,
-            strategy="default",
-            model_dir=str(tmp_path / "run"),
-            classifiers=("gde", "kde", "auc"),
-            patch_stride=16,
-            patch_bank=2000,
-        )
+    cfg = config_lib.build(
+        method="contrastive",
+        dataset="mvtec",
+        category="bottle",
+        root=str(root),
+        input_shape=(256, 256, 3),
+        cache_dir=str(tmp_path / "cache"),
+        net_type="resnet18",
+        net_width=0.25,
+        head_dims=(512, 512, 128),
+        batch_size=32,
+        learning_rate=0.01,
+        num_epoch=1,
+        num_batch=200,
+        strategy="default",
+        model_dir=str(tmp_path / "run"),
+        classifiers=("gde", "kde", "auc"),
+        patch_stride=16,
+        patch_bank=2000,
     )
-    result = train_lib.run(cfg)
+    result = runner.run(cfg)
     m = result.metrics
     assert len(list((tmp_path / "run" / "maps").glob("*.png"))) == 83
     # Even briefly trained patch features detect and localise bottle defects well above chance.
@@ -452,7 +455,7 @@ def _fake_summary(folder: Path, method: str, category: str, seed: int, image: fl
 
 
 def test_report_table_means_over_seeds_and_categories(tmp_path):
-    from deep_representation_one_class.mvtec import report
+    from deep_representation_one_class.reports import mvtec_table as report
 
     runs = tmp_path / "runs"
     _fake_summary(runs / "a" / "s0", "contrastive", "bottle", 0, 90.0, pixel_auroc=80.0, pro=60.0)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from deep_representation_one_class.evaluation import localization as M
 from deep_representation_one_class.evaluation.scorers import EvaluationInputError
-from deep_representation_one_class.mvtec import metrics as M
 
 # ----------------------------------------------------------------------------- references
 

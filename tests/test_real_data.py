@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from deep_representation_one_class import config as config_lib
-from deep_representation_one_class import datasets, train_lib
+from deep_representation_one_class import datasets
+from deep_representation_one_class.training import runner
 
 pytestmark = pytest.mark.slow
 
@@ -86,21 +87,19 @@ def test_short_training_run_on_real_cifar(cifar_routes, tmp_path, route):
         kw = dict(dataset="folder", root=str(root), category="airplane", cache_dir=cache)
     else:
         kw = dict(dataset="cifar10ood", root=os.path.dirname(pickles), category="0")
-    cfg = config_lib.validate(
-        config_lib.Config(
-            **kw,
-            net_type="resnet10",
-            net_width=0.125,
-            head_dims=(64, 32),
-            batch_size=32,
-            num_epoch=1,
-            num_batch=10,
-            strategy="default",
-            model_dir=str(tmp_path / "run"),
-            classifiers=("kde", "gde"),
-        )
+    cfg = config_lib.build(
+        **kw,
+        net_type="resnet10",
+        net_width=0.125,
+        head_dims=(64, 32),
+        batch_size=32,
+        num_epoch=1,
+        num_batch=10,
+        strategy="default",
+        model_dir=str(tmp_path / "run"),
+        classifiers=("kde", "gde"),
     )
-    result = train_lib.run(cfg)
+    result = runner.run(cfg)
     assert result.status == "complete" and result.global_step == 10
     for key, value in result.metrics.items():
         assert 40.0 <= value <= 100.0, key  # a barely trained net is far from chance on CIFAR

@@ -15,13 +15,11 @@ import tensorflow as tf
 from conftest import mirrored
 
 from deep_representation_one_class import config as config_lib
-from deep_representation_one_class import train_lib
+from deep_representation_one_class.training import build, loop
 
 
 def _cfg(method: str, **kw) -> config_lib.Config:
-    return conftest.tiny_config(
-        method, validate=False, **{"sync_bn": True, "weight_decay": 1e-3, **kw}
-    )
+    return conftest.tiny_config(method, **{"sync_bn": True, "weight_decay": 1e-3, **kw})
 
 
 def _strategy(n: int) -> tf.distribute.Strategy:
@@ -31,7 +29,7 @@ def _strategy(n: int) -> tf.distribute.Strategy:
 def _step(cfg, n_replicas, views, init_weights=None):
     strategy = _strategy(n_replicas)
     n_views = len(views)
-    trainer = train_lib.Trainer(cfg, strategy, n_views, total_steps=10, spe=10)
+    trainer = loop.Trainer(cfg, strategy, n_views, build.StepPlan(10, 10, 1))
     if init_weights is not None:
         trainer.model.set_weights(init_weights)
     ds = tf.data.Dataset.from_tensors(tuple(tf.constant(v) for v in views)).repeat()
@@ -45,14 +43,13 @@ def _step(cfg, n_replicas, views, init_weights=None):
     "method,kw", [("contrastive", {}), ("contrastive", {"symmetric_loss": True}), ("rotation", {})]
 )
 def test_one_vs_two_replicas(method, kw):
-    if len(tf.config.list_logical_devices("CPU")) < 2:
-        pytest.skip("two logical CPU devices could not be configured")
+    conftest.require_two_replicas()
     cfg = _cfg(method, **kw)
-    n_views = config_lib.num_views(cfg.aug_list)
+    n_views = build.make_views(cfg).num_train
     rng = np.random.default_rng(0)
     views = [rng.uniform(size=(8, 16, 16, 3)).astype(np.float32) for _ in range(n_views)]
     tf.keras.utils.set_random_seed(0)
-    init = train_lib.Trainer(cfg, _strategy(1), n_views, 10, 10).model.get_weights()
+    init = loop.Trainer(cfg, _strategy(1), n_views, build.StepPlan(10, 10, 1)).model.get_weights()
     stats1, w1 = _step(cfg, 1, views, init_weights=init)
     stats2, w2 = _step(cfg, 2, views, init_weights=init)
     np.testing.assert_allclose(stats1[:3], stats2[:3], rtol=2e-4, atol=1e-6)  # loss, xe, l2

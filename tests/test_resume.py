@@ -19,7 +19,9 @@ import pytest
 import tensorflow as tf
 
 from deep_representation_one_class import config as config_lib
-from deep_representation_one_class import pipeline, train_lib
+from deep_representation_one_class.datasets import pipeline
+from deep_representation_one_class.errors import NonFiniteLossError, RunError
+from deep_representation_one_class.training import build, run_dir, runner
 from deep_representation_one_class.utils import io
 
 
@@ -138,22 +140,26 @@ def _eval_only_config(tmp_path, **kw) -> config_lib.Config:
 
 def test_finished_run_is_never_overwritten_and_force_init_restarts(tmp_path):
     cfg = _eval_only_config(tmp_path)
-    assert train_lib.run(cfg).status == "complete"
+    assert runner.run(cfg).status == "complete"
     summary = os.path.join(cfg.model_dir, "summary.json")
     with open(summary, "rb") as f:
         before = f.read()
     stamp = os.stat(summary).st_mtime_ns
-    again = train_lib.run(cfg)
+    again = runner.run(cfg)
     assert again.status == "already_complete"
     with open(summary, "rb") as f:
         assert f.read() == before
     assert os.stat(summary).st_mtime_ns == stamp
-    # --force_init on a marked run folder wipes it (a stray file disappears) and reruns.
-    stray = os.path.join(cfg.model_dir, "stray.txt")
-    with open(stray, "w") as f:
+    # --force_init on a marked run folder deletes what the run wrote and reruns; a file the
+    # user put there stays.
+    notes = os.path.join(cfg.model_dir, "NOTES.txt")
+    with open(notes, "w") as f:
         f.write("x")
-    assert train_lib.run(cfg.replace(force_init=True)).status == "complete"
-    assert not os.path.exists(stray)
+    assert runner.run(cfg.replace(force_init=True)).status == "complete"
+    with open(notes) as f:
+        assert f.read() == "x"
+    with open(summary, "rb") as f:
+        assert f.read() != before  # rewritten (its timings differ)
     assert os.path.exists(os.path.join(cfg.model_dir, io.RUN_MARKER))
 
 
@@ -162,8 +168,8 @@ def test_force_init_refuses_a_folder_without_the_marker(tmp_path):
     folder.mkdir()
     (folder / "thesis.tex").write_text("do not delete")
     cfg = _eval_only_config(tmp_path, model_dir=str(folder), force_init=True)
-    with pytest.raises(train_lib.RunError, match="not a run folder"):
-        train_lib.run(cfg)
+    with pytest.raises(RunError, match="not a run folder"):
+        runner.run(cfg)
     assert (folder / "thesis.tex").read_text() == "do not delete"
     assert sorted(os.listdir(folder)) == ["thesis.tex"]
 
@@ -189,12 +195,12 @@ def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):
 
 def test_nonfinite_weights_are_never_checkpointed(tmp_path):
     cfg = _eval_only_config(tmp_path, num_epoch=1)
-    model = train_lib.make_model(cfg)
+    model = build.make_model(cfg)
     ckpt = tf.train.Checkpoint(model=model)
-    saver = train_lib._Checkpoints(ckpt, model, str(tmp_path), chief=True)
+    saver = run_dir.Checkpoints(ckpt, model, str(tmp_path), chief=True)
     assert saver.save(1).endswith("ckpt-1")
     assert saver.save(1).endswith("ckpt-1")  # same step: not written twice
     model.weights[0].assign(np.full(model.weights[0].shape, np.inf, np.float32))
-    with pytest.raises(train_lib.NonFiniteLossError, match=r"NaN/Inf by step 2.*ckpt-1"):
+    with pytest.raises(NonFiniteLossError, match=r"NaN/Inf by step 2.*ckpt-1"):
         saver.save(2)
     assert rel.latest_step(str(tmp_path)) == 1

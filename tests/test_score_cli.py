@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deep_representation_one_class import score
+from deep_representation_one_class.serving import score
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _read_csv(path):
 
 
 def test_cli_writes_the_expected_csv(run_dir, image_dir, tmp_path, capsys):
-    from deep_representation_one_class.detector import Detector
+    from deep_representation_one_class.serving.detector import Detector
 
     out = tmp_path / "scores.csv"
     rc = score.main(

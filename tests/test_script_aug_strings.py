@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from deep_representation_one_class import config as config_lib
 from deep_representation_one_class.augment import grammar
+from deep_representation_one_class.methods import METHODS
 
 SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
 _FLAG = re.compile(r"--aug_list(?:_for_test)?[= ]([\"']?)([^\"'\s);]+)\1")
@@ -36,9 +36,9 @@ def test_script_string_parses(source, text):
     assert grammar.parse(grammar.format_views(views)) == views
 
 
-@pytest.mark.parametrize("method", sorted(config_lib.METHOD_DEFAULTS))
+@pytest.mark.parametrize("method", METHODS.names())
 def test_method_default_strings(method):
-    d = config_lib.METHOD_DEFAULTS[method]
+    d = METHODS.get(method).defaults
     views = grammar.parse(d["aug_list"])
     if d["latent_dim"]:
         assert len(views) == d["latent_dim"]
@@ -47,7 +47,7 @@ def test_method_default_strings(method):
 
 
 def test_paper_rotation_string_golden():
-    views = grammar.parse(config_lib.PAPER_AUG + config_lib.ROTATIONS)
+    views = grammar.parse(grammar.PAPER_AUG + grammar.ROTATIONS)
     assert [op.name for op in views[0].ops] == ["cnr", "hflip", "jitter", "gray", "blur"]
     assert [op.name for op in views[3].ops][-1] == "rotate270"
     assert dict(views[0].ops[2].params) == {

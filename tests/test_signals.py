@@ -17,8 +17,10 @@ import conftest
 import numpy as np
 import tensorflow as tf
 
-from deep_representation_one_class import cli, pipeline, train_lib
+from deep_representation_one_class import cli
 from deep_representation_one_class import config as config_lib
+from deep_representation_one_class.datasets import pipeline
+from deep_representation_one_class.training import runner
 
 RUN = ["--num_epoch=4", "--ckpt_steps=2", "--ckpt_epoch=0"]  # 32 steps
 
@@ -88,7 +90,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(pipeline, "make_train_dataset", poisoned)
     cfg = _tiny(tmp_path)
-    code = cli.guard(lambda: train_lib.run(cfg))
+    code = cli.guard(lambda: runner.run(cfg))
     err = capsys.readouterr().err
     lines = rel.error_lines(err)
     assert code == cli.EXIT_USAGE

@@ -1,6 +1,7 @@
 """Image augmentation: stateless ops registered in ``AUG_OPS`` and the DROC string grammar.
 
-Importing this package registers every op. ``parse`` turns an ``--aug_list`` string into
+Importing this package registers every op (geometric in ``ops``, colour and blur in
+``photometric``). ``parse`` turns an ``--aug_list`` string into
 ``ViewSpec`` data and ``build_view_fn`` turns those into ``fn(image, seed) -> views``.
 """
 
@@ -20,10 +21,14 @@ from deep_representation_one_class.augment.ops import (
     AugmentError,
     Op,
     OpFactory,
+    sample_crop_side,
+)
+
+# Registers the photometric ops (jitter, gray, blur) in AUG_OPS.
+from deep_representation_one_class.augment.photometric import (  # isort: skip
     blur_radius,
     gaussian_blur,
     gaussian_kernel1d,
-    sample_crop_side,
 )
 
 __all__ = [

@@ -23,6 +23,8 @@ import tensorflow as tf
 from deep_representation_one_class.augment.ops import AUG_OPS, AugmentError, Op, factory_params
 
 __all__ = [
+    "PAPER_AUG",
+    "ROTATIONS",
     "AugmentError",
     "OpSpec",
     "ViewSpec",
@@ -32,6 +34,11 @@ __all__ = [
     "valid_tokens",
     "view_names",
 ]
+
+# The reference scripts' augmentation (spec §2): crop, flip, colour jitter, grey, blur.
+PAPER_AUG = "cnr0.5+hflip+jitter_b0.4_c0.4_s0.4_h0.4+gray0.2+blur0.5"
+# Views 1-3 of rotation prediction: view 0 rotated by 90, 180 and 270 degrees.
+ROTATIONS = ",+rotate90,+rotate180,+rotate270"
 
 # The reset token: "x" replaces the chain built so far with the test-mode base op, i.e. a resize.
 _RESET = "x"

@@ -25,14 +25,16 @@ from deep_representation_one_class.datasets.base import (
     OneClassData,
     SourceArrays,
     SplitIndices,
-    cached_arrays,
-    default_cache_dir,
-    fingerprint,
     load_one_class,
     one_class_indices,
     register_dataset,
     validate_category,
     validate_input_shape,
+)
+from deep_representation_one_class.datasets.cache import (
+    cached_arrays,
+    default_cache_dir,
+    fingerprint,
 )
 from deep_representation_one_class.datasets.distaug import (
     distaug_factor,

@@ -1,4 +1,4 @@
-"""Dataset registry, the one-class split protocol and the on-disk cache of decoded images.
+"""Dataset registry and the one-class split protocol (the decoded-image cache is in ``cache.py``).
 
 A dataset module registers a :class:`DatasetSpec` whose ``loader`` returns the full labelled
 train and test arrays (:class:`SourceArrays`). :func:`load_one_class` then applies the
@@ -13,17 +13,13 @@ the validation split; here the global RNG state is never touched.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import os
 import re
-import tempfile
-import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -35,9 +31,6 @@ __all__ = [
     "OneClassData",
     "SourceArrays",
     "SplitIndices",
-    "cached_arrays",
-    "default_cache_dir",
-    "fingerprint",
     "load_one_class",
     "one_class_indices",
     "register_dataset",
@@ -49,11 +42,9 @@ __all__ = [
 # subsample are independent draws even for the same seed.
 _STREAM_VALIDATION = 1
 _STREAM_CLS_CAP = 2
-# Bump when the cached arrays change meaning (preprocessing, keys), to invalidate old caches.
-CACHE_VERSION = 1
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad data location, layout or option; the message says what was expected where."""
 
 
@@ -74,6 +65,8 @@ class OneClassData:
         analysis; index into ``class_names``.
       class_names: the names of the original classes.
       test_paths: the source file of each test image for folder datasets, else None.
+      test_masks: [T, H, W] uint8 in {0, 1} pixel-level ground truth (1 = defect) for datasets
+        with masks (MVTec AD layout), else None.
     """
 
     name: str
@@ -85,6 +78,7 @@ class OneClassData:
     test_class: np.ndarray
     class_names: tuple[str, ...]
     test_paths: tuple[str, ...] | None = None
+    test_masks: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +88,7 @@ class SourceArrays:
     ``train_y``/``test_y`` are original class ids (int64, index into ``class_names``) and
     ``inlier`` is the id of the requested category. A loader may omit the training images of
     the other classes when ``need_outliers`` is False (they only serve the validation mode).
+    ``test_masks`` ([T, H, W] uint8 {0, 1}) are pixel-level ground truth where the data has it.
     """
 
     train_x: np.ndarray
@@ -105,6 +100,7 @@ class SourceArrays:
     category: str
     test_paths: tuple[str, ...] | None = None
     train_paths: tuple[str, ...] | None = None
+    test_masks: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +115,10 @@ class DatasetSpec:
       loader: ``loader(root, *, category, input_shape, need_outliers, cache_dir, skip_corrupt,
         seed) -> SourceArrays``; ``category`` is already canonical.
       description: one line for help texts.
+      task: the registered task that trains and evaluates on it (``image`` or ``patches``).
+      defaults: quick defaults of ``Config`` fields (or task options) for this dataset; they
+        override the method's defaults and are overridden by the user's flags.
+      label: the column label in result tables (the paper's name), '' for the key itself.
     """
 
     name: str
@@ -126,6 +126,9 @@ class DatasetSpec:
     default_input_shape: tuple[int, int, int]
     loader: Callable[..., SourceArrays]
     description: str
+    task: str = "image"
+    defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    label: str = ""
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -389,6 +392,9 @@ def load_one_class(
         test_x, test_class = src.test_x[split.test], src.test_y[split.test]
         paths = src.test_paths
     test_paths = tuple(paths[i] for i in split.test) if paths is not None else None
+    masks = None
+    if src.test_masks is not None and not split.test_from_train:
+        masks = np.ascontiguousarray(src.test_masks[split.test])
     return OneClassData(
         name=spec.name,
         category=src.category,
@@ -399,97 +405,5 @@ def load_one_class(
         test_class=np.asarray(test_class, dtype=np.int64).reshape(-1),
         class_names=tuple(src.class_names),
         test_paths=test_paths,
+        test_masks=masks,
     )
-
-
-# --------------------------------------------------------------------------- cache helpers
-
-
-def default_cache_dir() -> Path:
-    """``$DROC_CACHE_DIR`` if set, else ``~/.cache/deep_representation_one_class``."""
-    env = os.environ.get("DROC_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "deep_representation_one_class"
-
-
-def fingerprint(paths: Iterable[str | os.PathLike], *extra: object) -> str:
-    """A hex digest of the files' paths, sizes and mtimes plus ``extra`` (e.g. input_shape).
-
-    Cheap (one ``stat`` per file, no reading), and any added, removed, resized or rewritten
-    file changes it.
-    """
-    h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
-    for item in extra:
-        h.update(repr(item).encode())
-    for p in sorted(str(p) for p in paths):
-        st = os.stat(p)
-        h.update(f"\n{os.path.abspath(p)}\t{st.st_size}\t{st.st_mtime_ns}".encode())
-    return h.hexdigest()
-
-
-def cached_arrays(
-    cache_dir: str | os.PathLike | None,
-    stem: str,
-    key: str,
-    build: Callable[[], dict[str, np.ndarray]],
-) -> dict[str, np.ndarray]:
-    """Returns ``build()``'s arrays, reusing ``<cache_dir>/<stem>-<key[:24]>.npz`` if present.
-
-    The file is written to a temporary name and renamed with ``os.replace``, so an interrupted
-    run never leaves a truncated cache behind. An unreadable cache entry is rebuilt; an
-    unwritable cache directory only costs a warning. Arrays must not be object arrays (the
-    file is read with ``allow_pickle=False``).
-
-    Args:
-      cache_dir: the cache folder; None = :func:`default_cache_dir`; '' = no caching.
-      stem: a readable file-name prefix, e.g. 'folder-airplane-32x32x3'.
-      key: the digest identifying the source and the preprocessing (see :func:`fingerprint`).
-      build: computes the arrays on a miss.
-    """
-    if cache_dir is not None and str(cache_dir) == "":
-        return build()
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    safe_stem = re.sub(r"[^0-9A-Za-z_.-]+", "_", stem)
-    path = folder / f"{safe_stem}-{key[:24]}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            logger.warning("Ignoring unreadable cache file %s (%s); rebuilding it.", path, e)
-    arrays = build()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{safe_stem}-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        logger.info("Cached decoded images in %s", path)
-    except OSError as e:
-        logger.warning("Could not write the cache file %s (%s); continuing without it.", path, e)
-    return arrays
-
-
-def tfds_batches(name: str, data_dir: str | os.PathLike, split: str, batch_size: int = 1024):
-    """Yields numpy batches (dicts) of an already prepared TFDS dataset; never downloads.
-
-    tensorflow_datasets is imported here, lazily, so that the other loaders do not pay for it.
-
-    Raises:
-      DataError: the dataset is not prepared under ``data_dir``.
-    """
-    import tensorflow_datasets as tfds  # heavy import, only on this path
-
-    try:
-        ds = tfds.load(name, split=split, data_dir=str(data_dir), download=False)
-    except Exception as e:  # tfds raises several unrelated types for "not prepared".
-        raise DataError(
-            f"TFDS dataset '{name}' (split '{split}') is not prepared in {data_dir}: "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
-    yield from tfds.as_numpy(ds.batch(batch_size))

@@ -16,9 +16,9 @@ mode works too (outliers are training faces with the attribute).
 
 from __future__ import annotations
 
+import io as _io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -30,11 +30,14 @@ from deep_representation_one_class.datasets.base import (
     DataError,
     DatasetSpec,
     SourceArrays,
+    register_dataset,
+)
+from deep_representation_one_class.datasets.cache import (
     cached_arrays,
     fingerprint,
-    register_dataset,
     tfds_batches,
 )
+from deep_representation_one_class.utils import io
 
 # The 40 attributes in the column order of list_attr_celeba.txt (and of TFDS celeb_a).
 ATTRIBUTES = (
@@ -281,27 +284,13 @@ def prepare_npy(root: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = _io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    io.write_bytes(str(path), buf.getvalue())
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    io.write_bytes(str(path), data)
 
 
 register_dataset(

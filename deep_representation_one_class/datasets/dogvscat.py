@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -25,10 +24,13 @@ from deep_representation_one_class.datasets.base import (
     DataError,
     DatasetSpec,
     SourceArrays,
-    cached_arrays,
-    fingerprint,
     register_dataset,
 )
+from deep_representation_one_class.datasets.cache import (
+    cached_arrays,
+    fingerprint,
+)
+from deep_representation_one_class.utils import io
 
 CLASS_NAMES = ("cat", "dog")
 NATIVE_SHAPE = (64, 64, 3)
@@ -194,15 +196,7 @@ def prepare_npz(source: str | os.PathLike, out_path: str | os.PathLike) -> Path:
             raise DataError(f"{path} is already a prepared npz; pass the zip or the folder")
     arrays = decode_source(kind, path, NATIVE_SHAPE)
     out = Path(out_path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    io.write_npz(str(out), **arrays)
     return out
 
 

@@ -22,6 +22,8 @@ from deep_representation_one_class.datasets.base import (
     DatasetSpec,
     SourceArrays,
     register_dataset,
+)
+from deep_representation_one_class.datasets.cache import (
     tfds_batches,
 )
 

@@ -23,9 +23,11 @@ from deep_representation_one_class.datasets.base import (
     DataError,
     DatasetSpec,
     SourceArrays,
+    register_dataset,
+)
+from deep_representation_one_class.datasets.cache import (
     cached_arrays,
     fingerprint,
-    register_dataset,
 )
 
 logger = logging.getLogger(__name__)

@@ -11,12 +11,10 @@ Images are resized bilinearly to ``input_shape`` (default 256x256x3; the graysca
 are tiled to 3 channels) and masks nearest-neighbour to the same height and width, then binarised
 (> 127). Good test images have no mask: theirs is all zeros. The test order is the sorted class
 folders (``good`` first, then the defect types alphabetically) and the sorted files inside each.
-``OneClassData`` has no mask field, so the masks are kept in a module-level cache filled by the
-loader and read back with :func:`masks_for`, which checks the alignment by the test file paths
-(and rebuilds the masks from those paths on a miss). Decoded arrays are cached on disk like the
-other image loaders. The MVTec AD data are licensed CC BY-NC-SA 4.0 (c) MVTec Software GmbH;
-cite Bergmann et al., "MVTec AD: A Comprehensive Real-World Dataset for Unsupervised Anomaly
-Detection", CVPR 2019.
+The masks travel with the data (``OneClassData.test_masks``, aligned with ``test_x``). Decoded
+arrays are cached on disk like the other image loaders. The MVTec AD data are licensed
+CC BY-NC-SA 4.0 (c) MVTec Software GmbH; cite Bergmann et al., "MVTec AD: A Comprehensive
+Real-World Dataset for Unsupervised Anomaly Detection", CVPR 2019.
 """
 
 from __future__ import annotations
@@ -31,12 +29,12 @@ from deep_representation_one_class.datasets import images
 from deep_representation_one_class.datasets.base import (
     DataError,
     DatasetSpec,
-    OneClassData,
     SourceArrays,
+    register_dataset,
+)
+from deep_representation_one_class.datasets.cache import (
     cached_arrays,
     fingerprint,
-    register_dataset,
-    validate_category,
 )
 from deep_representation_one_class.datasets.folder import list_images
 
@@ -45,9 +43,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CATEGORIES",
     "GOOD",
-    "load_masks",
     "mask_path",
-    "masks_for",
     "masks_for_paths",
 ]
 
@@ -71,9 +67,6 @@ CATEGORIES = (
 )
 GOOD = "good"
 DEFAULT_SHAPE = (256, 256, 3)
-
-# (resolved category folder, category, (H, W)) -> (test paths, [T, H, W] uint8 masks).
-_MASKS: dict[tuple[str, str, tuple[int, int]], tuple[tuple[str, ...], np.ndarray]] = {}
 
 
 def mask_path(test_image: str | Path) -> Path | None:
@@ -253,7 +246,6 @@ def _load(
             "test/<defect> folder"
         )
     test_paths = tuple(str(p) for p in arrays["test_paths"])
-    _MASKS[(str(base.resolve()), category, shape[:2])] = (test_paths, arrays["test_masks"])
     return SourceArrays(
         train_x=arrays["train_x"],
         train_y=np.zeros(len(arrays["train_x"]), np.int64),
@@ -264,52 +256,8 @@ def _load(
         category=category,
         test_paths=test_paths,
         train_paths=tuple(str(p) for p in arrays["train_paths"]),
+        test_masks=arrays["test_masks"],
     )
-
-
-def masks_for(data: OneClassData, root: str | None, size: Sequence[int]) -> np.ndarray:
-    """The ground-truth masks of ``data.test_x``, in the same order.
-
-    Reads the loader's in-memory cache when it holds exactly ``data.test_paths``; otherwise
-    decodes the mask files named by those paths (so the alignment never depends on the cache).
-
-    Args:
-      data: an ``mvtec`` task from ``load_one_class``.
-      root: the dataset root the task was loaded from.
-      size: (H, W) of the test images.
-
-    Returns:
-      [T, H, W] uint8 in {0, 1}, T = len(data.test_x).
-
-    Raises:
-      DataError: ``data`` carries no test paths, or a mask file is missing.
-    """
-    if data.test_paths is None or len(data.test_paths) != len(data.test_x):
-        raise DataError(
-            "MVTec masks are located through OneClassData.test_paths, which this task lacks; "
-            "load it with load_one_class('mvtec', ...)"
-        )
-    h, w = int(size[0]), int(size[1])
-    if root is not None:
-        key = (str((Path(root).expanduser() / data.category).resolve()), data.category, (h, w))
-        hit = _MASKS.get(key)
-        if hit is not None and hit[0] == tuple(data.test_paths):
-            return hit[1]
-    return masks_for_paths(data.test_paths, (h, w))
-
-
-def load_masks(
-    root: str, category: str, size: Sequence[int] = DEFAULT_SHAPE[:2], cache_dir=None
-) -> np.ndarray:
-    """[T, H, W] uint8 {0, 1} masks of one category, aligned with its ``test_x``.
-
-    Loads (or reads from the caches) the whole category; use :func:`masks_for` when the task is
-    already loaded.
-    """
-    category = validate_category("mvtec", category)
-    h, w = int(size[0]), int(size[1])
-    _load(root, category=category, input_shape=(h, w, 3), cache_dir=cache_dir)
-    return _MASKS[(str((Path(root).expanduser() / category).resolve()), category, (h, w))][1]
 
 
 register_dataset(
@@ -319,6 +267,17 @@ register_dataset(
         default_input_shape=DEFAULT_SHAPE,
         loader=_load,
         description="MVTec AD: root/<category>/{train/good,test/<defect>,ground_truth/<defect>}",
+        task="patches",
+        # Patch training: 1,500 steps of 32 patches at lr 0.01 (lr 0.1 gave image AUROC 75-78
+        # on bottle), scored by the density scorers that scale to patch banks.
+        defaults={
+            "batch_size": 32,
+            "train_steps": 1500,
+            "learning_rate": 0.01,
+            "patch_bank": 10000,
+            "classifiers": ("gde", "kde", "auc"),
+        },
+        label="MVTec AD",
     ),
     "mvtec_ad",
 )

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deep_representation_one_class import pipeline
+from deep_representation_one_class.datasets import pipeline
 
 # model -> {(with_logits, view specs): tf.function}. Weak keys, and the functions reach the model
 # only through a weak reference, so a cached function never keeps a dropped model alive.

@@ -1,34 +1,57 @@
-"""The method interface: a self-supervised objective that owns only its maths.
+"""The method interface: a self-supervised objective that owns only its maths and its settings.
 
 A method maps one replica's batch of augmented views to per-example losses and accuracies.
-The runner (``train_lib``) owns the optimizer, the distribution, IO and evaluation.
+The runner (``training``) owns the optimizer, the distribution, IO and evaluation. A method
+registers with everything that is specific to it, so that adding one is adding one file:
+
+* ``defaults``: the quick CPU defaults of common settings (views, head, batch, training
+  budget) that suit this method; a dataset's defaults and the user's flags override them.
+* ``options``: settings that only this method reads (``Option``); each becomes a flag and an
+  entry of ``Config.options`` (read as ``config.<name>``).
+* ``label``: how result tables name the representation (the paper's Table 7 row group).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import keras
 import tensorflow as tf
 
-from deep_representation_one_class.registry import Registry
+from deep_representation_one_class.registry import Option, Registry
 
 if TYPE_CHECKING:
     from deep_representation_one_class.config import Config
 
 METHODS: Registry = Registry("method")
 
+# The quick CPU budget of the bare commands, in training steps (whatever the dataset's size; see
+# README "The bare commands, measured"). The paper scripts train by epochs instead.
+QUICK_STEPS = 750
+
 
 class Method:
     """Base class. Subclasses set ``name`` and implement ``per_example``."""
 
     name: ClassVar[str] = ""
+    #: the paper's row label in result tables (see ``table_label`` for config-dependent ones)
+    label: ClassVar[str] = ""
+    #: quick defaults of common ``Config`` fields for this method
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: settings only this method reads
+    options: ClassVar[tuple[Option, ...]] = ()
     #: evaluation feature sets this method reports besides ``pool``/``embed``
     extra_eval: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Config):
         self.config = config
+
+    @classmethod
+    def table_label(cls, config: Mapping[str, Any]) -> str:
+        """The representation's name in result tables, from a run's (flat) config dict."""
+        del config
+        return cls.label or cls.name
 
     @classmethod
     def check_config(cls, config: Config, num_views: int) -> None:

@@ -6,11 +6,15 @@ rotated/flipped copies simply become extra instances, so nothing here depends on
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import tensorflow as tf
 
-from deep_representation_one_class import distribute
+from deep_representation_one_class.augment.grammar import PAPER_AUG
 from deep_representation_one_class.methods import losses
-from deep_representation_one_class.methods.base import METHODS, Method
+from deep_representation_one_class.methods.base import METHODS, QUICK_STEPS, Method
+from deep_representation_one_class.registry import Option
+from deep_representation_one_class.training import distribute
 
 
 @METHODS.register("contrastive")
@@ -23,9 +27,36 @@ class Contrastive(Method):
     """
 
     name = "contrastive"
+    label = "Contrastive"
+    defaults = MappingProxyType(
+        {
+            "aug_list": PAPER_AUG + ",+",
+            "aug_list_for_test": "",
+            "head_dims": (512, 512, 128),
+            "latent_dim": 0,
+            "batch_size": 64,
+            "train_steps": QUICK_STEPS,
+        }
+    )
+    options = (
+        Option("temperature", 0.2, "Softmax temperature of the contrastive loss (> 0)."),
+        Option(
+            "symmetric_loss",
+            False,
+            "SimCLR's symmetric NT-Xent instead of the reference's one-directional "
+            "cross-view InfoNCE.",
+        ),
+    )
+
+    @classmethod
+    def table_label(cls, config):
+        distaug = str(config.get("distaug_type", "1")).strip().lower()
+        return "Contrastive" if distaug in ("", "1", "none") else "Contrastive (DA)"
 
     @classmethod
     def check_config(cls, config, num_views):
+        if not config.temperature > 0:
+            raise ValueError(f"--temperature must be > 0, got {config.temperature}")
         if num_views != 2:
             raise ValueError(
                 f"method contrastive needs exactly 2 views in --aug_list, got {num_views}"

@@ -16,13 +16,15 @@ A 1-channel input is tiled to 3 channels.
 from __future__ import annotations
 
 import os
+from types import MappingProxyType
 
 import keras
 import tensorflow as tf
 from keras import layers
 
-from deep_representation_one_class.config import ConfigError
+from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.methods.base import METHODS, Method
+from deep_representation_one_class.registry import Option
 
 # Side the images are resized to before the backbone. A module constant rather than a flag:
 # the weights fix it; tests lower it to keep a CPU forward pass of ResNet-50 cheap.
@@ -93,6 +95,27 @@ class ImageNet(Method):
     """Evaluation-only: fixed ImageNet ResNet-50 features, no training objective."""
 
     name = "imagenet"
+    label = "ResNet-50 (ImageNet)"
+    defaults = MappingProxyType(
+        {
+            "aug_list": "x",
+            "aug_list_for_test": "",
+            "head_dims": (),
+            "latent_dim": 0,
+            "batch_size": 64,
+            "train_steps": 0,
+            "num_epoch": 0,  # fixed features: evaluation only
+        }
+    )
+    options = (
+        Option(
+            "imagenet_weights",
+            None,
+            "Local Keras ResNet50 no-top weights file "
+            "(resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5); nothing is downloaded.",
+            kind=str,
+        ),
+    )
 
     @classmethod
     def check_config(cls, config, num_views):
@@ -106,7 +129,7 @@ class ImageNet(Method):
             raise ValueError(
                 f"--imagenet_weights={path} is not a file; pass the path of {WEIGHTS_HINT}"
             )
-        if config.num_epoch != 0:
+        if config.num_epoch != 0 or config.train_steps != 0:
             raise ValueError(
                 f"method imagenet only evaluates fixed features; use --num_epoch=0, "
                 f"got {config.num_epoch}"

@@ -13,6 +13,8 @@ the aggregation labels these runs as RotNet.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from deep_representation_one_class.methods.base import METHODS
 from deep_representation_one_class.methods.rotation import Rotation
 
@@ -22,6 +24,8 @@ class RotNet(Rotation):
     """Rotation prediction whose logits layer is applied to ``pools`` (no MLP head)."""
 
     name = "rotnet"
+    label = "RotNet"
+    defaults = MappingProxyType({**Rotation.defaults, "head_dims": ()})
 
     @classmethod
     def check_config(cls, config, num_views):

@@ -32,10 +32,12 @@ def build_model(
     sync_bn: bool = False,
     dtype: str | None = None,
     float32_stages: Sequence[str] = (),
+    **trunk_options,
 ) -> keras.Model:
     """Builds backbone + head. The input is (None, None, C): any spatial size is accepted.
 
-    ``float32_stages`` (e.g. ``("conv5",)``) compute in float32 under a mixed ``dtype``.
+    ``float32_stages`` (e.g. ``("conv5",)``) compute in float32 under a mixed ``dtype``;
+    ``trunk_options`` go to the trunk (``norm_layer``, ``pad_inside_conv``).
     """
     trunk = NETWORKS.get(net_type)
     inputs = keras.Input(shape=(None, None, int(input_shape[2])), name="images")
@@ -46,6 +48,7 @@ def build_model(
         sync_bn=sync_bn,
         dtype=dtype,
         float32_stages=float32_stages,
+        **trunk_options,
     )
     # Mixed precision covers the convolutional trunk only (over 99% of the FLOPs). The MLP head,
     # whose output is the contrastive embedding, stays in float32.

@@ -11,8 +11,7 @@ raised for sizes other than 32/64/128/256; any size is accepted here.)
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -28,27 +27,6 @@ BLOCKS = {
 }
 _BN_MOMENTUM = 0.9  # Keras convention: the moving average keeps 0.9 of the old value.
 _BN_EPS = 1e-5
-# Set by ``reference_layers()``: build with the reference's layer implementation.
-_REFERENCE_LAYERS = False
-
-
-@contextlib.contextmanager
-def reference_layers() -> Iterator[None]:
-    """Within the block, ResNets are built the way the reference builds them.
-
-    That is Keras' ``BatchNormalization`` (a chain of reductions and elementwise ops, with the
-    activations upcast to float32 under mixed precision) instead of ``FusedBatchNorm``, and an
-    explicit ``ZeroPadding2D`` before every conv instead of padding inside stride-1 convs. The
-    function and the variables are the same (checkpoints are interchangeable); only the speed
-    differs. The benchmark uses it to measure the reference's model path next to this one on
-    the same machine.
-    """
-    global _REFERENCE_LAYERS
-    previous, _REFERENCE_LAYERS = _REFERENCE_LAYERS, True
-    try:
-        yield
-    finally:
-        _REFERENCE_LAYERS = previous
 
 
 @keras.saving.register_keras_serializable(package="droc")
@@ -120,11 +98,14 @@ def _init() -> keras.initializers.Initializer:
 
 
 class _Builder:
-    """Holds the shared layer options (sync BN, dtype policy) while the graph is built."""
+    """Holds the shared layer options (sync BN, dtype policy, layer choices) while the graph
+    is built."""
 
-    def __init__(self, sync_bn: bool, dtype: str | None):
+    def __init__(self, sync_bn: bool, dtype: str | None, norm_layer: type, pad_inside_conv: bool):
         self.sync_bn = sync_bn
         self.dtype = dtype
+        self.norm_layer = norm_layer
+        self.pad_inside_conv = pad_inside_conv
 
     def conv(self, x, filters: int, kernel: int, stride: int, name: str):
         # Reference behaviour: symmetric zero padding of kernel // 2, then a 'valid' conv. For
@@ -135,7 +116,7 @@ class _Builder:
         # the layer list (and so the checkpoint layout, which is keyed by layer index) of
         # models built with an explicit pad everywhere.
         padding = "valid"
-        if kernel > 1 and stride == 1 and kernel % 2 == 1 and not _REFERENCE_LAYERS:
+        if kernel > 1 and stride == 1 and kernel % 2 == 1 and self.pad_inside_conv:
             padding = "same"
             x = layers.Identity(name=f"{name}_pad", dtype=self.dtype)(x)
         elif kernel > 1:
@@ -152,8 +133,7 @@ class _Builder:
         )(x)
 
     def bn(self, x, name: str):
-        layer = layers.BatchNormalization if _REFERENCE_LAYERS else FusedBatchNorm
-        return layer(
+        return self.norm_layer(
             momentum=_BN_MOMENTUM,
             epsilon=_BN_EPS,
             synchronized=self.sync_bn,
@@ -200,6 +180,8 @@ def resnet_trunk(
     sync_bn: bool = False,
     dtype: str | None = None,
     float32_stages: Sequence[str] = (),
+    norm_layer: type = FusedBatchNorm,
+    pad_inside_conv: bool = True,
 ) -> keras.KerasTensor:
     """Applies a ResNet trunk and global average pooling to ``inputs``.
 
@@ -217,6 +199,10 @@ def resnet_trunk(
         pool-feature AUROCs of bfloat16 training within 0.5 points of float32 on the
         Fashion-MNIST main job (5 seeds), where an all-bfloat16 trunk lost 1.1-1.6 points on
         KDE, OC-SVM and 1-NN (results/precision_parity.md).
+      norm_layer: the BatchNorm layer class (``FusedBatchNorm``; the benchmark passes Keras'
+        ``BatchNormalization``, the reference's, see ``benchmarks/reference_layers.py``).
+      pad_inside_conv: stride-1 convs pad inside the conv (``'same'``) instead of an explicit
+        ``ZeroPadding2D`` (the reference's); same function and variables either way.
 
     Returns:
       [B, F] pooled features ("pools"), F = 512*width (basic) or 2048*width (bottleneck).
@@ -224,7 +210,7 @@ def resnet_trunk(
     if depth not in BLOCKS:
         raise ValueError(f"unsupported ResNet depth {depth}; valid: {sorted(BLOCKS)}")
     kind, counts = BLOCKS[depth]
-    b = _Builder(sync_bn, dtype)
+    b = _Builder(sync_bn, dtype, norm_layer, pad_inside_conv)
     stem = max(8, round(64 * min(width, 1.0)))
     if input_size < 128:
         x = b.conv(inputs, stem, 3, 1, "stem_conv")

@@ -16,8 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from deep_representation_one_class import paper_results as paper
-from deep_representation_one_class.run_records import DatasetSpec, Run, Unfinished, sort_key
+from deep_representation_one_class.reports import paper_results as paper
+from deep_representation_one_class.reports.run_records import DatasetSpec, Run, Unfinished, sort_key
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deep_representation_one_class import paper_results as paper
+from deep_representation_one_class.errors import UserError
+from deep_representation_one_class.reports import paper_results as paper
 
 _METHOD_LABELS = {
     "rotnet": "RotNet",
@@ -40,7 +41,7 @@ _INDEXED_DATASETS = {
 _ABSENT = object()
 
 
-class AggregateError(ValueError):
+class AggregateError(UserError, ValueError):
     """Bad input to the aggregation: a folder that does not exist or a malformed option."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.utils import io
 
 SIZE = (480, 400)
@@ -115,8 +116,6 @@ def roc_image(labels: Any, scores: Any, title: str) -> np.ndarray:
     """A ROC curve (outliers positive) as a ``[H, W, 3]`` uint8 image."""
     from sklearn.metrics import roc_curve
 
-    from deep_representation_one_class.evaluation import metrics as metrics_lib
-
     y = np.asarray(labels).reshape(-1) == 1
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     fpr, tpr, _ = roc_curve(y, s)
@@ -186,6 +185,7 @@ def write_run_plots(
     run_dir: str,
     test_labels: Any,
     scores: Mapping[str, Any],
+    thresholds: Mapping[str, Any] | None = None,
     out_dir: str | None = None,
 ) -> list[str]:
     """Writes a ROC curve and a score histogram PNG for every score of a run.
@@ -196,11 +196,13 @@ def write_run_plots(
       scores: ``"{feature}.{classifier}"`` -> ``[M]`` anomaly scores (e.g. the second value of
         ``metrics.evaluate_features(..., return_scores=True)``, plus ``dscore.auc`` etc.).
         Keys whose scores are not all finite (a failed scorer) are skipped.
+      thresholds: the run's ``thresholds.json`` dict (marks the q95 threshold), or None.
       out_dir: optional output folder.
 
     Returns:
       The paths written, sorted.
     """
+    del thresholds
     y = np.asarray(test_labels).reshape(-1)
     out_dir = out_dir or os.path.join(run_dir, "plots")
     if y.size == 0 or y.min() == y.max():

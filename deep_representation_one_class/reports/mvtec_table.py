@@ -6,7 +6,7 @@ sample SD when there are several) and writes one Markdown table per representati
 over the categories present, the categories missing from the 15 and the paper's 15-category
 means for orientation. A CSV with one row per (representation, category) goes next to it.
 
-CLI: ``python -m deep_representation_one_class.mvtec.report RUNS_DIR [--key pool.gde]
+CLI: ``python -m deep_representation_one_class.reports.mvtec_table RUNS_DIR [--key pool.gde]
 [--out results/mvtec]``.
 """
 
@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from deep_representation_one_class.datasets.mvtec import CATEGORIES
+from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.utils.io import atomic_path
 
 __all__ = ["PAPER", "ReportError", "collect", "main", "render_csv", "render_markdown"]
@@ -36,7 +37,7 @@ PAPER = {
 KINDS = (("image", ".image_auroc"), ("pixel", ".pixel_auroc"), ("pro", ".pro"))
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """The runs folder or an option is unusable; the message says what to pass instead."""
 
 

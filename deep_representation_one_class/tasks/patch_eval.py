@@ -1,7 +1,9 @@
-"""Patch-level evaluation (MVTec AD): dense patch scores, image-level detection, localisation maps.
+"""Dense evaluation of patch-level runs: patch scores, image-level detection, localisation maps.
 
-Protocol (spec §9.3/§13.2; the paper's MVTec code was not released, so the details marked
-ASSUMPTION follow the Patch-SVDD-style protocol the spec recalls):
+Training views are random ``--patch_size`` windows of the resized images
+(``patch_grid.patch_view_fn``); the network sees P x P patches. The evaluation protocol
+(spec §9.3/§13.2; the paper's MVTec code was not released, so the details marked ASSUMPTION
+follow the Patch-SVDD-style protocol the spec recalls):
 
 1. Patch bank: ``patch_bank`` windows (P x P, the training patch size) drawn without replacement,
    with a seeded generator, from the dense grid (stride S) of the classifier-train images.
@@ -32,12 +34,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from deep_representation_one_class.datasets import mvtec as mvtec_data
+from deep_representation_one_class.errors import UserError
+from deep_representation_one_class.evaluation import classifiers as classifiers_lib
+from deep_representation_one_class.evaluation import localization as loc_metrics
 from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.evaluation import scorers as scorers_lib
-from deep_representation_one_class.mvtec import metrics as loc_metrics
-from deep_representation_one_class.mvtec import patches as patches_lib
-from deep_representation_one_class.mvtec import visualize
+from deep_representation_one_class.reports import maps as visualize
+from deep_representation_one_class.tasks import patch_grid as patches_lib
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ __all__ = [
     "PATCH_SCORERS",
     "PatchEvalError",
     "aggregate",
-    "evaluate",
+    "evaluate_patches",
     "memory_estimate",
     "metric_key",
     "parse_agg",
@@ -67,7 +70,7 @@ _STREAM_BANK = 0xBA4C
 _MAX_TB_IMAGES = 6
 
 
-class PatchEvalError(ValueError):
+class PatchEvalError(UserError, ValueError):
     """A patch-evaluation option is unusable; the message says which and what is valid."""
 
 
@@ -210,17 +213,19 @@ class _Embedder:
         return {"pool": np.concatenate(pools), "embed": np.concatenate(embeds)}
 
 
-def evaluate(
-    model, data, cfg, run_dir: str, writer=None, step: int | None = None
+def evaluate_patches(
+    model, data, cfg, run_dir: str | None, writer=None, step: int | None = None
 ) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, float]]:
     """Scores every test image densely and measures detection and localisation.
 
     Args:
       model: maps [B, P, P, C] float32 in [0, 1] to {"pools", "embeds", ...}.
-      data: an ``mvtec`` ``OneClassData`` (uint8 images; ``test_paths`` locate the masks).
+      data: a patch-task ``OneClassData`` (uint8 images; ``test_masks`` the ground truth, or
+        None: image-level metrics only).
       cfg: uses patch_size, patch_stride, patch_bank, patch_agg, smooth_sigma, classifiers,
         eval_batch_size, seed, root and input_shape.
-      run_dir: PNG panels go to ``<run_dir>/maps/`` (None: no panels).
+      run_dir: PNG panels go to ``<run_dir>/maps/`` and the fitted bank classifiers to
+        ``classifiers.npz`` (None: nothing is written).
       writer: a ``tf.summary`` writer for a few panels (None: no TensorBoard images).
       step: the TensorBoard step of those images (default: the writer's current step or 0).
 
@@ -255,11 +260,16 @@ def evaluate(
     bank = {f: np.concatenate(v) for f, v in bank.items()}
     timings["extract_bank"] = time.time() - t0
     t0 = time.time()
+    # Every scorer is fit once, on the whole bank (no hold-out: patch runs have no thresholds).
+    cset = classifiers_lib.fit(
+        bank, clfs, classifiers_lib.split_rows(len(bi), cfg.seed, 0.0), on_error="raise"
+    )
+    if run_dir is not None:
+        cset.save(run_dir)
     fitted = {}
-    for f in FEATURES:
-        for c in clfs:
-            scorer = scorers_lib.make_scorer(c).fit(bank[f])
-            fitted[f, c] = _SimilarityScorer(c, scorer) if c in ("kde", "auc") else scorer
+    for key, scorer in cset.scorers.items():
+        f, c = key.split(".", 1)
+        fitted[f, c] = _SimilarityScorer(c, scorer) if c in ("kde", "auc") else scorer
     timings["fit"] = time.time() - t0
     logger.info(
         "Patch bank: %d windows of %dx%d from %d images (grid %dx%d, stride %d); scorers %s.",
@@ -300,10 +310,12 @@ def evaluate(
 
     # 4-6. Aggregation, maps and metrics.
     t0 = time.time()
-    masks = mvtec_data.masks_for(data, cfg.root, (height, width))
+    masks = data.test_masks
+    if masks is None:
+        masks = np.zeros((n_test, height, width), np.uint8)
     has_defects = bool(masks.any())
     if not has_defects:
-        logger.warning("No defect pixels in the test masks: pixel AUROC and PRO are skipped.")
+        logger.warning("No defect masks: pixel AUROC and PRO are skipped (image AUROC only).")
     primary = ("pool", "gde") if ("pool", "gde") in fitted else next(iter(fitted))
     metrics: dict[str, float] = {}
     arrays: dict[str, np.ndarray] = {
@@ -336,7 +348,7 @@ def evaluate(
     # Panels of the main scorer.
     t0 = time.time()
     f, c = primary
-    if primary_maps is not None:
+    if primary_maps is not None and run_dir is not None:
         visualize.write_panels(
             data,
             masks,

@@ -1,14 +1,15 @@
 """Use a finished run as an anomaly detector: score new images and turn scores into decisions.
 
 ``Detector.load(run_dir)`` rebuilds the network from ``config.json``, restores the latest
-checkpoint (model weights only) and fits the one-class classifiers on the classifier-train
-features saved in ``embeddings.npz``, so no training data is needed. New images go through the
-run's test-time preprocessing: decoded to 'L'/'RGB', converted to the run's channels, resized
-(bilinear) to its ``input_shape`` as the dataset loaders do, then view 0 of the test views (the
-un-rotated, un-augmented image). Scores follow the package convention (higher = more
-anomalous); ``decide`` flags ``score >= threshold``, where a threshold is a number or an
-inlier-score quantile such as ``q95`` (see ``thresholds.py`` for where the quantiles come from
-and why the classifiers are then fit on the same 90% of the rows as the quantiles were).
+checkpoint (model weights only) and loads the one-class classifiers the run fitted and evaluated
+(``classifiers.npz``): nothing is refitted, so the scores are those behind the run's
+``summary.json`` AUROCs and ``thresholds.json``, and no training data is needed. New images go
+through the run's test-time preprocessing: decoded to 'L'/'RGB', converted to the run's
+channels, resized (bilinear) to its ``input_shape`` as the dataset loaders do, then view 0 of
+the test views (the un-rotated, un-augmented image). Scores follow the package convention
+(higher = more anomalous); ``decide`` flags ``score >= threshold``, where a threshold is a
+number or an inlier-score quantile such as ``q95`` (see ``evaluation/thresholds.py`` for where
+the quantiles come from).
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from deep_representation_one_class import config as config_lib
-from deep_representation_one_class import thresholds as thresholds_lib
 from deep_representation_one_class.datasets import images as images_lib
+from deep_representation_one_class.datasets import pipeline
 from deep_representation_one_class.datasets.base import DataError
-from deep_representation_one_class.evaluation import scorers as scorers_lib
+from deep_representation_one_class.datasets.folder import list_images
+from deep_representation_one_class.errors import UserError
+from deep_representation_one_class.evaluation import classifiers as classifiers_lib
+from deep_representation_one_class.evaluation import thresholds as thresholds_lib
+from deep_representation_one_class.training import build
 from deep_representation_one_class.utils import io
 
 FEATURES = ("pool", "embed")
@@ -37,7 +43,7 @@ _NATIVE_PADDING: dict[str, tuple[int, int, int]] = {"fmnistood": (28, 28, 2)}
 PathSource = str | os.PathLike | Sequence[str | os.PathLike]
 
 
-class DetectorError(ValueError):
+class DetectorError(UserError, ValueError):
     """A run folder, image source or request cannot be used; the message says what to do."""
 
 
@@ -52,8 +58,6 @@ def _expand_source(source: PathSource) -> list[str]:
     for item in items:
         text = os.fspath(item)
         if os.path.isdir(text):
-            from deep_representation_one_class.datasets.folder import list_images
-
             found.extend(str(p) for p in list_images(Path(text)))
         elif os.path.isfile(text):
             found.append(text)
@@ -175,8 +179,6 @@ def fit_to_input(images: Any, input_shape: Sequence[int], dataset: str = "") -> 
         # ITU-R 601-2 luma, the weights Pillow's 'L' conversion uses for uint8 images.
         x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
     if x.shape[1:3] != (h, w):
-        import tensorflow as tf
-
         x = tf.image.resize(x, (h, w), method="bilinear", antialias=True).numpy()
     return np.clip(x, 0.0, 1.0)
 
@@ -191,28 +193,24 @@ def read_run_config(run_dir: str) -> config_lib.Config:
             "run"
         )
     try:
-        return config_lib.Config.from_dict(io.read_json(path))
+        return config_lib.Config.from_dict(io.read_json(path, expect=dict))
     except (ValueError, TypeError) as e:
-        raise DetectorError(f"cannot read {path}: {e}") from None
+        raise DetectorError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
 
 
 def restore_model(run_dir: str, cfg: config_lib.Config):
-    """Builds the run's network and restores the weights of its latest checkpoint.
+    """Builds the run's network (as its method builds it) and restores its latest checkpoint.
 
     Only the model is restored (``expect_partial``: the optimizer state is not needed), but
     every model variable must be found in the checkpoint.
     """
-    import tensorflow as tf
-
-    from deep_representation_one_class import train_lib
-
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     latest = tf.train.latest_checkpoint(ckpt_dir)
     if latest is None:
         raise DetectorError(
             f"no checkpoint in {ckpt_dir}; train the run first (or rerun its command to finish it)"
         )
-    model = train_lib.make_model(cfg)
+    model = build.make_model(cfg)
     try:
         status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
         status.assert_existing_objects_matched()
@@ -233,9 +231,7 @@ def view0_fn(cfg: config_lib.Config):
     Returns:
       ``fn(image [H, W, C] uint8 or float, seed) -> (view0,)``, a float32 [S, S, C] image.
     """
-    from deep_representation_one_class import train_lib
-
-    _, test_fn, _, _ = train_lib.make_view_fns(cfg)
+    test_fn = build.task_for(cfg).views().test
 
     def fn(image, seed):
         # The other views (rotations) are dropped here; tf.data traces this function into a
@@ -254,8 +250,8 @@ class Detector:
       model: the restored Keras model ([B, H, W, C] float32 in [0, 1] -> {"pools", "embeds",
         "logits"}).
       feature: ``"pool"`` (f, the paper's) or ``"embed"`` (g∘f).
-      scorers: canonical classifier name -> fitted ``Scorer``.
-      thresholds: the ``thresholds.compute_thresholds`` dict the scorers are consistent with.
+      scorers: canonical classifier name -> the run's fitted ``Scorer``.
+      thresholds: the run's ``thresholds.json`` (quantiles of these same fits).
     """
 
     def __init__(self, run_dir, config, model, feature, scorers, thresholds):
@@ -275,11 +271,12 @@ class Detector:
         classifiers: Sequence[str] | None = None,
         feature: str = "pool",
     ) -> Detector:
-        """Loads a finished run.
+        """Loads a finished run: its network and the classifiers it fitted (none are refit).
 
         Args:
-          run_dir: a run folder with ``config.json``, ``checkpoints/`` and ``embeddings.npz``.
-          classifiers: scorer keys or aliases (``kde``, ``gde``, ``kocsvm``, ``auc``,
+          run_dir: a finished run folder (``config.json``, ``checkpoints/``,
+            ``classifiers.npz``/``.json``, ``thresholds.json``).
+          classifiers: scorer keys or aliases (``kde``, ``gde``, ``kocsvm``, ``auc`` = 1-NN,
             ``locsvm``); None = the run's ``--classifiers``.
           feature: ``"pool"`` or ``"embed"``.
 
@@ -287,65 +284,32 @@ class Detector:
           A ready ``Detector``.
 
         Raises:
-          DetectorError: not a (finished) run folder, unknown classifier or feature.
+          DetectorError: not a (finished) run folder, unknown classifier or feature, a run
+            evaluated by an older version (the message says how to re-evaluate it).
         """
         if feature not in FEATURES:
             raise DetectorError(f"unknown feature '{feature}'; valid: {', '.join(FEATURES)}")
         cfg = read_run_config(run_dir)
-        if cfg.dataset == "mvtec":
+        task = build.task_for(cfg)
+        if not task.servable:
             raise DetectorError(
-                "patch-level (mvtec) runs score densely; use the mvtec evaluation instead"
+                f"{task.name}-level runs (dataset {cfg.dataset}) score densely and are not served "
+                "by the detector; their maps and scores are in the run folder"
             )
-        names: list[str] = []
-        for name in classifiers if classifiers is not None else cfg.classifiers:
-            try:
-                key = scorers_lib.SCORERS.canonical(name)
-            except KeyError:
-                valid = ", ".join(scorers_lib.SCORERS.names())
-                raise DetectorError(f"unknown classifier '{name}'; valid: {valid}") from None
-            if key not in names:
-                names.append(key)
+        requested = classifiers if classifiers is not None else cfg.classifiers
+        try:
+            names = classifiers_lib.canonical_names(requested)
+        except UserError as e:
+            raise DetectorError(str(e)) from None
         if not names:
             raise DetectorError("no classifier requested; pass e.g. classifiers=['kde']")
-        npz_path = os.path.join(run_dir, "embeddings.npz")
-        if not os.path.isfile(npz_path):
-            raise DetectorError(
-                f"{run_dir} has no embeddings.npz: the run has not finished its evaluation; "
-                "rerun its training command to complete it"
-            )
-        with np.load(npz_path) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        cls_x = arrays[f"cls_{feature}"]
-        thresholds = cls._thresholds(run_dir, cfg, arrays, names, feature)
-        rows = thresholds_lib.fit_rows(thresholds, cls_x.shape[0])
-        fit_x = cls_x if rows is None else cls_x[rows]
-        fitted = {}
-        for name in names:
-            try:
-                fitted[name] = scorers_lib.make_scorer(name).fit(fit_x)
-            except ValueError as e:
-                raise DetectorError(f"cannot fit {name} on the {feature} features: {e}") from None
+        try:
+            cset = classifiers_lib.ClassifierSet.load(run_dir, [f"{feature}.{n}" for n in names])
+            thresholds = thresholds_lib.load_thresholds(run_dir) or {}
+        except UserError as e:
+            raise DetectorError(str(e)) from None
         model = restore_model(run_dir, cfg)
-        return cls(run_dir, cfg, model, feature, fitted, thresholds)
-
-    @staticmethod
-    def _thresholds(run_dir, cfg, arrays, names, feature) -> dict[str, Any]:
-        """The run's thresholds.json if it covers ``names``, else the same computed afresh."""
-        stored = thresholds_lib.load_thresholds(run_dir)
-        n = arrays[f"cls_{feature}"].shape[0]
-        wanted = [f"{feature}.{n_}" for n_ in names]
-        if (
-            stored is not None
-            and stored.get("num_cls") == n
-            and all(k in stored.get("quantiles", {}) for k in wanted)
-        ):
-            return stored
-        heldout = None
-        if cfg.is_validation:
-            heldout = {feature: arrays[f"test_{feature}"][arrays["test_y"] == 0]}
-        return thresholds_lib.compute_thresholds(
-            {feature: arrays[f"cls_{feature}"]}, names, cfg.seed, heldout_feats=heldout
-        )
+        return cls(run_dir, cfg, model, feature, cset.for_feature(feature), thresholds)
 
     # ------------------------------------------------------------------------- properties
     @property
@@ -378,10 +342,6 @@ class Detector:
         Returns:
           ``[N, D]`` float32 (``pools`` or ``embeds`` of view 0).
         """
-        import tensorflow as tf
-
-        from deep_representation_one_class import pipeline
-
         x = self.prepare(images)
         if self._forward is None:
             # Built once and traced for any batch size, so that scoring a stream of small

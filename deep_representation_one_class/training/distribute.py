@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from deep_representation_one_class.config import ConfigError
+from deep_representation_one_class.errors import ConfigError
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 

@@ -1,0 +1,226 @@
+"""Export a trained detector as a self-contained TensorFlow SavedModel.
+
+The SavedModel maps a batch of uint8 images ``[B, H, W, C]`` at the run's ``input_shape`` to a
+dict of float64 anomaly scores, one per classifier, computed entirely in TensorFlow: the run's
+test-time view 0, the encoder, and each classifier's ``tf_score`` on its saved state (stored as
+non-trainable variables). Loading it needs only TensorFlow::
+
+    m = tf.saved_model.load("export_dir")
+    scores = m.serve(images)                     # or m.signatures["serving_default"](images=...)
+
+The scores equal ``Detector.score``: the same classifiers the run fitted and evaluated.
+``assets.extra/droc_export.json`` records the classifiers, the feature, the input shape and the
+run's inlier-score thresholds. Every scorer with a ``tf_score`` (``Scorer.tf_state`` non-empty)
+can be exported; a new scorer needs nothing here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from deep_representation_one_class import cli
+from deep_representation_one_class.errors import UserError
+from deep_representation_one_class.evaluation import classifiers as classifiers_lib
+from deep_representation_one_class.evaluation.scorers import SCORERS
+from deep_representation_one_class.serving.detector import Detector, view0_fn
+from deep_representation_one_class.training.run_dir import is_run_output
+from deep_representation_one_class.utils import io
+
+EXPORT_INFO = os.path.join("assets.extra", "droc_export.json")
+DEFAULT_CLASSIFIERS = ("kde", "gde", "kocsvm")
+
+
+class ExportError(UserError, ValueError):
+    """The export cannot be written; the message says why and what to do."""
+
+
+def exportable() -> list[str]:
+    """Canonical names of the scorers that have a TensorFlow version."""
+    return [n for n in SCORERS.names() if SCORERS.get(n).tf_state]
+
+
+def build_module(detector: Detector) -> tf.Module:
+    """A ``tf.Module`` whose ``serve`` maps uint8 images to the detector's scores.
+
+    Args:
+      detector: a loaded ``Detector``; all its classifiers must be exportable.
+
+    Returns:
+      The module (``serve``: uint8 ``[B, H, W, C]`` -> {classifier: [B] float64}).
+    """
+    h, w, c = detector.input_shape
+    output_key = "pools" if detector.feature == "pool" else "embeds"
+    view0 = view0_fn(detector.config)
+    module = tf.Module(name="droc_detector")
+    module.model = detector.model
+    module.constants = {}
+    fns = {}
+    for name, scorer in detector.scorers.items():
+        if not scorer.tf_state:
+            raise ExportError(
+                f"classifier '{name}' cannot be exported; valid: {', '.join(exportable())}"
+            )
+        state = scorer.state()
+        variables = {
+            key: tf.Variable(
+                np.asarray(state[key], np.float64), trainable=False, name=f"{name}_{key}"
+            )
+            for key in scorer.tf_state
+        }
+        module.constants[name] = variables
+        fns[name] = (type(scorer).tf_score, variables)
+
+    def preprocess(image):
+        return view0(image, tf.zeros([2], tf.int64))[0]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.uint8, name="images")])
+    def serve(images):
+        x = tf.map_fn(preprocess, images, fn_output_signature=tf.TensorSpec([h, w, c], tf.float32))
+        feats = module.model(x, training=False)[output_key]
+        return {name: fn(variables, feats) for name, (fn, variables) in fns.items()}
+
+    module.serve = serve
+    return module
+
+
+def _check_out(run_dir: str, out_dir: str, overwrite: bool) -> None:
+    """Refuses an existing ``out_dir`` unless ``overwrite`` and it is an earlier export."""
+    if is_run_output(run_dir, out_dir):
+        raise ExportError(
+            f"--out {out_dir} is the run folder or one of its own files; pick another"
+        )
+    if not os.path.lexists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise ExportError(f"--out {out_dir} exists and is a file; pick a new folder")
+    if not os.listdir(out_dir):
+        return
+    if not os.path.exists(os.path.join(out_dir, EXPORT_INFO)):
+        raise ExportError(
+            f"--out {out_dir} is a non-empty folder that is not an earlier export; pick "
+            "another folder"
+        )
+    if not overwrite:
+        raise ExportError(f"--out {out_dir} holds an earlier export; add --overwrite to replace it")
+
+
+def export_saved_model(
+    run_dir: str,
+    out_dir: str,
+    classifiers: Sequence[str] = DEFAULT_CLASSIFIERS,
+    feature: str = "pool",
+    overwrite: bool = False,
+) -> str:
+    """Writes the run's detector as a SavedModel.
+
+    Args:
+      run_dir: a finished run folder.
+      out_dir: destination folder: new or empty, or (with ``overwrite``) an earlier export.
+      classifiers: scorers to include (any of ``exportable()``).
+      feature: ``"pool"`` or ``"embed"``.
+      overwrite: replace an earlier export in ``out_dir``.
+
+    Returns:
+      ``out_dir``. The SavedModel is written to a temporary folder next to it and renamed, so
+      a crash never leaves a half-written export.
+
+    Raises:
+      ExportError: a classifier without a TF version, or an ``out_dir`` that may not be used.
+      DetectorError: unusable run folder.
+    """
+    unknown = [n for n in classifiers if n not in SCORERS]
+    names = classifiers_lib.canonical_names([n for n in classifiers if n in SCORERS])
+    bad = unknown + [n for n in names if not SCORERS.get(n).tf_state]
+    if bad:
+        raise ExportError(
+            f"classifier '{bad[0]}' cannot be exported; valid: {', '.join(exportable())}"
+        )
+    _check_out(run_dir, out_dir, overwrite)
+    out_dir = os.path.abspath(out_dir)
+    detector = Detector.load(run_dir, names, feature)
+    module = build_module(detector)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp_export_", dir=parent)
+    old = None
+    try:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+        io.write_json(
+            os.path.join(tmp, EXPORT_INFO),
+            {
+                "run_dir": os.path.abspath(run_dir),
+                "classifiers": detector.classifiers,
+                "feature": detector.feature,
+                "input_shape": list(detector.input_shape),
+                "input": "uint8 [B, H, W, C] at input_shape; scores: higher = more anomalous",
+                "thresholds": detector.thresholds,
+            },
+        )
+        if os.path.exists(out_dir):
+            # An empty folder, or (with --overwrite) an earlier export: moved aside first so
+            # the rename below is atomic, then deleted.
+            old = tempfile.mkdtemp(prefix=".tmp_old_export_", dir=parent)
+            os.rmdir(old)
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m deep_representation_one_class.export",
+        description="Export a trained run as a TensorFlow SavedModel that maps uint8 images "
+        "[B, H, W, C] to anomaly scores (loadable with tf.saved_model.load alone).",
+    )
+    p.add_argument("--model_dir", required=True, help="run folder of a finished training run")
+    p.add_argument("--out", required=True, help="destination folder of the SavedModel")
+    p.add_argument(
+        "--classifiers",
+        default=",".join(DEFAULT_CLASSIFIERS),
+        help="comma-separated scorers to include (kde, gde, kocsvm, auc = 1-NN, locsvm)",
+    )
+    p.add_argument(
+        "--feature",
+        default="pool",
+        choices=("pool", "embed"),
+        help="features the classifiers use: pool = f (paper), embed = g(f)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+
+    def run() -> int:
+        names = [n.strip() for n in args.classifiers.split(",") if n.strip()]
+        out = export_saved_model(args.model_dir, args.out, names, args.feature, args.overwrite)
+        print(f"wrote SavedModel to {out} (classifiers: {', '.join(names)}; {args.feature})")
+        return 0
+
+    return cli.guard(run, verbose=args.verbose)
+
+
+def run_cli() -> None:
+    """Console-script entry point."""
+    cli.entry_point(main)
+
+
+if __name__ == "__main__":
+    run_cli()

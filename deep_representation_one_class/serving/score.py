@@ -1,0 +1,165 @@
+"""Command line: score image files with a trained run and flag the anomalous ones.
+
+    python -m deep_representation_one_class.score --model_dir=RUN --images=DIR_OR_GLOB \\
+        --out=scores.csv [--classifiers=kde,gde] [--threshold=q95] [--feature=pool]
+
+(also installed as ``droc-score``). The CSV has one row per image, in file order: ``path``,
+then ``<classifier>_score`` for each classifier (higher = more anomalous), then
+``<classifier>_anomalous`` (1 when ``score >= threshold``). ``--threshold`` is an inlier-score
+quantile of the run (``q50``, ``q80``, ``q90``, ``q95``, ``q99``, ``q99.5``, ``max``; see
+``thresholds.py``) or a number, for all classifiers or per classifier (``kde=q99,gde=-120``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from collections.abc import Mapping, Sequence
+
+from deep_representation_one_class import cli
+from deep_representation_one_class.evaluation import thresholds as thresholds_lib
+from deep_representation_one_class.serving.detector import Detector, DetectorError
+from deep_representation_one_class.training.run_dir import is_run_output
+from deep_representation_one_class.utils import io
+
+
+def parse_threshold_arg(text: str, classifiers: Sequence[str]) -> dict[str, str | float]:
+    """``--threshold`` -> classifier -> spec.
+
+    Args:
+      text: ``q95``/``1.5`` (every classifier) or ``kde=q99,gde=-120`` (the others get q95).
+      classifiers: canonical classifier names.
+
+    Raises:
+      ThresholdError: a malformed spec or an unknown classifier name.
+    """
+    text = text.strip()
+    if "=" not in text:
+        spec = thresholds_lib.parse_spec(text)
+        return dict.fromkeys(classifiers, spec)
+    out: dict[str, str | float] = dict.fromkeys(classifiers, thresholds_lib.DEFAULT_SPEC)
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in out:
+            raise thresholds_lib.ThresholdError(
+                f"--threshold item '{item}' must be CLASSIFIER=SPEC with CLASSIFIER one of "
+                f"{', '.join(classifiers)}"
+            )
+        out[name] = thresholds_lib.parse_spec(value)
+    return out
+
+
+def write_csv(
+    path: str,
+    paths: Sequence[str],
+    scores: Mapping[str, Sequence[float]],
+    flags: Mapping[str, Sequence[bool]],
+) -> None:
+    """Writes the score table atomically (columns: path, <clf>_score…, <clf>_anomalous…)."""
+    names = list(scores)
+    with io.atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["path", *(f"{n}_score" for n in names), *(f"{n}_anomalous" for n in names)]
+        )
+        for i, p in enumerate(paths):
+            writer.writerow(
+                [
+                    p,
+                    *(repr(float(scores[n][i])) for n in names),
+                    *(int(bool(flags[n][i])) for n in names),
+                ]
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    p = argparse.ArgumentParser(
+        prog="droc-score",
+        description="Score images with a trained one-class run and write a CSV of anomaly "
+        "scores and decisions.",
+    )
+    p.add_argument("--model_dir", required=True, help="run folder of a finished training run")
+    p.add_argument(
+        "--images",
+        required=True,
+        action="append",
+        help="an image file, a folder (searched recursively) or a glob such as 'dir/**/*.png' "
+        "(quote it); repeatable. PNG/JPEG/BMP in any mode (grayscale, RGBA, palette)",
+    )
+    p.add_argument("--out", required=True, help="CSV file to write (refused if it exists)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument(
+        "--classifiers",
+        default=None,
+        help="comma-separated classifiers (kde, gde, kocsvm, auc, locsvm); default: the run's",
+    )
+    p.add_argument(
+        "--threshold",
+        default=thresholds_lib.DEFAULT_SPEC,
+        help="inlier-score quantile (q50, q80, q90, q95, q99, q99.5, max) or a number; or "
+        "per classifier, e.g. kde=q99,gde=-120 (default q95)",
+    )
+    p.add_argument(
+        "--feature",
+        default="pool",
+        choices=("pool", "embed"),
+        help="features the classifiers use: pool = f (paper), embed = g(f)",
+    )
+    p.add_argument("--batch_size", type=int, default=None, help="images per forward pass")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
+    return p
+
+
+def check_out(path: str, run_dir: str, overwrite: bool) -> None:
+    """Refuses an existing ``--out`` (unless ``overwrite``) and any file of the run itself."""
+    if is_run_output(run_dir, path):
+        raise DetectorError(
+            f"--out {path} would write over the run's own files; write the CSV elsewhere"
+        )
+    if os.path.isdir(path):
+        raise DetectorError(f"--out {path} is a folder; give a CSV file name")
+    if os.path.lexists(path) and not overwrite:
+        raise DetectorError(f"--out {path} exists; add --overwrite to replace it")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on bad input)."""
+    args = build_parser().parse_args(argv)
+
+    def run() -> int:
+        if args.batch_size is not None and args.batch_size < 1:
+            raise DetectorError(f"--batch_size must be >= 1, got {args.batch_size}")
+        check_out(args.out, args.model_dir, args.overwrite)
+        names = None
+        if args.classifiers:
+            names = [n.strip() for n in args.classifiers.split(",") if n.strip()]
+        # Check the threshold syntax before the (slower) model load.
+        if "=" not in args.threshold:
+            thresholds_lib.parse_spec(args.threshold)
+        det = Detector.load(args.model_dir, names, args.feature)
+        specs = parse_threshold_arg(args.threshold, det.classifiers)
+        thresholds = {n: det.threshold(n, specs[n]) for n in det.classifiers}
+        images, paths = det.load_images(args.images)
+        scores = det.score(images, args.batch_size)
+        flags = {n: scores[n] >= thresholds[n] for n in det.classifiers}
+        write_csv(args.out, paths, scores, flags)
+        summary = ", ".join(
+            f"{n} {int(flags[n].sum())} (>= {specs[n]} = {thresholds[n]:.4g})"
+            for n in det.classifiers
+        )
+        print(f"scored {len(paths)} images -> {args.out}; flagged anomalous: {summary}")
+        return 0
+
+    return cli.guard(run, verbose=args.verbose)
+
+
+def run_cli() -> None:
+    """Console-script entry point (``droc-score``)."""
+    cli.entry_point(main)
+
+
+if __name__ == "__main__":
+    run_cli()

@@ -1,0 +1,92 @@
+"""The task interface: what differs between image-level and patch-level one-class problems.
+
+A task owns, for the datasets registered with it (``DatasetSpec.task``): the model's input
+shape, the training and test views, the evaluation at the end of a run and the files it writes,
+and its own options (``--patch_size`` ...). The runner never branches on a dataset's name; it
+asks the run's task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from deep_representation_one_class.registry import Option, Registry
+
+if TYPE_CHECKING:
+    from deep_representation_one_class.config import Config
+    from deep_representation_one_class.datasets import OneClassData
+
+TASKS: Registry = Registry("task")
+
+# fn(image [H, W, C] uint8 or float, seed int [2]) -> tuple of [S, S, C] float32 views.
+ViewFn = Callable[[Any, Any], tuple]
+
+
+class Views(typing.NamedTuple):
+    """The view functions of a run and how many views each makes (unpacks as a tuple)."""
+
+    train: ViewFn
+    test: ViewFn
+    num_train: int
+    num_test: int
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What a task's evaluation returns.
+
+    Attributes:
+      metrics: metric key (``pool.kde``, ``pool.gde.pixel_auroc`` ...) -> value x100.
+      timings: seconds (and rates) of the evaluation's parts.
+      scores: metric key -> ``[T]`` per-test-image anomaly scores.
+      files: the files written into the run folder.
+    """
+
+    metrics: dict[str, float]
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    files: list[str] = dataclasses.field(default_factory=list)
+
+
+class Task:
+    """Base class; subclasses register in ``TASKS`` and implement the methods below."""
+
+    name: ClassVar[str] = ""
+    #: settings only this task reads (flags and ``Config.options``)
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: whether ``Detector``/``score``/``export`` can serve its runs
+    servable: ClassVar[bool] = True
+    #: whether ``--eval_every`` (evaluations during training) is supported
+    periodic_eval: ClassVar[bool] = True
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    @classmethod
+    def check_config(cls, config: Config) -> None:
+        """Raises ValueError (one line) when the config cannot work with this task."""
+
+    def model_input_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of what the network sees (it is fully convolutional; H picks the stem)."""
+        raise NotImplementedError
+
+    def views(self) -> Views:
+        raise NotImplementedError
+
+    def evaluate(
+        self,
+        model: Any,
+        data: OneClassData,
+        *,
+        with_logits: bool,
+        run_dir: str | None = None,
+        writer: Any = None,
+        step: int = 0,
+    ) -> Evaluation:
+        """Evaluates ``model`` on ``data``; with ``run_dir``, writes the run's result files."""
+        raise NotImplementedError

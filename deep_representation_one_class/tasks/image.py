@@ -1,0 +1,148 @@
+"""The image-level task: one image in, one anomaly score out (every benchmark but MVTec AD).
+
+Views come from the augmentation strings (``--aug_list``, ``--aug_list_for_test``). The
+evaluation extracts ``pool`` and ``embed`` features of the classifier-train and test sets
+(and the rotation classifier's view logits where the method has one), fits every classifier
+once (``evaluation.classifiers``), and with a run folder writes ``embeddings.npz``,
+``classifiers.npz``/``.json``, ``thresholds.json`` and the ROC / histogram plots.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from deep_representation_one_class.augment import grammar
+from deep_representation_one_class.evaluation import classifiers as classifiers_lib
+from deep_representation_one_class.evaluation import features as features_lib
+from deep_representation_one_class.evaluation import metrics as metrics_lib
+from deep_representation_one_class.evaluation import scorers as scorers_lib
+from deep_representation_one_class.evaluation import thresholds as thresholds_lib
+from deep_representation_one_class.reports import plots
+from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
+from deep_representation_one_class.utils import io
+
+FEATURES = ("pool", "embed")
+EMBEDDINGS = "embeddings.npz"
+
+
+def image_views(config: Any) -> Views:
+    """Train and test views of ``config`` at its (square) input size."""
+    size = int(config.input_shape[0])
+    train_views = grammar.parse(config.aug_list)
+    train_fn = grammar.build_view_fn(
+        train_views, size, training=True, reference_blur=config.blur_as_reference
+    )
+    if config.aug_list_for_test:
+        test_views = grammar.parse(config.aug_list_for_test)
+        test_fn = grammar.build_view_fn(
+            test_views, size, training=True, reference_blur=config.blur_as_reference
+        )
+    else:
+        # The reference's test pipeline: view 0 in test mode (random ops off, crops -> resize).
+        test_views = train_views[:1]
+        test_fn = grammar.build_view_fn(test_views, size, training=False)
+    return Views(train_fn, test_fn, len(train_views), len(test_views))
+
+
+def score_saved_features(
+    config: Any,
+    arrays: Mapping[str, np.ndarray],
+    run_dir: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Fits the run's classifiers once on saved features, scores the test set, writes outputs.
+
+    This is the evaluation of a run after its features are extracted, shared by the run and by
+    ``evaluate`` (re-scoring a finished run).
+
+    Args:
+      config: the run's config (``classifiers``, ``seed``, ``cls_holdout``, ``is_validation``).
+      arrays: the ``embeddings.npz`` arrays (``cls_pool``, ``cls_embed``, ``test_pool``,
+        ``test_embed``, ``test_y``[, ``test_view_logits``]).
+      run_dir: where ``classifiers.*``, ``thresholds.json`` and the plots go (None: nowhere).
+      timings: receives per-classifier fit seconds.
+
+    Returns:
+      (metrics: key -> AUROC x100 (NaN for a classifier that could not be fit),
+       scores: key -> [T] test scores).
+    """
+    labels = np.asarray(arrays["test_y"]).reshape(-1)
+    cls = {f: np.asarray(arrays[f"cls_{f}"]) for f in FEATURES if f"cls_{f}" in arrays}
+    test = {f: np.asarray(arrays[f"test_{f}"]) for f in FEATURES if f"test_{f}" in arrays}
+    split = classifiers_lib.split_rows(
+        len(next(iter(cls.values()))), config.seed, config.cls_holdout
+    )
+    cset = classifiers_lib.fit(cls, config.classifiers, split, timings=timings)
+    scores = cset.score(test)
+    metrics = {key: metrics_lib.auroc(labels, s) for key, s in scores.items()}
+    for key in cset.failed:
+        metrics[key] = math.nan
+    if "test_view_logits" in arrays:
+        for name, s in scorers_lib.rotation_scores(arrays["test_view_logits"]).items():
+            metrics[f"{name}.auc"] = metrics_lib.auroc(labels, s)
+            scores[f"{name}.auc"] = s
+    if run_dir is not None:
+        cset.save(run_dir)
+        fitted = {k: v for k, v in scores.items() if k in cset.scorers}
+        thresholds = thresholds_lib.run_thresholds(
+            cset,
+            cls,
+            labels,
+            fitted,
+            evaluated_on="validation" if config.is_validation else "test",
+        )
+        thresholds_lib.write_thresholds(run_dir, thresholds)
+        plots.write_run_plots(run_dir, labels, scores, thresholds)
+    return metrics, scores
+
+
+@TASKS.register("image")
+class ImageTask(Task):
+    """One score per image from features of the whole (resized) image."""
+
+    name = "image"
+
+    def model_input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.config.input_shape)  # type: ignore[return-value]
+
+    def views(self) -> Views:
+        return image_views(self.config)
+
+    def extract(self, model: Any, data: Any, with_logits: bool) -> dict[str, np.ndarray]:
+        """The ``embeddings.npz`` arrays: features of the classifier-train and test images."""
+        test_fn = self.views().test
+        batch = self.config.eval_batch_size
+        cls = features_lib.extract(model, data.cls_x, test_fn, batch, with_logits)
+        test = features_lib.extract(model, data.test_x, test_fn, batch, with_logits)
+        arrays = {
+            "cls_pool": cls["pool"],
+            "cls_embed": cls["embed"],
+            "test_pool": test["pool"],
+            "test_embed": test["embed"],
+            "test_y": data.test_y,
+            "test_class": data.test_class,
+        }
+        if with_logits:
+            arrays["test_view_logits"] = test["view_logits"]
+        return arrays
+
+    def evaluate(self, model, data, *, with_logits, run_dir=None, writer=None, step=0):
+        del writer, step  # the runner logs the metrics
+        timings: dict[str, float] = {}
+        t0 = time.time()
+        arrays = self.extract(model, data, with_logits)
+        timings["extract"] = time.time() - t0
+        files: list[str] = []
+        if run_dir is not None:
+            io.write_npz(os.path.join(run_dir, EMBEDDINGS), **arrays)
+            files.append(EMBEDDINGS)
+        t0 = time.time()
+        metrics, scores = score_saved_features(self.config, arrays, run_dir, timings)
+        timings["classifiers"] = time.time() - t0
+        return Evaluation(metrics, timings, scores, files)

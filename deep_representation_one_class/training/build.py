@@ -1,0 +1,134 @@
+"""Factories that turn a ``Config`` into the pieces of a run: task, views, model, optimizer, data.
+
+The tools that use a trained run (``serving``, ``evaluate``, the benchmark) import these, never
+the runner, so that they build exactly what training built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+from deep_representation_one_class import datasets, methods, tasks
+from deep_representation_one_class.config import Config
+from deep_representation_one_class.datasets import pipeline
+from deep_representation_one_class.models import build_model
+from deep_representation_one_class.utils.schedules import ReferenceSchedule
+
+
+def task_for(cfg: Config) -> tasks.Task:
+    """The task of the run's dataset (``image`` or ``patches``)."""
+    return tasks.TASKS.get(datasets.DATASETS.get(cfg.dataset).task)(cfg)
+
+
+def make_views(cfg: Config) -> tasks.Views:
+    """(train view fn, test view fn, number of train views, number of test views)."""
+    return task_for(cfg).views()
+
+
+def method_for(cfg: Config) -> methods.Method:
+    return methods.METHODS.get(cfg.method)(cfg)
+
+
+def make_backbone(cfg: Config, **model_kwargs) -> keras.Model:
+    """The configured ResNet + head at the task's model input (``model_kwargs`` go to
+    ``models.build_model``, e.g. the benchmark's reference layers)."""
+    dtype = None if cfg.precision == "float32" else cfg.precision
+    return build_model(
+        cfg.net_type,
+        cfg.net_width,
+        task_for(cfg).model_input_shape(),
+        cfg.head_dims,
+        cfg.latent_dim,
+        sync_bn=cfg.sync_bn,
+        dtype=dtype,
+        float32_stages=cfg.float32_stages,
+        **model_kwargs,
+    )
+
+
+def make_model(cfg: Config, method: methods.Method | None = None, **model_kwargs) -> keras.Model:
+    """The run's model as its method builds it (the denoising decoder added, the ImageNet
+    backbone swapped in); call it inside the strategy scope when training."""
+    method = method or method_for(cfg)
+    return method.build_model(lambda: make_backbone(cfg, **model_kwargs))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    """How long a run trains.
+
+    Attributes:
+      steps_per_epoch: steps of one epoch (``--num_batch``, else training images // batch);
+        the period of per-epoch schedules and of the epoch-end logging and checkpoints.
+      total_steps: ``--train_steps``, else ``--num_epoch`` x ``steps_per_epoch``.
+      num_epochs: epochs the loop runs (the last one may be partial with ``--train_steps``).
+    """
+
+    steps_per_epoch: int
+    total_steps: int
+    num_epochs: int
+
+
+def step_plan(cfg: Config, num_train: int) -> StepPlan:
+    """The step plan for ``num_train`` training images (after distribution augmentation)."""
+    spe = (
+        cfg.num_batch if cfg.num_batch > 0 else pipeline.steps_per_epoch(num_train, cfg.batch_size)
+    )
+    spe = max(1, spe)
+    total = cfg.train_steps if cfg.train_steps > 0 else cfg.num_epoch * spe
+    return StepPlan(spe, total, -(-total // spe))
+
+
+def make_optimizer(cfg: Config, plan: StepPlan):
+    """(optimizer, schedule): SGD or AMSGrad Adam on the reference's LR schedule."""
+    period = plan.steps_per_epoch if cfg.sched_freq == "epoch" else 1
+    schedule = ReferenceSchedule(
+        cfg.learning_rate,
+        cfg.sched_type,
+        plan.total_steps,
+        period=period,
+        min_rate=cfg.sched_min_rate,
+        step_size=cfg.sched_step_size,
+        gamma=cfg.sched_gamma,
+        level=cfg.sched_level,
+    )
+    if cfg.optim_type == "sgd":
+        opt = keras.optimizers.SGD(schedule, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    else:
+        opt = keras.optimizers.Adam(schedule, amsgrad=True)
+    if cfg.precision == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt, schedule
+
+
+def decayed_variables(model: keras.Model, regularize_bn: bool) -> list:
+    """Variables in the L2 term. ``regularize_bn=False`` drops BatchNorm gamma/beta.
+
+    Fix of reference bug 2: there ``regularize_bn=True`` *excluded* BN variables. Here the flag
+    means what it says; the default (True) decays everything, which is what the reference
+    actually did with its default.
+    """
+    if regularize_bn:
+        return list(model.trainable_variables)
+    bn_ids = set()
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            bn_ids.update(id(v) for v in layer.trainable_variables)
+    return [v for v in model.trainable_variables if id(v) not in bn_ids]
+
+
+def load_data(cfg: Config) -> datasets.OneClassData:
+    """The run's one-class task data (uint8 arrays at ``cfg.input_shape``)."""
+    return datasets.load_one_class(
+        cfg.dataset,
+        root=cfg.root,
+        category=cfg.category,
+        input_shape=tuple(cfg.input_shape),
+        is_validation=cfg.is_validation,
+        seed=cfg.seed,
+        cache_dir=cfg.cache_dir,
+        skip_corrupt=cfg.skip_corrupt,
+        max_cls=cfg.max_cls,
+    )

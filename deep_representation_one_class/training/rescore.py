@@ -1,0 +1,148 @@
+"""Standalone evaluation of a saved run: re-fit and re-score its classifiers, or re-extract.
+
+    python -m deep_representation_one_class.evaluate --model_dir=RUN [--classifiers=kde,gde]
+    python -m deep_representation_one_class.evaluate --model_dir=RUN --reextract
+
+Without ``--reextract`` only ``embeddings.npz`` is read, so classifiers can be compared on old
+runs in seconds. With it, the model is rebuilt from ``config.json``, the latest checkpoint
+restored and the features extracted again from the data. Either way the classifiers are fit
+once with the run's protocol (``evaluation.classifiers``) and ``classifiers.npz``,
+``thresholds.json``, the plots and the ``summary.json`` metrics are rewritten (atomically), so
+the detector serves what was just evaluated. This is also how a run evaluated by an older
+version of the package (no ``classifiers.npz``) becomes servable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from deep_representation_one_class import cli
+from deep_representation_one_class import config as config_lib
+from deep_representation_one_class.errors import ConfigError
+from deep_representation_one_class.tasks import image as image_task
+from deep_representation_one_class.training import build, run_dir
+from deep_representation_one_class.utils import io
+
+_EMBEDDING_KEYS = ("cls_pool", "cls_embed", "test_pool", "test_embed", "test_y")
+
+
+def evaluate_run(
+    run_path: str,
+    classifiers: Sequence[str] | None = None,
+    reextract: bool = False,
+    root: str | None = None,
+    precision: str | None = None,
+) -> dict[str, float]:
+    """Scores a saved run and updates its outputs; returns the metrics (AUROC x100).
+
+    ``precision`` (with ``reextract``) extracts in another compute precision than the run was
+    trained in, e.g. float32 features from a ``mixed_bfloat16`` run: the checkpointed weights
+    are float32 under every policy, so any precision can restore them.
+    """
+    cfg_path = os.path.join(run_path, run_dir.CONFIG)
+    if not os.path.exists(cfg_path):
+        raise ConfigError(f"{run_path} is not a run folder (no config.json)")
+    cfg = config_lib.Config.from_dict(io.read_json(cfg_path, expect=dict))
+    if classifiers:
+        cfg = cfg.replace(classifiers=tuple(classifiers))
+    if root:
+        cfg = cfg.replace(root=root)
+    if precision:
+        if not reextract:
+            raise ConfigError("--precision changes how features are extracted; add --reextract")
+        cfg = cfg.replace(precision=precision)
+    cfg = config_lib.validate(cfg)
+    task = build.task_for(cfg)
+    if not isinstance(task, image_task.ImageTask):
+        raise ConfigError(
+            f"{run_path} is a {task.name}-level run; rerun its training command (with "
+            "--force_init to start over) to evaluate it again"
+        )
+    emb_path = os.path.join(run_path, image_task.EMBEDDINGS)
+    lock = run_dir.Lock(run_path)
+    lock.acquire()
+    try:
+        if reextract:
+            arrays = _reextract(cfg, run_path, task)
+            io.write_npz(emb_path, **arrays)
+        else:
+            if not os.path.exists(emb_path):
+                raise ConfigError(f"{emb_path} is missing; finish the run or use --reextract")
+            arrays = io.load_npz(emb_path, required=_EMBEDDING_KEYS)
+        metrics, _ = image_task.score_saved_features(cfg, arrays, run_path)
+        summary_path = os.path.join(run_path, run_dir.SUMMARY)
+        summary = (
+            io.read_json(summary_path, expect=dict)
+            if os.path.exists(summary_path)
+            else {"config": cfg.to_dict(), "run": {"complete": False}}
+        )
+        summary["metrics"] = metrics
+        summary["config"] = cfg.to_dict()
+        if precision:
+            summary["eval_precision"] = precision
+        io.write_json(summary_path, summary)
+    finally:
+        lock.release()
+    return metrics
+
+
+def _reextract(cfg, run_path, task):
+    data = build.load_data(cfg)
+    model = build.make_model(cfg)
+    ckpt_dir = os.path.join(run_path, run_dir.CHECKPOINTS)
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    if latest is None:
+        raise ConfigError(f"no checkpoint in {ckpt_dir}; nothing to re-extract")
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    with_logits = build.method_for(cfg).extra_eval != ()
+    return task.extract(model, data, with_logits)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # argparse, not absl flags: only main.py defines absl flags, so that this module can be
+    # imported next to the trainer without flag clashes.
+    p = argparse.ArgumentParser(
+        prog="python -m deep_representation_one_class.evaluate",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("--model_dir", required=True, help="run folder with config.json")
+    p.add_argument(
+        "--classifiers", default=None, help="comma-separated classifiers (default: the run's)"
+    )
+    p.add_argument(
+        "--reextract",
+        action="store_true",
+        help="rebuild the model from its checkpoint and extract the features again "
+        "(needs the dataset)",
+    )
+    p.add_argument("--root", default=None, help="override the run's data root (--reextract)")
+    p.add_argument(
+        "--precision",
+        default=None,
+        help="extract in this precision instead of the run's (--reextract), "
+        "e.g. float32 for a mixed_bfloat16 run",
+    )
+    p.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def run() -> int:
+        classifiers = args.classifiers.split(",") if args.classifiers else None
+        metrics = evaluate_run(
+            args.model_dir, classifiers, args.reextract, args.root, args.precision
+        )
+        print(cli.format_table(metrics))
+        return 0
+
+    return cli.guard(run, verbose=args.verbose)
+
+
+def run_cli() -> None:
+    cli.entry_point(main)

@@ -1,0 +1,442 @@
+"""The run folder: what may be read, written and deleted there, its lock, and its checkpoints.
+
+Guarantees (README, "Failure and resume"):
+
+* Checks come before side effects. ``inspect`` only reads; the runner then validates the data;
+  only after that does ``RunFolder.start`` take the lock and write anything.
+* A folder is a run folder only if it carries the marker ``.droc_run``. Another non-empty
+  folder is refused. ``--force_init`` deletes only the files and folders a run writes
+  (``RUN_FILES``); anything else a user put there stays.
+* One run at a time: ``.droc_lock`` holds the owner's pid, host and start time. A second
+  command on the same folder is refused at once, naming the holder; a lock left behind by a
+  killed process (same host, pid gone or reused) is taken over.
+* A finished run is never retrained; changed settings are refused once the folder holds a
+  checkpoint or results (a start that failed before its first checkpoint can be corrected by
+  rerunning with other settings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deep_representation_one_class.config import Config
+from deep_representation_one_class.errors import NonFiniteLossError, RunError
+from deep_representation_one_class.utils import io
+
+logger = logging.getLogger(__name__)
+
+LOCK = ".droc_lock"
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+# Everything a run writes into its folder; --force_init deletes these and nothing else.
+RUN_FILES = (
+    io.RUN_MARKER,
+    CONFIG,
+    SUMMARY,
+    CHECKPOINTS,
+    "tb",
+    "embeddings.npz",
+    "classifiers.npz",
+    "classifiers.json",
+    "thresholds.json",
+    "plots",
+    "maps",
+    "explain",
+    "report.html",
+    "report_files",
+)
+# Flags that may change between a run and its resumption without invalidating checkpoints.
+RESUMABLE_CHANGES = {
+    "model_dir",
+    "force_init",
+    "eval_batch_size",
+    "classifiers",
+    "cls_holdout",
+    "steps_per_call",
+    "jit_compile",
+    "eval_every",
+    "ckpt_epoch",
+    "ckpt_steps",
+    "strategy",
+    "deterministic",
+    "cache_dir",
+    "skip_corrupt",
+    "root",
+    "sync_bn",
+}
+
+
+def is_run_output(run_dir: str, path: str) -> bool:
+    """Whether ``path`` is the run folder itself or lies among the files a run writes there
+    (tools must never write over them)."""
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(run_dir))
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return False
+    return rel == os.curdir or rel.split(os.sep)[0] in RUN_FILES
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderState:
+    """What ``inspect`` found (nothing is written to find it)."""
+
+    exists: bool
+    is_run: bool
+    complete: bool
+    summary: dict[str, Any] | None
+    has_checkpoint: bool
+
+
+def _checked_summary(path: str) -> dict[str, Any] | None:
+    """A complete run's summary, or None when absent, unfinished or damaged (re-evaluated)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        summary = io.read_json(path, expect=dict)
+    except io.CorruptFileError as e:
+        logger.warning("%s; the run will be evaluated again", e)
+        return None
+    run = summary.get("run")
+    if not (
+        isinstance(run, dict) and run.get("complete") and isinstance(summary.get("metrics"), dict)
+    ):
+        if run and run.get("complete"):
+            logger.warning("%s lacks its metrics; the run will be evaluated again", path)
+        return None
+    return summary
+
+
+def _old_config(run_dir: str) -> dict[str, Any] | None:
+    path = os.path.join(run_dir, CONFIG)
+    if os.path.isfile(path):
+        return io.read_json(path, expect=dict)
+    summary = os.path.join(run_dir, SUMMARY)
+    if os.path.isfile(summary):
+        # config.json lost (deleted by hand): the summary's copy still protects the results.
+        with_cfg = io.read_json(summary, expect=dict).get("config")
+        return with_cfg if isinstance(with_cfg, dict) else None
+    return None
+
+
+def _check_writable(run_dir: str) -> None:
+    """RunError unless ``run_dir`` is (or can be created as) a writable folder."""
+    why = None
+    if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
+        why = "it is a file, not a folder"
+    else:
+        probe = os.path.abspath(run_dir)
+        while not os.path.isdir(probe):
+            parent = os.path.dirname(probe)
+            if os.path.lexists(probe) and not os.path.isdir(probe):
+                why = f"{probe} is a file, not a folder"
+                break
+            if parent == probe:
+                break
+            probe = parent
+        if why is None and not os.access(probe, os.W_OK | os.X_OK):
+            why = f"{probe} is not writable"
+    if why:
+        raise RunError(f"cannot write to --model_dir {run_dir}: {why}")
+
+
+def inspect(cfg: Config) -> FolderState:
+    """Read-only checks of ``cfg.model_dir``; raises RunError where the run must not start.
+
+    Raises:
+      RunError: a non-empty folder without the run marker; another run's settings in a folder
+        that holds its checkpoints or results; a folder locked by a live process.
+    """
+    run_dir = cfg.model_dir
+    _check_writable(run_dir)
+    exists = os.path.isdir(run_dir)
+    if exists:
+        Lock(run_dir).check()
+    entries = [e for e in os.listdir(run_dir) if e != LOCK] if exists else []
+    is_run = io.RUN_MARKER in entries
+    if entries and not is_run:
+        what = "--force_init refuses to delete anything in" if cfg.force_init else "--model_dir"
+        raise RunError(
+            f"{what} {run_dir}: it is not empty and not a run folder (no {io.RUN_MARKER} "
+            "marker); pick an empty or new folder"
+        )
+    if not is_run:
+        return FolderState(exists, False, False, None, False)
+    has_ckpt = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINTS)) is not None
+    summary = _checked_summary(os.path.join(run_dir, SUMMARY))
+    if cfg.force_init:
+        return FolderState(True, True, False, None, has_ckpt)
+    old = _old_config(run_dir)
+    if old is not None and (has_ckpt or summary is not None):
+        # Keys absent from an older config.json take today's defaults (forward compatible).
+        old = {**Config().to_dict(), **old}
+        new = cfg.to_dict()
+        diff = sorted(
+            k
+            for k in set(old) | set(new)
+            if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)
+        )
+        if diff:
+            shown = ", ".join(f"--{k}={old.get(k)!r}->{new.get(k)!r}" for k in diff[:4])
+            raise RunError(
+                f"{run_dir} holds a run with different settings ({shown}); use "
+                f"another --model_dir or --force_init to start over"
+            )
+    return FolderState(True, True, summary is not None, summary, has_ckpt)
+
+
+class Lock:
+    """The run folder's lock file: one process trains or evaluates a run at a time."""
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, LOCK)
+        self.held = False
+
+    @staticmethod
+    def _me() -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "start": _process_start(os.getpid()),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+
+    def _holder(self) -> dict[str, Any] | None:
+        """The live holder's record, or None (no lock, or a stale one)."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                rec = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None  # unreadable or half-written: treat as stale
+        if not isinstance(rec, dict):
+            return None
+        if rec.get("host") != socket.gethostname():
+            return rec  # cannot tell whether a process on another machine is alive
+        pid = rec.get("pid")
+        if not isinstance(pid, int) or not _alive(pid):
+            return None
+        if rec.get("start") is not None and rec.get("start") != _process_start(pid):
+            return None  # the pid was reused by another process
+        return rec
+
+    def check(self) -> None:
+        """Raises RunError when another live process holds the lock."""
+        rec = self._holder()
+        if rec is not None and rec.get("pid") != os.getpid():
+            raise RunError(
+                f"{os.path.dirname(self.path)} is in use by process {rec.get('pid')} on "
+                f"{rec.get('host')} since {rec.get('since')}; wait for it to finish or stop it "
+                f"(if that process is gone, delete {self.path})"
+            )
+
+    def acquire(self) -> None:
+        """Takes the lock (atomically), replacing a stale one; RunError when it is held."""
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self.check()
+                # Stale: remove it and try again (another process may win the race).
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self._me(), f)
+            self.held = True
+            return
+        self.check()
+        raise RunError(f"cannot take the lock {self.path}; try again")
+
+    def release(self) -> None:
+        if self.held:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            self.held = False
+
+
+def _fsync_checkpoint(path: str) -> None:
+    """Flushes a checkpoint's files and the folder's index (TF renames without fsync)."""
+    folder = os.path.dirname(path)
+    prefix = os.path.basename(path)
+    for name in os.listdir(folder):
+        if name.startswith(prefix) or name == "checkpoint":
+            try:
+                fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _process_start(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            # Field 22; the command name (field 2) may contain spaces, so split after ')'.
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class RunFolder:
+    """The side effects on a run folder, in order: ``start`` (lock, clean, marker, config),
+    then results, then ``close`` (unlock). Created only after every check passed."""
+
+    def __init__(self, cfg: Config, state: FolderState):
+        self.cfg = cfg
+        self.path = cfg.model_dir
+        self.state = state
+        self.lock = Lock(self.path)
+        self._created = False
+
+    def start(self) -> None:
+        """Creates the folder, takes the lock, applies --force_init, writes marker and config."""
+        if not os.path.isdir(self.path):
+            try:
+                os.makedirs(self.path)
+            except OSError as e:
+                raise RunError(f"cannot write to --model_dir {self.path}: {e.strerror}") from None
+            self._created = True
+        try:
+            self.lock.acquire()
+        except OSError as e:
+            self._remove_if_created()
+            raise RunError(f"cannot write to --model_dir {self.path}: {e.strerror}") from None
+        except RunError:
+            self._remove_if_created()
+            raise
+        if self.cfg.force_init and self.state.is_run:
+            for name in RUN_FILES:
+                target = os.path.join(self.path, name)
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target)
+                elif os.path.lexists(target):
+                    os.remove(target)
+            logger.info("--force_init: deleted the previous run's files in %s.", self.path)
+        io.write_text(
+            os.path.join(self.path, io.RUN_MARKER), "deep_representation_one_class run folder\n"
+        )
+        io.write_json(os.path.join(self.path, CONFIG), self.cfg.to_dict())
+
+    def abort(self) -> None:
+        """Undoes ``start`` after a failure before training began (nothing of value written)."""
+        self.lock.release()
+        self._remove_if_created(all_run_files=True)
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def _remove_if_created(self, all_run_files: bool = False) -> None:
+        if not self._created:
+            return
+        if all_run_files:
+            for name in (io.RUN_MARKER, CONFIG):
+                path = os.path.join(self.path, name)
+                if os.path.exists(path):
+                    os.remove(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.path)  # only when empty: a folder the user also wrote into stays
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        io.write_json(os.path.join(self.path, SUMMARY), summary)
+
+
+class Checkpoints:
+    """The run's checkpoints: numbered by global step, written only with finite weights.
+
+    The chief writes into ``<run>/checkpoints``; other workers must take part in every save
+    too (a save may need collectives) but write into a private temporary folder, deleted by
+    ``close``. Everyone restores from the chief's folder (``latest_checkpoint``).
+    """
+
+    def __init__(self, ckpt: tf.train.Checkpoint, model: keras.Model, run_dir: str, chief: bool):
+        self.directory = os.path.join(run_dir, CHECKPOINTS)
+        self._tmp = None if chief else tempfile.mkdtemp(prefix="droc_worker_ckpt_")
+        self._ckpt = ckpt
+        self._manager = tf.train.CheckpointManager(
+            ckpt, self._tmp or self.directory, max_to_keep=2 if chief else 1
+        )
+        self._model = model
+        self.saved_step: int | None = None
+
+    @property
+    def latest_checkpoint(self) -> str | None:
+        return tf.train.latest_checkpoint(self.directory)
+
+    def restore_latest(self) -> str | None:
+        """Restores the newest checkpoint (model, optimizer, step); None when there is none.
+
+        Raises:
+          RunError: the checkpoint does not match this model.
+        """
+        latest = self.latest_checkpoint
+        if not latest:
+            return None
+        try:
+            self._ckpt.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise RunError(
+                f"checkpoint {latest} does not match this model ({type(e).__name__}); use "
+                "--force_init or another --model_dir"
+            ) from None
+        return latest
+
+    def save(self, step: int) -> str | None:
+        """Saves the step-``step`` checkpoint unless it is already the newest one.
+
+        Raises:
+          NonFiniteLossError: a weight is NaN/Inf (an update blew up after the last finite
+            loss); nothing is written, so the last good checkpoint stays the newest.
+        """
+        if self.saved_step == step:
+            return self.latest_checkpoint
+        if not all(np.isfinite(v.numpy()).all() for v in self._model.weights):
+            raise NonFiniteLossError(
+                f"weights became NaN/Inf by step {step}; the last good checkpoint "
+                f"({self.latest_checkpoint or 'none'}) is kept. Lower --learning_rate or "
+                f"check the data"
+            )
+        path = self._manager.save(checkpoint_number=step)
+        self.saved_step = step
+        _fsync_checkpoint(path)
+        return path
+
+    def close(self) -> None:
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
