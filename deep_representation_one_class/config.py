@@ -119,6 +119,12 @@ class Config:
     blur_as_reference: bool = _field(
         False, "Reproduce the reference's blur bug (blur never applied). Off: blur really blurs."
     )
+    augment_as_reference: bool = _field(
+        False,
+        "Reproduce every augmentation behaviour of the reference: blur never applied, colour "
+        "jitter unclipped with one component order per view for the whole run. Off: the fixed "
+        "behaviours (README, 'Differences').",
+    )
     # Model.
     net_type: str = _field(
         "resnet18", "Backbone: resnet10/18/34/50/101/152 (reference spelling ResNet18 accepted)."

@@ -11,10 +11,13 @@
 #
 # Usage:
 #   scripts/run_contrastive.sh --dataset=cifar10ood --category=0 --root=DATA --model_dir=runs/x \
-#       [--seed=1] [--blur_as_reference] [any other trainer flag]
+#       [--seed=1] [--augment_as_reference] [any other trainer flag]
 # The arguments go to the trainer after the paper settings, so they override them (absl keeps
-# the last value of a repeated flag). --blur_as_reference reproduces the reference's
-# never-applied blur. Without --dataset it is cifar10ood class 0.
+# the last value of a repeated flag). Augmentation: by default the fixed behaviours (blur
+# applied, colour jitter clipped to [0, 1] with a per-sample component order); add
+# --augment_as_reference for the reference's (blur never applied, jitter unclipped with one
+# order per view for the whole run), or --blur_as_reference for its blur alone.
+# Without --dataset it is cifar10ood class 0.
 # Environment: PYTHON (default python; split on spaces), DRY_RUN=1 prints the command only.
 set -euo pipefail
 

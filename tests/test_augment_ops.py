@@ -349,3 +349,44 @@ def test_factories_reject_bad_size_and_channels():
         AUG_OPS.get("hflip")(size=0, training=True)
     with pytest.raises(AugmentError, match="channels"):
         _eager(_make("gray", {"p": 1.0}), _image(c=4), np.array([0, 1], np.int32))
+
+
+def test_reference_jitter_fixes_one_order_per_view_and_does_not_clip():
+    # --augment_as_reference: the reference's jitter ran its components in one order for the
+    # whole run (per view) and never clipped to [0, 1].
+    image = tf.constant(np.random.default_rng(0).uniform(size=(8, 8, 3)), tf.float32)
+    b, c, s, h = 0.9, 0.9, 0.9, 0.1
+    op = photometric.jitter(8, True, b, c, s, h, reference_order=7)[0]
+    order = np.random.default_rng(7).permutation(4)
+    components = [
+        lambda x, sd: tf.image.stateless_random_brightness(x, b, sd),
+        lambda x, sd: tf.image.stateless_random_contrast(x, 1 - c, 1 + c, sd),
+        lambda x, sd: tf.image.stateless_random_saturation(x, 1 - s, 1 + s, sd),
+        lambda x, sd: tf.image.stateless_random_hue(x, h, sd),
+    ]
+    left = False
+    for k in range(20):
+        seed = tf.constant([k, 5])
+        seeds = photometric._split(seed, 5)
+        want = image
+        for j in order:  # the same order for every sample, no clipping in between
+            want = components[j](want, seeds[1 + j])
+        got = op(image, seed)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+        left |= float(tf.reduce_min(got)) < 0.0 or float(tf.reduce_max(got)) > 1.0
+    assert left  # brightness 0.9 leaves [0, 1] when nothing clips
+    # The default (fixed) behaviour clips after every component.
+    ours = photometric.jitter(8, True, b, c, s, h)[0]
+    for k in range(20):
+        out = ours(image, tf.constant([k, 5]))
+        assert float(tf.reduce_min(out)) >= 0.0 and float(tf.reduce_max(out)) <= 1.0
+    # The config switch reaches the view builder (blur and jitter), the older blur switch only
+    # the blur.
+    import conftest
+
+    from deep_representation_one_class.tasks.image import reference_behaviour
+
+    both = reference_behaviour(conftest.tiny_config(augment_as_reference=True))
+    assert both == {"reference_blur": True, "reference_jitter": True}
+    blur = reference_behaviour(conftest.tiny_config(blur_as_reference=True))
+    assert blur == {"reference_blur": True, "reference_jitter": False}

@@ -145,3 +145,48 @@ def test_dogvscat_missing_data_messages(tmp_path):
     (bad / "train.zip").write_bytes(b"this is not a zip")
     with pytest.raises(DataError, match="cannot read zip"):
         D.load_one_class("dvcood", root=str(bad), category="0", cache_dir="")
+
+
+def test_split_follows_the_reference_file_order(tmp_path):
+    # The reference lists the images with sorted(os.listdir(...)): text order, so cat.10 comes
+    # before cat.2. With 12 images per class that order differs from the numeric one, and the
+    # seed-0 permutation must pick the reference's train and test images.
+    import os
+
+    folder = tmp_path / "train"
+    folder.mkdir()
+    n = 12
+    for kind in ("cat", "dog"):
+        for i in range(n):
+            # The image number is written into the pixels, to identify it after loading.
+            arr = np.full((64, 64, 3), 10 * i + (0 if kind == "cat" else 5), np.uint8)
+            Image.fromarray(arr).save(folder / f"{kind}.{i}.png")
+            os.rename(folder / f"{kind}.{i}.png", folder / f"{kind}.{i}.jpg")
+
+    # The reference's procedure, written out: list, label by name, seed 0, cats then dogs.
+    names = sorted(os.listdir(folder))
+    labels = np.array([0 if name.startswith("cat") else 1 for name in names])
+    numbers = np.array([int(name.split(".")[1]) for name in names])
+    np.random.seed(0)  # noqa: NPY002
+    cats = numbers[labels == 0][np.random.permutation(n)]  # noqa: NPY002
+    want_train, want_test = set(cats[: (4 * n) // 5]), set(cats[(4 * n) // 5 :])
+    assert (
+        sorted(want_test)
+        != sorted(  # the text order really changes the split here
+            np.arange(n)[np.random.RandomState(0).permutation(n)][(4 * n) // 5 :]
+        )
+    )
+
+    d = D.load_one_class("dvcood", root=str(tmp_path), category="cat", cache_dir="")
+    got_train = {int(img[0, 0, 0]) // 10 for img in d.train_x}
+    got_test = {int(img[0, 0, 0]) // 10 for img, y in zip(d.test_x, d.test_y) if y == 0}
+    assert got_train == want_train and got_test == want_test
+
+
+def test_npz_of_an_older_version_is_refused(tmp_path):
+    folder = tmp_path / "dogs-vs-cats"
+    folder.mkdir()
+    np.savez(folder / "train_64x64.npz", image=np.zeros((4, 64, 64, 3), np.uint8),
+             label=np.array([0, 0, 1, 1]))  # fmt: skip
+    with pytest.raises(DataError, match=r"prepare_dogvscat\.py again"):
+        D.load_one_class("dvcood", root=str(tmp_path), category="0", cache_dir="")

@@ -273,12 +273,23 @@ def view_names(aug_list: str | Sequence[ViewSpec]) -> tuple[str, ...]:
     return tuple(view.spec_string for view in views)
 
 
-def _build_chain(view: ViewSpec, size: int, training: bool, reference_blur: bool) -> list[Op]:
+def _build_chain(
+    view: ViewSpec,
+    view_index: int,
+    size: int,
+    training: bool,
+    reference_blur: bool,
+    reference_jitter: bool,
+) -> list[Op]:
     chain: list[Op] = []
-    for op in view.ops:
+    for position, op in enumerate(view.ops):
         kwargs = op.kwargs
         if op.name == "blur":
             kwargs["reference_blur"] = reference_blur
+        if op.name == "jitter" and reference_jitter:
+            # The reference drew one component order per view when it built the graph; here a
+            # fixed function of (view, position) does, so runs are reproducible.
+            kwargs["reference_order"] = 1000 * view_index + position
         chain.extend(AUG_OPS.get(op.name)(size=size, training=training, **kwargs))
     return chain
 
@@ -288,6 +299,7 @@ def build_view_fn(
     size: int,
     training: bool,
     reference_blur: bool = False,
+    reference_jitter: bool = False,
 ) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]:
     """Builds the function that turns one image into its augmented views.
 
@@ -298,6 +310,9 @@ def build_view_fn(
         resize).
       reference_blur: True reproduces the reference, whose blur never ran; False blurs as
         intended. Only the ``blur`` op receives it.
+      reference_jitter: True reproduces the reference's colour jitter: no clipping to [0, 1]
+        and one component order per view for the whole run; False clips after each component
+        and draws the order per sample.
 
     Returns:
       ``fn(image, seed)``: ``image`` is [H, W, C] uint8 (scaled by 1/255) or float in [0, 1] with
@@ -318,7 +333,10 @@ def build_view_fn(
         raise AugmentError("build_view_fn needs a non-empty sequence of ViewSpec (see parse())")
     if not isinstance(size, int) or size <= 0:
         raise AugmentError(f"image size must be a positive int, got {size!r}")
-    chains = [_build_chain(view, size, training, reference_blur) for view in views]
+    chains = [
+        _build_chain(view, index, size, training, reference_blur, reference_jitter)
+        for index, view in enumerate(views)
+    ]
 
     def view_fn(image: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
         image = tf.convert_to_tensor(image)

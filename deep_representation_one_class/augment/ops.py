@@ -38,7 +38,7 @@ OpFactory = Callable[..., list[Op]]
 AUG_OPS: Registry[OpFactory] = Registry("augmentation op")
 
 # Arguments every factory receives from the builder; they are not grammar parameters.
-_BUILDER_ARGS = ("size", "training", "reference_blur")
+_BUILDER_ARGS = ("size", "training", "reference_blur", "reference_order")
 
 
 class AugmentError(UserError, ValueError):
@@ -53,7 +53,8 @@ def factory_params(name: str) -> dict[str, object]:
 
     Returns:
       ``{param: default}`` in signature order, without the builder arguments (``size``,
-      ``training``, ``reference_blur``); a required parameter maps to ``inspect.Parameter.empty``.
+      ``training``, ``reference_blur``, ``reference_order``); a required parameter maps to
+      ``inspect.Parameter.empty``.
     """
     sig = inspect.signature(AUG_OPS.get(name))
     return {

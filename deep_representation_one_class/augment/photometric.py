@@ -6,6 +6,7 @@ stateless randomness from the ``seed`` argument, identities in test mode.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class.augment.ops import (
@@ -36,6 +37,7 @@ def jitter(
     contrast: float = 0.4,
     saturation: float = 0.4,
     hue: float = 0.0,
+    reference_order: int | None = None,
 ) -> list[Op]:
     """Colour jitter: brightness, contrast, saturation and hue in a random per-sample order.
 
@@ -44,6 +46,10 @@ def jitter(
     ``U[1-S, 1+S)``; hue shifts by ``U[-min(H, 0.5), min(H, 0.5))``. A zero component is skipped.
     Applied with probability 1, as in the reference. On one-channel images saturation and hue
     are skipped (a grey image has neither). Test mode: identity.
+
+    ``reference_order`` (an int, set by ``--augment_as_reference``) reproduces the reference:
+    the components run in one order for every sample, drawn once from this number, and the
+    image is not clipped between them (values may leave [0, 1]).
     """
     _check_size(size)
     _check(brightness >= 0.0, f"jitter: brightness must be >= 0, got {brightness}")
@@ -90,12 +96,20 @@ def jitter(
         seeds = _split(seed, n + 1)
 
         def apply(j: int, x: tf.Tensor) -> tf.Tensor:
+            out = components[j](x, seeds[1 + j])
+            if reference_order is not None:
+                return out  # Reference behaviour: no clipping.
             # Fix of reference bug: the reference never clipped, so jitter could leave [0, 1]
             # (and feed out-of-range values to the HSV conversions). Clip after each component.
-            return tf.clip_by_value(components[j](x, seeds[1 + j]), 0.0, 1.0)
+            return tf.clip_by_value(out, 0.0, 1.0)
 
         if n == 1:
             return apply(0, image)
+        if reference_order is not None:
+            # Reference behaviour: one order for the whole run (per view).
+            for j in np.random.default_rng(reference_order).permutation(n):
+                image = apply(int(j), image)
+            return image
         # Fix of reference bug: the reference shuffled the component order once at trace time,
         # so a whole run used one order per view. Here the order is drawn per sample: position
         # i runs component order[i], selected with switch_case so the graph stays static.

@@ -5,8 +5,11 @@ Sources, in order, in ``root`` or ``root/dogs-vs-cats``: the prepared ``train_64
 the extracted ``train/`` folder of ``cat.N.jpg``/``dog.N.jpg``, or the Kaggle ``train.zip`` read
 in place. Decoded zips/folders are cached (see ``base.cached_arrays``).
 Reference behaviour: the shorter side is resized to 64 with an area (box) filter and the centre
-64x64 is cropped; per class a seed-0 permutation puts the first 10,000 images (80%) in train
-and the remaining 2,500 in test; category 0 = cat is the inlier, 1 = dog.
+64x64 is cropped; the images are in the order of ``sorted(os.listdir(...))``, i.e. sorted by
+file name as text (``cat.0, cat.1, cat.10, cat.100, ...``), and per class a seed-0 permutation
+of that order puts the first 10,000 images (80%) in train and the remaining 2,500 in test;
+category 0 = cat is the inlier, 1 = dog. (Versions before 0.2 sorted by number, which gave a
+different split: only about 19% of the reference's test cats.)
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from deep_representation_one_class.utils import io
 CLASS_NAMES = ("cat", "dog")
 NATIVE_SHAPE = (64, 64, 3)
 NPZ_NAME = "train_64x64.npz"
+# Marks a prepared .npz whose images are in the reference's (file-name text) order.
+ORDER = "sorted-file-names"
 _NAME_RE = re.compile(r"(?:^|/)(cat|dog)\.(\d+)\.jpe?g$", re.IGNORECASE)
 _CHUNK = 1024  # images read from a zip per batch handed to the decoding threads
 
@@ -55,9 +60,13 @@ def cover_and_crop(img: Image.Image, size_hw: tuple[int, int]) -> Image.Image:
     return img.crop((left, top, left + w, top + h))
 
 
-def _sort_key(name: str) -> tuple[int, int]:
-    kind, num = _NAME_RE.search(name).groups()
-    return (CLASS_NAMES.index(kind.lower()), int(num))
+def _label(name: str) -> int:
+    return CLASS_NAMES.index(_NAME_RE.search(name).group(1).lower())
+
+
+def _sort_key(name: str) -> str:
+    # Reference behaviour: sorted(os.listdir(...)), plain text order of the file names.
+    return os.path.basename(name)
 
 
 def find_source(root: str | os.PathLike) -> tuple[str, Path]:
@@ -89,7 +98,7 @@ def find_source(root: str | os.PathLike) -> tuple[str, Path]:
 def decode_source(kind: str, path: Path, input_shape=NATIVE_SHAPE) -> dict[str, np.ndarray]:
     """Decodes every cat/dog JPEG of a zip or folder: {'image': [N,H,W,C] uint8, 'label': [N]}.
 
-    Images are ordered cats then dogs, each by their number, which fixes the split.
+    Images are in the reference's order, sorted by file name as text, which fixes the split.
 
     Raises:
       DataError: no cat/dog images, or an undecodable one.
@@ -118,7 +127,7 @@ def decode_source(kind: str, path: Path, input_shape=NATIVE_SHAPE) -> dict[str, 
             raise DataError(f"cannot read zip {path}: {e}") from None
     if not names:
         raise DataError(f"{path} contains no cat.N.jpg / dog.N.jpg images")
-    labels = np.array([_sort_key(n)[0] for n in names], dtype=np.int64)
+    labels = np.array([_label(n) for n in names], dtype=np.int64)
     shape = (0, *input_shape)
     return {"image": np.stack(decoded) if decoded else np.zeros(shape, np.uint8), "label": labels}
 
@@ -155,11 +164,18 @@ def load_arrays(root, input_shape, cache_dir=None) -> tuple[np.ndarray, np.ndarr
         try:
             with np.load(path, allow_pickle=False) as z:
                 x, y = z["image"], z["label"]
+                order = str(z["order"]) if "order" in z.files else ""
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise DataError(f"cannot read {path} (expected arrays 'image', 'label'): {e}") from None
+        if order != ORDER:
+            raise DataError(
+                f"{path} was prepared by an older version, whose image order gives another "
+                "train/test split than the reference; run scripts/prepare_dogvscat.py again"
+            )
         return images.resize_images(x, input_shape), np.asarray(y, np.int64).reshape(-1)
     files = [p for p in path.iterdir() if _NAME_RE.search(p.name)] if kind == "dir" else [path]
-    key = fingerprint(files, "dogvscat", tuple(input_shape))
+    # "text-order": decoded arrays of versions that sorted by number must not be reused.
+    key = fingerprint(files, "dogvscat", "text-order", tuple(input_shape))
     stem = f"dogvscat-{'x'.join(map(str, input_shape))}"
     arrays = cached_arrays(cache_dir, stem, key, lambda: decode_source(kind, path, input_shape))
     return arrays["image"], arrays["label"].astype(np.int64)
@@ -196,7 +212,7 @@ def prepare_npz(source: str | os.PathLike, out_path: str | os.PathLike) -> Path:
             raise DataError(f"{path} is already a prepared npz; pass the zip or the folder")
     arrays = decode_source(kind, path, NATIVE_SHAPE)
     out = Path(out_path).expanduser()
-    io.write_npz(str(out), **arrays)
+    io.write_npz(str(out), **arrays, order=np.array(ORDER))
     return out
 
 

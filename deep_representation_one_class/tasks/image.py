@@ -31,18 +31,24 @@ FEATURES = ("pool", "embed")
 EMBEDDINGS = "embeddings.npz"
 
 
+def reference_behaviour(config: Any) -> dict[str, bool]:
+    """The ``build_view_fn`` switches for the reference's augmentation behaviours."""
+    every = bool(config.augment_as_reference)
+    return {
+        "reference_blur": every or bool(config.blur_as_reference),
+        "reference_jitter": every,
+    }
+
+
 def image_views(config: Any) -> Views:
     """Train and test views of ``config`` at its (square) input size."""
     size = int(config.input_shape[0])
     train_views = grammar.parse(config.aug_list)
-    train_fn = grammar.build_view_fn(
-        train_views, size, training=True, reference_blur=config.blur_as_reference
-    )
+    reference = reference_behaviour(config)
+    train_fn = grammar.build_view_fn(train_views, size, training=True, **reference)
     if config.aug_list_for_test:
         test_views = grammar.parse(config.aug_list_for_test)
-        test_fn = grammar.build_view_fn(
-            test_views, size, training=True, reference_blur=config.blur_as_reference
-        )
+        test_fn = grammar.build_view_fn(test_views, size, training=True, **reference)
     else:
         # The reference's test pipeline: view 0 in test mode (random ops off, crops -> resize).
         test_views = train_views[:1]

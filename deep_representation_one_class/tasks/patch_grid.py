@@ -19,6 +19,7 @@ import tensorflow as tf
 from scipy import ndimage
 
 from deep_representation_one_class.augment import grammar
+from deep_representation_one_class.tasks.image import reference_behaviour
 
 if TYPE_CHECKING:
     from deep_representation_one_class.config import Config
@@ -65,7 +66,7 @@ def patch_view_fn(train_views: Sequence[grammar.ViewSpec], cfg: Config):
 
     Args:
       train_views: parsed ``--aug_list`` views.
-      cfg: uses ``patch_size`` (P) and ``blur_as_reference``.
+      cfg: uses ``patch_size`` (P) and the reference-augmentation switches.
 
     Returns:
       ``fn(image [H, W, C] uint8, seed int32 [2]) -> tuple`` of ``len(train_views)`` views,
@@ -73,7 +74,7 @@ def patch_view_fn(train_views: Sequence[grammar.ViewSpec], cfg: Config):
     """
     size = int(cfg.patch_size)
     inner = grammar.build_view_fn(
-        tuple(train_views), size, training=True, reference_blur=cfg.blur_as_reference
+        tuple(train_views), size, training=True, **reference_behaviour(cfg)
     )
 
     def fn(image: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
