@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 
+import conftest
 import numpy as np
 import pytest
 from PIL import Image
@@ -114,12 +115,70 @@ def test_blur_baseline_keeps_colour_and_removes_structure(kde, images):
 
 
 def test_grad_cam_maps(kde, dscore, images):
-    assert explain.find_cam_layer(kde.model) == "conv5_b1_out"
+    # ResNet-10: the deepest block output with 16x16 positions.
+    assert explain.find_cam_layer(kde.model, (32, 32, 3)) == "conv3_b1_out"
+    assert explain.find_cam_layer(kde.model, (64, 64, 3)) == "conv4_b1_out"
     for ex in (kde, dscore):
-        cam = ex.grad_cam(images)
-        assert cam.shape == images.shape[:3]
-        assert np.isfinite(cam).all() and cam.min() >= 0.0 and cam.max() <= 1.0 + 1e-6
-        assert cam.max() == pytest.approx(1.0)  # some location raises the score
+        for classic in (False, True):
+            cam = ex.grad_cam(images, classic=classic)
+            assert cam.shape == images.shape[:3]
+            assert np.isfinite(cam).all() and cam.min() >= 0.0 and cam.max() <= 1.0 + 1e-6
+            assert cam.max() == pytest.approx(1.0)  # some location raises the score
+
+
+@pytest.fixture(scope="module")
+def gde_resnet18(tmp_path_factory):
+    """GDE on an untrained ResNet-18 (width 0.25) fit on the fake dataset's inliers."""
+    from deep_representation_one_class.training import runner
+
+    path = str(tmp_path_factory.mktemp("cam_run"))
+    cfg = conftest.tiny_config(
+        strategy="default", model_dir=path, classifiers=("gde",), num_epoch=0,
+        net_type="resnet18", net_width=0.25, head_dims=(64, 32),
+    )  # fmt: skip
+    runner.run(cfg)
+    return explain.Explainer(path, "gde")
+
+
+@pytest.mark.parametrize("kind", ["bright", "foreign"])
+def test_grad_cam_lights_the_quadrant_that_holds_the_anomaly(gde_resnet18, kind):
+    # Known answer: an inlier (horizontal stripes) with one quadrant made anomalous (white, or
+    # cut from an outlier: vertical stripes). The map's brightest quadrant must be that one.
+    from deep_representation_one_class.training import build
+
+    data = build.load_data(gde_resnet18.config)
+    inliers = data.test_x[data.test_y == 0][:4]
+    outliers = data.test_x[data.test_y == 1][:4]
+    hits, classic_hits, total = 0, 0, 0
+    for inlier, outlier in zip(inliers, outliers):
+        batch = []
+        for q in range(4):
+            x = inlier.copy()
+            rows, cols = (
+                slice(16 * (q // 2), 16 * (q // 2) + 16),
+                slice(16 * (q % 2), 16 * (q % 2) + 16),
+            )
+            x[rows, cols] = 255 if kind == "bright" else outlier[rows, cols]
+            batch.append(x)
+        batch = np.stack(batch).astype(np.float32) / 255.0
+        for maps, classic in ((gde_resnet18.grad_cam(batch), False),
+                              (gde_resnet18.grad_cam(batch, classic=True), True)):  # fmt: skip
+            for q in range(4):
+                quadrant_heat = [
+                    maps[
+                        q, 16 * (k // 2) : 16 * (k // 2) + 16, 16 * (k % 2) : 16 * (k % 2) + 16
+                    ].mean()
+                    for k in range(4)
+                ]
+                hit = int(np.argmax(quadrant_heat) == q)
+                if classic:
+                    classic_hits += hit
+                else:
+                    hits += hit
+                    total += 1
+    assert hits >= total - 1, (hits, total)  # the one-class Grad-CAM finds the quadrant
+    # (The classic Grad-CAM, relative to zero activations, does not; kept for comparison.)
+    assert classic_hits < hits
 
 
 def test_dscore_needs_a_rotation_run(tmp_path):

@@ -77,7 +77,8 @@ def explain_run(
       k: images per grid.
       classifier: ``kde``, ``gde``, ``kocsvm``, ``auc``, ``locsvm``, or ``dscore``/``logit``
         (rotation runs).
-      method: ``ig`` (integrated gradients) or ``gradcam``.
+      method: ``ig`` (integrated gradients), ``gradcam`` (one-class Grad-CAM) or
+        ``gradcam_classic``.
       feature: features of the feature classifiers.
       steps: IG intervals.
       baseline: IG baseline, ``black`` or ``blur``.
@@ -120,7 +121,7 @@ def explain_run(
             s = info["score"]
             how = f"IG ({baseline} baseline, {steps} steps, gap {completeness_gap(info):.1%})"
         else:
-            heat = explainer.grad_cam(x)
+            heat = explainer.grad_cam(x, classic=method == "gradcam_classic")
             s = explainer.scores(x)
             how = "Grad-CAM"
         labels = [f"score {v:.4g}\n{captions[j]}" for v, j in zip(s, idx)]
@@ -170,7 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="kde",
         help="score to explain: kde, gde, kocsvm, auc, locsvm, or dscore/logit (rotation runs)",
     )
-    p.add_argument("--method", default="ig", choices=METHODS, help="ig or gradcam")
+    p.add_argument(
+        "--method",
+        default="ig",
+        choices=METHODS,
+        help="ig, gradcam (against the inliers' mean activations) or gradcam_classic",
+    )
     p.add_argument("--feature", default="pool", choices=("pool", "embed"), help="features")
     p.add_argument("--steps", type=int, default=64, help="IG intervals (default 64)")
     p.add_argument("--baseline", default="black", choices=BASELINES, help="IG baseline")
