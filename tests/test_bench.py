@@ -361,3 +361,32 @@ def test_float32_stages_are_validated_and_round_trip():
     d = cfg.to_dict()
     del d["float32_stages"]
     assert config_lib.Config.from_dict(d).float32_stages == ("conv5",)
+
+
+def test_timed_windows_measure_seconds_per_step_and_cpu():
+    # A step that sleeps 20 ms (no CPU) and one that spins for 20 ms of wall time: the per-step
+    # times must be ~0.02 s each, and only the spinning one uses CPU (how much depends on the
+    # machine's load, so only the order is checked). A harness dividing by the number of
+    # windows instead of steps, or timing the whole call, would fail.
+    import time
+
+    def sleeping(steps):
+        time.sleep(0.02 * steps)
+
+    def spinning(steps):
+        end = time.perf_counter() + 0.02 * steps
+        while time.perf_counter() < end:
+            pass
+
+    windows, cpu_sleep = measure._timed_windows(sleeping, windows=3, window_steps=5)
+    assert len(windows) == 3 and all(0.019 < w < 0.03 for w in windows), windows
+    windows, cpu_spin = measure._timed_windows(spinning, windows=2, window_steps=5)
+    assert len(windows) == 2 and all(0.019 < w < 0.03 for w in windows), windows
+    assert cpu_spin > 10 * cpu_sleep and cpu_spin <= 0.03, (cpu_sleep, cpu_spin)
+
+
+def test_eval_estimate_is_extraction_plus_classifiers(tiny_record):
+    r, _ = tiny_record
+    n = r["classifier_sizes"]["train"] + r["classifier_sizes"]["test"]
+    want = r["extract_first_call_s"] + n / r["extract_images_per_s"] + r["classifier_total_s"]
+    assert r["eval_seconds_estimate"] == pytest.approx(want, rel=0.02, abs=0.02)

@@ -183,3 +183,22 @@ def test_regularize_bn_false_drops_exactly_the_batchnorm_variables(tmp_path):
         build.StepPlan(1, 1, 1),
     )  # fmt: skip
     assert len(every.decay_vars) == len(every.model.trainable_variables)
+
+
+def test_a_run_written_with_every_option_resumes_without_a_settings_clash(tmp_path):
+    # Versions before 0.2 wrote every option (patch_size, imagenet_weights, ...) into every
+    # config.json; an identical rerun must not see them as changed settings.
+    import json
+
+    cfg = tiny_config(tmp_path)
+    runner.run(cfg)
+    path = os.path.join(cfg.model_dir, "config.json")
+    with open(path) as f:
+        old = json.load(f)
+    old.update(patch_size=32, patch_stride=8, imagenet_weights=None)
+    del old["cls_holdout"]  # and it lacked settings added since
+    with open(path, "w") as f:
+        json.dump(old, f)
+    assert runner.run(cfg).status == "already_complete"
+    with pytest.raises(RunError, match="different settings"):
+        runner.run(cfg.replace(learning_rate=0.5))

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deep_representation_one_class.config import Config
+from deep_representation_one_class.config import Config, option_owners
 from deep_representation_one_class.errors import NonFiniteLossError, RunError
 from deep_representation_one_class.utils import io
 
@@ -180,14 +180,14 @@ def inspect(cfg: Config) -> FolderState:
         return FolderState(True, True, False, None, has_ckpt)
     old = _old_config(run_dir)
     if old is not None and (has_ckpt or summary is not None):
-        # Keys absent from an older config.json take today's defaults (forward compatible).
-        old = {**Config().to_dict(), **old}
+        # Settings absent from an older config.json take today's defaults; settings the new
+        # config does not have (another method's or task's options, written by versions that
+        # stored every option) are not compared.
         new = cfg.to_dict()
-        diff = sorted(
-            k
-            for k in set(old) | set(new)
-            if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)
-        )
+        defaults = {**Config().to_dict(), **{k: o.default for k, (o, _) in option_owners().items()}}
+        old = {k: old.get(k, defaults.get(k)) for k in new}
+        old = {k: list(v) if isinstance(v, tuple) else v for k, v in old.items()}
+        diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
         if diff:
             shown = ", ".join(f"--{k}={old.get(k)!r}->{new.get(k)!r}" for k in diff[:4])
             raise RunError(
