@@ -21,6 +21,7 @@ import errno
 import io
 import os
 import stat
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -110,12 +111,24 @@ def check_regular_file(path: str | os.PathLike, label: str | None = None) -> Non
         raise DataError(f"image {label} is {kind}, not a regular file; {_SKIP_HINT}")
 
 
+# Pillow warns above Image.MAX_IMAGE_PIXELS (89 MP) and refuses above twice that. The cap below
+# replaces its warning (every image above the cap is refused from its header), so the warning
+# would only repeat the refusal as noise on stderr.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def _pillow_limit(cap: int) -> None:
-    # Pillow refuses images above 2 x Image.MAX_IMAGE_PIXELS (89 MP by default) on its own;
-    # lift its limit to the cap so that the cap (checked below, from the header) decides.
+    # Lift Pillow's own limit to the cap, so that a cap raised by the user is honoured.
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and limit < cap:
         Image.MAX_IMAGE_PIXELS = cap
+
+
+def _above_cap(label: str, cap: int, size: str) -> DataError:
+    return DataError(
+        f"image {label} is {size}, above the decoding cap of {cap / 1e6:g} megapixels; shrink "
+        f"it, raise ${MAX_PIXELS_ENV}, or pass --skip_corrupt to skip it"
+    )
 
 
 def _decode(
@@ -142,11 +155,7 @@ def _decode(
                 img.draft(None, (2 * target_hw[1], 2 * target_hw[0]))
             w, h = img.size
             if w * h > cap:
-                raise DataError(
-                    f"image {label} is {w}x{h} = {w * h / 1e6:.1f} megapixels, above the "
-                    f"decoding cap of {cap / 1e6:g} megapixels; shrink it, raise "
-                    f"${MAX_PIXELS_ENV}, or pass --skip_corrupt to skip it"
-                )
+                raise _above_cap(label, cap, f"{w}x{h} = {w * h / 1e6:.1f} megapixels")
             img.load()  # Image.open is lazy; load() is where truncated data fails.
             out = img
             if large:
@@ -158,7 +167,9 @@ def _decode(
             return finish(_normalise_mode(out))
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError, MemoryError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # refused by Pillow while reading the header
+        raise _above_cap(label, cap, str(e).split("(", 1)[-1].split(")")[0]) from None
+    except (OSError, ValueError, SyntaxError, MemoryError) as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"cannot decode image {label}: {why}; {_SKIP_HINT}") from None
 
