@@ -1277,7 +1277,7 @@ def test_skip_corrupt_skips_pipes_links_and_huge_images(tmp_path, caplog):
         assert name in caplog.text
     with rel.FifoGuard([root / "train/good/pipe.png"]) as guard, pytest.raises(DataError) as e:
         _load_folder(root, tmp_path / "cache")
-    assert not guard.hung and "named pipe" in str(e.value)
+    assert not guard.hung and "gone.png is a dangling symbolic link" in str(e.value)
 
 
 def test_odd_file_names_and_symlinked_images_load(tmp_path):
@@ -1374,7 +1374,9 @@ def test_score_skip_corrupt_lists_skipped_files_in_the_csv(fake_run, tmp_path, c
     assert set(skipped) == {"broken.png", "pipe.png", "gone.png"}
     assert "named pipe" in skipped["pipe.png"] and "dangling" in skipped["gone.png"]
     # --overwrite replaces the CSV (and only with it).
-    assert score.main([*argv[:3], "--overwrite", f"--images={root}/good/0.png"]) == 0
+    one = [f"--model_dir={fake_run}", f"--images={root}/good/0.png", f"--out={out}"]
+    assert score.main(one) == cli.EXIT_USAGE
+    assert score.main([*one, "--overwrite"]) == 0
     with open(out, newline="") as f:
         assert len(list(csv.reader(f))) == 2
 
@@ -1403,8 +1405,10 @@ def test_failed_start_leaves_nothing_and_the_corrected_command_runs(tmp_path, ca
     argv = [*rel.TINY, *BIG_BATCH, f"--model_dir={run}"]
     _assert_one_line_error(*_cli([*argv, "--aug_list=crop999999,+"], capsys), "crop size")
     assert not run.exists()
-    # Diverging at the first step fails after the run folder was started: undone as well.
-    _assert_one_line_error(*_cli([*argv, "--learning_rate=1e30"], capsys), "NaN")
-    assert not run.exists()
+    # Diverging before the first checkpoint: the folder holds no checkpoint, so the command
+    # with a corrected learning rate is not refused as "a run with different settings".
+    diverge = [*argv, "--learning_rate=1e30", "--num_epoch=3", "--ckpt_epoch=0", "--ckpt_steps=0"]
+    _assert_one_line_error(*_cli(diverge, capsys), "NaN")
+    assert not (run / "checkpoints").exists()
     code, err = _cli(argv, capsys)
     assert code == 0, err

@@ -64,6 +64,13 @@ def scan_images(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     return sorted(found, key=key), sorted(bad, key=key)
 
 
+def _some(names, limit: int = 5) -> str:
+    """Up to ``limit`` names, comma separated, and how many more."""
+    names = list(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def list_images(folder: Path, skip_corrupt: bool = False) -> list[Path]:
     """The usable image files under ``folder`` (see :func:`scan_images`), sorted.
 
@@ -76,11 +83,12 @@ def list_images(folder: Path, skip_corrupt: bool = False) -> list[Path]:
         if not skip_corrupt:
             raise DataError(bad[0][1])
         logger.warning(
-            "Skipped %d image entr%s of %s that are not regular files, e.g. %s",
+            "Skipped %d image entr%s of %s that %s not regular files: %s",
             len(bad),
             "y" if len(bad) == 1 else "ies",
             folder,
-            bad[0][0],
+            "is" if len(bad) == 1 else "are",
+            _some(p.name for p, _ in bad),
         )
     return found
 
@@ -137,10 +145,10 @@ def load_class_folder(
         if not skip_corrupt:
             raise DataError(str(arrays["bad_msgs"][0]))
         logger.warning(
-            "Skipped %d undecodable image(s) in %s, e.g. %s",
+            "Skipped %d undecodable image(s) in %s: %s",
             arrays["bad_paths"].size,
             folder,
-            arrays["bad_paths"][0],
+            _some(os.path.basename(str(p)) for p in arrays["bad_paths"]),
         )
     return arrays["x"], tuple(str(p) for p in arrays["paths"])
 

@@ -52,8 +52,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # benchmark datasets (MVTec AD at 1024x1024 and smaller) never reach it, so their pixels are
 # decoded exactly as before.
 REDUCE_ABOVE = 16_000_000
-# Row strips of 16-bit/float images are converted ~1 M pixels at a time.
-_STRIP_PIXELS = 1 << 20
+# Row strips of 16-bit/float images are converted 256 K pixels (2 MB as float64) at a time.
+_STRIP_PIXELS = 1 << 18
 _HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # Modes Image.reduce accepts.
 _REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F")
