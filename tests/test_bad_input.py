@@ -606,6 +606,26 @@ FILE_CASES = [
         finished_run,
     ),
     Case(
+        "run-checkpoint-index-garbage",
+        "train",
+        train(*RUN),
+        ("checkpoints/checkpoint", "--force_init"),
+        lambda ctx: (
+            write("run/checkpoints/checkpoint", "x{")(ctx),
+            os.remove(ctx.ws / "run/summary.json"),
+        ),
+    ),
+    Case(
+        "run-checkpoint-index-missing-files",
+        "train",
+        train(*RUN),
+        ("checkpoints/checkpoint",),
+        lambda ctx: (
+            write("run/checkpoints/checkpoint", 'model_checkpoint_path: "ckpt-99"\n')(ctx),
+            os.remove(ctx.ws / "run/summary.json"),
+        ),
+    ),
+    Case(
         "run-marker-missing",
         "train",
         train(*RUN),

@@ -178,6 +178,14 @@ def inspect(cfg: Config) -> FolderState:
     summary = _checked_summary(os.path.join(run_dir, SUMMARY))
     if cfg.force_init:
         return FolderState(True, True, False, None, has_ckpt)
+    index = os.path.join(run_dir, CHECKPOINTS, "checkpoint")
+    if not has_ckpt and summary is None and os.path.isfile(index):
+        # TensorFlow writes this index atomically, after the checkpoint it names; unreadable or
+        # naming missing files means it was damaged, and training would silently start over.
+        raise RunError(
+            f"{index} does not name a readable checkpoint (damaged or edited); restore it or "
+            "use --force_init to start over"
+        )
     old = _old_config(run_dir)
     if old is not None and (has_ckpt or summary is not None):
         # Keys absent from an older config.json take today's defaults (forward compatible).
