@@ -1315,7 +1315,7 @@ SCHEMA_BREAKERS = {
     "other-keys": lambda a: {"y": a["x"]},
     "wrong-shape": lambda a: {**a, "x": a["x"][:, :8]},
     "nan-float": lambda a: {**a, "x": np.full(a["x"].shape, np.nan)},
-    "rows-mismatch": lambda a: {**a, "paths": a["paths"][:2]},
+    "rows-mismatch": lambda a: {**a, "paths": a["paths"][:1]},
     "other-fingerprint": lambda a: {**a, "__fingerprint__": np.array("0" * 64)},
     "no-fingerprint": lambda a: {k: v for k, v in a.items() if k != "__fingerprint__"},
     "truncated": None,

@@ -32,7 +32,7 @@ _EMBEDDING_KEYS = ("cls_pool", "cls_embed", "test_pool", "test_embed", "test_y")
 # Arrays of embeddings.npz that must have one row per classifier-train / test image.
 _EMBEDDING_ROWS = (
     ("cls_pool", "cls_embed"),
-    ("test_pool", "test_embed", "test_y", "test_class", "test_view_logits"),
+    ("test_pool", "test_embed", "test_y", "test_class"),
 )
 
 
