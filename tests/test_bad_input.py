@@ -616,16 +616,6 @@ FILE_CASES = [
         ),
     ),
     Case(
-        "run-checkpoint-index-missing-files",
-        "train",
-        train(*RUN),
-        ("checkpoints/checkpoint",),
-        lambda ctx: (
-            write("run/checkpoints/checkpoint", 'model_checkpoint_path: "ckpt-99"\n')(ctx),
-            os.remove(ctx.ws / "run/summary.json"),
-        ),
-    ),
-    Case(
         "run-marker-missing",
         "train",
         train(*RUN),
