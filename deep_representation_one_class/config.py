@@ -476,12 +476,7 @@ def validate(cfg: Config) -> Config:
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     task_cls = tasks.TASKS.get(datasets.DATASETS.get(dataset).task)
-    try:
-        methods.METHODS.get(method).check_config(cfg, len(views))
-        task_cls.check_config(cfg)
-    except ValueError as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
-    return cfg.replace(
+    canonical = cfg.replace(
         method=method,
         dataset=dataset,
         net_type=net,
@@ -489,3 +484,13 @@ def validate(cfg: Config) -> Config:
         distaug_type=distaug,
         category=category,
     )
+    try:
+        methods.METHODS.get(method).check_config(cfg, len(views))
+        task_cls.check_config(cfg)
+        # Op parameters that depend on the image size (crop999999 at 32 px) are only checked
+        # when the views are built; build them here (no TensorFlow op runs, ~1 ms) so that
+        # they fail before --force_init deletes anything.
+        task_cls(canonical).views()
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    return canonical

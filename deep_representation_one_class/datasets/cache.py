@@ -4,7 +4,9 @@ Decoding thousands of JPEG/PNG files (folders, zips, CelebA, MVTec AD) takes lon
 training epoch on a small dataset, so loaders keep the decoded uint8 arrays in an ``.npz`` under
 ``--cache_dir`` (default ``$DROC_CACHE_DIR`` or ``~/.cache/deep_representation_one_class``),
 named by a readable stem and the digest of the source files' paths, sizes and mtimes plus the
-preprocessing (input shape). Also: reading already prepared TFDS datasets without downloading.
+preprocessing (input shape). A cache file is validated before use (recorded fingerprint, array
+names, dtypes, shapes, finite values) and rebuilt with a warning when it does not match.
+Also: reading already prepared TFDS datasets without downloading.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import os
 import re
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +26,23 @@ from deep_representation_one_class.utils import io
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CACHE_VERSION", "cached_arrays", "default_cache_dir", "fingerprint", "tfds_batches"]
+__all__ = [
+    "CACHE_VERSION",
+    "Schema",
+    "cached_arrays",
+    "check_arrays",
+    "default_cache_dir",
+    "fingerprint",
+    "tfds_batches",
+]
 
 # Bump when the cached arrays change meaning (preprocessing, keys), to invalidate old caches.
-CACHE_VERSION = 1
+# 2: the file records its full source fingerprint; large images are decoded at reduced size.
+CACHE_VERSION = 2
+# The array inside a cache file that records the full fingerprint it was built for.
+_KEY = "__fingerprint__"
+# Array name -> (dtype name or "str", shape of exact sizes and shared size letters).
+Schema = Mapping[str, tuple[str, tuple[int | str, ...]]]
 
 
 def default_cache_dir() -> Path:
@@ -42,15 +57,48 @@ def fingerprint(paths: Iterable[str | os.PathLike], *extra: object) -> str:
     """A hex digest of the files' paths, sizes and mtimes plus ``extra`` (e.g. input_shape).
 
     Cheap (one ``stat`` per file, no reading), and any added, removed, resized or rewritten
-    file changes it.
+    file changes it. Paths are hashed as bytes, so names that are not valid UTF-8 work too.
+
+    Raises:
+      DataError: a file vanished or cannot be ``stat``-ed (dangling link, link loop).
     """
     h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
     for item in extra:
-        h.update(repr(item).encode())
-    for p in sorted(str(p) for p in paths):
-        st = os.stat(p)
-        h.update(f"\n{os.path.abspath(p)}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+        h.update(repr(item).encode("utf-8", "surrogateescape"))
+    for p in sorted(os.fsencode(p) for p in paths):
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            raise DataError(f"cannot read {os.fsdecode(p)}: {e.strerror}") from None
+        h.update(b"\n" + os.path.abspath(p) + f"\t{st.st_size}\t{st.st_mtime_ns}".encode())
     return h.hexdigest()
+
+
+def check_arrays(arrays: Mapping[str, np.ndarray], schema: Schema) -> str | None:
+    """The first way ``arrays`` differ from ``schema`` (None when they match).
+
+    Args:
+      arrays: name -> array, as read from a cache file.
+      schema: name -> (dtype, shape). dtype is a numpy dtype name or ``"str"`` (any unicode
+        width); a shape entry is an exact size or a letter naming a size that must agree
+        across the arrays (``"n"`` for the image count). Extra arrays are a mismatch too.
+    """
+    if set(arrays) != set(schema):
+        return f"arrays {sorted(arrays)}, expected {sorted(schema)}"
+    sizes: dict[str, int] = {}
+    for name, (dtype, shape) in schema.items():
+        a = arrays[name]
+        if (a.dtype.kind != "U") if dtype == "str" else (a.dtype != np.dtype(dtype)):
+            return f"'{name}' has dtype {a.dtype}, expected {dtype}"
+        if a.ndim != len(shape):
+            return f"'{name}' has shape {a.shape}, expected {len(shape)} dimensions"
+        for dim, want in zip(a.shape, shape):
+            want = sizes.setdefault(want, dim) if isinstance(want, str) else want
+            if dim != want:
+                return f"'{name}' has shape {a.shape}, which does not fit {shape}"
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            return f"'{name}' holds NaN or Inf"
+    return None
 
 
 def cached_arrays(
@@ -58,19 +106,24 @@ def cached_arrays(
     stem: str,
     key: str,
     build: Callable[[], dict[str, np.ndarray]],
+    schema: Schema | None = None,
 ) -> dict[str, np.ndarray]:
-    """Returns ``build()``'s arrays, reusing ``<cache_dir>/<stem>-<key[:24]>.npz`` if present.
+    """Returns ``build()``'s arrays, reusing ``<cache_dir>/<stem>-<key[:24]>.npz`` if valid.
 
-    The file is written atomically (``utils.io``), so an interrupted run never leaves a
-    truncated cache behind. An unreadable cache entry is rebuilt; an
-    unwritable cache directory only costs a warning. Arrays must not be object arrays (the
-    file is read with ``allow_pickle=False``).
+    A cache file is trusted only if it is a readable ``.npz`` that records the same source
+    fingerprint (``key``, in full) and holds exactly the ``schema``'s arrays with their dtypes
+    and consistent shapes; otherwise it is rebuilt with a warning naming the file. The file is
+    written atomically (``utils.io``), so an interrupted run never leaves a truncated cache
+    behind; an unwritable cache directory only costs a warning. Arrays must not be object
+    arrays (the file is read with ``allow_pickle=False``).
 
     Args:
       cache_dir: the cache folder; None = :func:`default_cache_dir`; '' = no caching.
       stem: a readable file-name prefix, e.g. 'folder-airplane-32x32x3'.
       key: the digest identifying the source and the preprocessing (see :func:`fingerprint`).
       build: computes the arrays on a miss.
+      schema: what ``build`` returns (see :func:`check_arrays`); None checks only the
+        recorded fingerprint (every loader of this package passes one).
     """
     if cache_dir is not None and str(cache_dir) == "":
         return build()
@@ -80,12 +133,22 @@ def cached_arrays(
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+                arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            logger.warning("Ignoring unreadable cache file %s (%s); rebuilding it.", path, e)
+            why = f"unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        else:
+            stored = arrays.pop(_KEY, None)
+            why = (
+                "recorded for other source files"
+                if stored is None or stored.shape != () or str(stored) != key
+                else (check_arrays(arrays, schema) if schema is not None else None)
+            )
+            if why is None:
+                return arrays
+        logger.warning("Ignoring the cache file %s: %s; rebuilding it.", path, why)
     arrays = build()
     try:
-        io.write_npz(str(path), **arrays)
+        io.write_npz(str(path), **arrays, **{_KEY: np.array(key)})
         logger.info("Cached decoded images in %s", path)
     except OSError as e:
         logger.warning("Could not write the cache file %s (%s); continuing without it.", path, e)

@@ -178,7 +178,8 @@ def _load_prepared(folder: Path, input_shape) -> dict[str, np.ndarray]:
             "reference's prepare script wrote it in random order); re-run "
             "scripts/prepare_celeba.py"
         )
-    out: dict[str, np.ndarray] = {"attr_names": np.array(json.loads(names_file.read_text()))}
+    names = io.read_json(str(names_file), expect=list)
+    out: dict[str, np.ndarray] = {"attr_names": np.array([str(n) for n in names], dtype=str)}
     h, w, _ = input_shape
     for split in SPLITS:
         sub = folder / split
@@ -189,9 +190,31 @@ def _load_prepared(folder: Path, input_shape) -> dict[str, np.ndarray]:
             attr = np.load(sub / "attr.npy", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise DataError(f"cannot read prepared CelebA arrays in {sub}: {e}") from None
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+            raise DataError(
+                f"{img_file} holds {x.dtype} {x.shape}, expected uint8 [N, H, W, C] images; "
+                "re-run scripts/prepare_celeba.py"
+            )
+        if attr.ndim != 2 or len(attr) != len(x) or attr.shape[1] != len(out["attr_names"]):
+            raise DataError(
+                f"{sub / 'attr.npy'} has shape {attr.shape}, expected [{len(x)}, "
+                f"{len(out['attr_names'])}] (one row per image of {img_file.name}); re-run "
+                "scripts/prepare_celeba.py"
+            )
         out[f"{split}_x"] = images.resize_images(np.asarray(x), input_shape, "bicubic")
         out[f"{split}_attr"] = (np.asarray(attr) > 0).astype(np.uint8)
     return out
+
+
+def _schema(input_shape) -> dict[str, tuple[str, tuple]]:
+    h, w, c = (int(v) for v in input_shape)
+    return {
+        "attr_names": ("str", ("a",)),
+        "train_x": ("uint8", ("n", h, w, c)),
+        "train_attr": ("uint8", ("n", "a")),
+        "test_x": ("uint8", ("t", h, w, c)),
+        "test_attr": ("uint8", ("t", "a")),
+    }
 
 
 def load_arrays(root, input_shape=NATIVE_SHAPE, cache_dir=None) -> dict[str, np.ndarray]:
@@ -218,13 +241,21 @@ def load_arrays(root, input_shape=NATIVE_SHAPE, cache_dir=None) -> dict[str, np.
             files = [*img.iterdir()] if img.is_dir() else [img]
             key = fingerprint([*files, raw["attr"], raw["partition"]], "celeba", input_shape)
             return cached_arrays(
-                cache_dir, f"celeba-{shape_tag}", key, lambda raw=raw: _decode_raw(raw, input_shape)
+                cache_dir,
+                f"celeba-{shape_tag}",
+                key,
+                lambda raw=raw: _decode_raw(raw, input_shape),
+                _schema(input_shape),
             )
     if (base / "celeb_a").is_dir():
         files = [p for p in (base / "celeb_a").rglob("*") if p.is_file()]
         key = fingerprint(files, "celeba-tfds", input_shape)
         return cached_arrays(
-            cache_dir, f"celeba-tfds-{shape_tag}", key, lambda: _decode_tfds(base, input_shape)
+            cache_dir,
+            f"celeba-tfds-{shape_tag}",
+            key,
+            lambda: _decode_tfds(base, input_shape),
+            _schema(input_shape),
         )
     raise DataError(
         f"no CelebA data in {base}: expected celeba_npy/{{train,test}}/image_64x64.npy + "

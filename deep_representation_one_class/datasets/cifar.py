@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import math
 import os
 import pickle
 import socket
@@ -80,16 +81,35 @@ _LAYOUT = {
     },
 }
 DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
+# The largest genuine pickle (CIFAR-100 ``train``) is 155 MB; anything far larger is refused
+# before it is read.
+MAX_PICKLE_BYTES = 400 * 2**20
+_ROW = 32 * 32 * 3  # bytes of one image: the 1024 red, then green, then blue values
 
 _np_core = getattr(np, "_core", None) or np.core  # numpy >= 2 moved numpy.core to numpy._core
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's pickle constructor, limited to the empty placeholder genuine pickles use.
+
+    ``_reconstruct(ndarray, (0,), b'b')`` is followed by ``__setstate__`` with the real shape
+    and bytes (numpy checks that they match); a crafted pickle could otherwise ask here for an
+    array of any size in a few bytes.
+    """
+    sizes_ok = isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)
+    if subtype is not np.ndarray or not sizes_ok or math.prod(shape) > 1:
+        raise pickle.UnpicklingError("array placeholder with a non-empty shape")
+    return _np_core.multiarray._reconstruct(subtype, shape, dtype)
+
+
 # Everything a numpy-array pickle (protocols 2-5, any numpy version) needs, and nothing else.
 # Keys are what the pickle names; values are resolved here, so that loading never imports a
 # module named by the file.
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _np_core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _np_core.multiarray._reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy.core.multiarray", "scalar"): _np_core.multiarray.scalar,
     ("numpy._core.multiarray", "scalar"): _np_core.multiarray.scalar,
     ("numpy.core.numeric", "_frombuffer"): _np_core.numeric._frombuffer,
@@ -139,15 +159,46 @@ def load_pickle(stream: BinaryIO, label: str) -> dict[str, Any]:
 def _images_from_batch(batch: dict[str, Any], label: str) -> np.ndarray:
     if "data" not in batch:
         raise DataError(f"{label} has no 'data' entry; keys: {sorted(batch)}")
-    data = np.asarray(batch["data"], dtype=np.uint8)
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim not in (1, 2):
+        what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{label}: 'data' is {what}, expected a uint8 array of image rows")
+    if data.size % _ROW or (data.ndim == 2 and data.shape[1] != _ROW):
+        raise DataError(
+            f"{label}: 'data' has shape {data.shape}, not rows of {_ROW} bytes (32x32x3 images)"
+        )
     # Rows are 3072 bytes: the 1024 red, then green, then blue values of a 32x32 image.
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
-def _labels_from_batch(batch: dict[str, Any], key: str, label: str) -> np.ndarray:
+def _labels_from_batch(batch: dict[str, Any], key: str, label: str, classes: int) -> np.ndarray:
     if key not in batch:
         raise DataError(f"{label} has no '{key}' entry; keys: {sorted(batch)}")
-    return np.asarray(batch[key], dtype=np.int64).reshape(-1)
+    try:
+        labels = np.asarray(batch[key])
+    except (ValueError, TypeError):
+        labels = np.asarray(None)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{label}: '{key}' must be a list of integer class ids")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(
+            f"{label}: '{key}' holds class ids {labels.min()}..{labels.max()}, expected "
+            f"0..{classes - 1}"
+        )
+    return labels.astype(np.int64)
+
+
+def _batch_arrays(batch: dict[str, Any], key: str, label: str, classes: int):
+    """(images [N,32,32,3] uint8, labels [N] int64) of one batch; DataError naming ``label``
+    when they do not pair up."""
+    x = _images_from_batch(batch, label)
+    y = _labels_from_batch(batch, key, label, classes)
+    if len(x) != len(y):
+        raise DataError(
+            f"{label} holds {len(x)} images but {len(y)} labels; the file is damaged or not a "
+            "CIFAR batch"
+        )
+    return x, y
 
 
 def _find_pickle_source(base: Path, source: str) -> tuple[str, Path] | None:
@@ -164,15 +215,29 @@ def _find_pickle_source(base: Path, source: str) -> tuple[str, Path] | None:
     return None
 
 
-def _read_pickles(kind: str, path: Path, source: str) -> dict[str, list[dict[str, Any]]]:
-    """{'train': [batch dicts], 'test': [...]} read from a folder or in place from an archive."""
+def _check_size(size: int, label: str) -> None:
+    if size > MAX_PICKLE_BYTES:
+        raise DataError(
+            f"{label} is {size / 2**20:.0f} MB, larger than any CIFAR batch "
+            f"({MAX_PICKLE_BYTES // 2**20} MB at most); it is not a genuine CIFAR file"
+        )
+
+
+def _read_pickles(kind: str, path: Path, source: str) -> dict[str, list[tuple[str, dict]]]:
+    """{'train': [(file label, batch dict)], 'test': [...]} read from a folder or in place from
+    an archive; sizes are checked before anything is read."""
     lay = _LAYOUT[source]
-    out: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {"train": [], "test": []}
     if kind == "dir":
         for split in out:
             for name in lay[split]:
-                with open(path / name, "rb") as f:
-                    out[split].append(load_pickle(f, str(path / name)))
+                label = str(path / name)
+                try:
+                    with open(path / name, "rb") as f:
+                        _check_size(os.fstat(f.fileno()).st_size, label)
+                        out[split].append((label, load_pickle(f, label)))
+                except OSError as e:
+                    raise DataError(f"cannot read {label}: {e.strerror}") from None
         return out
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -181,8 +246,10 @@ def _read_pickles(kind: str, path: Path, source: str) -> dict[str, list[dict[str
                 for name in lay[split]:
                     if name not in members:
                         raise DataError(f"archive {path} has no member '{name}'")
+                    label = f"{path}:{name}"
+                    _check_size(members[name].size, label)
                     data = tar.extractfile(members[name]).read()
-                    out[split].append(load_pickle(io.BytesIO(data), f"{path}:{name}"))
+                    out[split].append((label, load_pickle(io.BytesIO(data), label)))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"cannot read archive {path}: {e}") from None
     return out
@@ -254,21 +321,16 @@ def load_arrays(root: str | os.PathLike | None, source: str, label_mode: str = "
         bases, where = [Path(root).expanduser()], str(Path(root).expanduser())
         if not bases[0].exists():
             raise DataError(f"CIFAR root {bases[0]} does not exist")
+    classes = 10 if source == "cifar10" else (20 if label_mode == "coarse" else 100)
     for base in bases:
         found = _find_pickle_source(base, source)
         if found is not None:
             batches = _read_pickles(*found, source)
             arrays = []
             for split in ("train", "test"):
-                label = f"{found[1]} ({split})"
-                arrays.append(
-                    np.concatenate([_images_from_batch(b, label) for b in batches[split]])
-                )
-                arrays.append(
-                    np.concatenate(
-                        [_labels_from_batch(b, pickle_key, label) for b in batches[split]]
-                    )
-                )
+                pairs = [_batch_arrays(b, pickle_key, lab, classes) for lab, b in batches[split]]
+                arrays.append(np.concatenate([x for x, _ in pairs]))
+                arrays.append(np.concatenate([y for _, y in pairs]))
             return tuple(arrays)
     if root is not None and (Path(root).expanduser() / lay["tfds"]).is_dir():
         tfds_key = "label" if (source == "cifar10" or label_mode == "fine") else "coarse_label"

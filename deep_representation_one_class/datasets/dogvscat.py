@@ -172,12 +172,24 @@ def load_arrays(root, input_shape, cache_dir=None) -> tuple[np.ndarray, np.ndarr
                 f"{path} was prepared by an older version, whose image order gives another "
                 "train/test split than the reference; run scripts/prepare_dogvscat.py again"
             )
-        return images.resize_images(x, input_shape), np.asarray(y, np.int64).reshape(-1)
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+            raise DataError(f"{path}: 'image' is {x.dtype} {x.shape}, expected uint8 [N, H, W, 3]")
+        y = np.asarray(y).reshape(-1)
+        if len(y) != len(x) or y.dtype.kind not in "iu" or not np.isin(y, (0, 1)).all():
+            raise DataError(
+                f"{path}: 'label' must hold one 0 (cat) or 1 (dog) per image, got {y.dtype} "
+                f"{y.shape} for {len(x)} images"
+            )
+        return images.resize_images(x, input_shape), y.astype(np.int64)
     files = [p for p in path.iterdir() if _NAME_RE.search(p.name)] if kind == "dir" else [path]
     # "text-order": decoded arrays of versions that sorted by number must not be reused.
     key = fingerprint(files, "dogvscat", "text-order", tuple(input_shape))
     stem = f"dogvscat-{'x'.join(map(str, input_shape))}"
-    arrays = cached_arrays(cache_dir, stem, key, lambda: decode_source(kind, path, input_shape))
+    h, w, c = (int(v) for v in input_shape)
+    schema = {"image": ("uint8", ("n", h, w, c)), "label": ("int64", ("n",))}
+    arrays = cached_arrays(
+        cache_dir, stem, key, lambda: decode_source(kind, path, input_shape), schema
+    )
     return arrays["image"], arrays["label"].astype(np.int64)
 
 

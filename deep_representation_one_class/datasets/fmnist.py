@@ -11,7 +11,9 @@ tiled to 3 channels (spec 7.3).
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,34 +51,63 @@ REPO_DIR = Path(__file__).resolve().parents[2] / "data" / "fashion_mnist"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 # IDX type codes (third magic byte) -> big-endian numpy dtypes.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# The training images are 47 MB; a header announcing more than this is refused unread.
+MAX_IDX_BYTES = 256 * 2**20
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Reads an IDX file (gzip-compressed if its name ends in .gz) into a native-order array.
 
+    The header is read and checked first (magic number, dimensions, a payload of at most
+    ``max_bytes``); then exactly the payload it announces is read, so a file of zeros or a
+    header claiming gigabytes costs nothing.
+
     Raises:
-      DataError: bad magic number or a payload size that does not match the header.
+      DataError: bad magic number, an implausible header, or a payload size that does not
+        match the header.
     """
     path = str(path)
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                raise DataError(f"{path} is not an IDX file (bad magic number)")
+            ndim = head[3]
+            if not 1 <= ndim <= 4:
+                raise DataError(f"{path} is not an IDX file ({ndim} dimensions)")
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path} is truncated (its IDX header is incomplete)")
+            dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            count = math.prod(dims)
+            if count * dtype.itemsize > max_bytes:
+                raise DataError(
+                    f"{path}: the header claims shape {dims} "
+                    f"({count * dtype.itemsize / 2**20:.0f} MB), more than the "
+                    f"{max_bytes // 2**20} MB an IDX file of this dataset may hold"
+                )
+            raw = f.read(count * dtype.itemsize)
+            trailing = f.read(1)
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read IDX file {path}: {e}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated (its IDX header is incomplete)")
-    dims = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    count = int(np.prod(dims)) if dims else 1
-    if len(raw) - header != count * dtype.itemsize:
+    if len(raw) != count * dtype.itemsize or trailing:
         raise DataError(f"{path}: header says shape {dims} but the payload size does not match")
-    arr = np.frombuffer(raw, dtype=dtype, offset=header, count=count).reshape(dims)
+    arr = np.frombuffer(raw, dtype=dtype, count=count).reshape(dims)
     return arr.astype(dtype.newbyteorder("="))
+
+
+def _check_pair(x: np.ndarray, y: np.ndarray, x_path: Path, y_path: Path) -> None:
+    """Images [N, 28, 28] uint8 and labels [N] in 0..9, or DataError naming the file."""
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
+        raise DataError(f"{x_path} holds {x.dtype} {x.shape}, expected uint8 [N, 28, 28] images")
+    if y.ndim != 1 or y.dtype.kind not in "iu" or (y.size and y.max() >= len(CLASS_NAMES)):
+        raise DataError(f"{y_path} must hold one class id 0..9 per image, got {y.dtype} {y.shape}")
+    if len(x) != len(y):
+        raise DataError(f"{x_path} holds {len(x)} images but {y_path} holds {len(y)} labels")
 
 
 def _idx_paths(folder: Path) -> dict[str, Path] | None:
@@ -131,6 +162,9 @@ def load_arrays(root: str | os.PathLike | None) -> tuple[np.ndarray, ...]:
         paths = _idx_paths(folder)
         if paths is not None:
             arrays = {k: read_idx(p) for k, p in paths.items()}
+            for split in ("train", "test"):
+                x, y = f"{split}_x", f"{split}_y"
+                _check_pair(arrays[x], arrays[y], paths[x], paths[y])
             return arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"]
     if root is not None and (Path(root).expanduser() / "fashion_mnist").is_dir():
         return _from_tfds(Path(root).expanduser())

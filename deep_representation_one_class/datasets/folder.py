@@ -33,15 +33,64 @@ from deep_representation_one_class.datasets.cache import (
 logger = logging.getLogger(__name__)
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted by their relative path."""
-    found = []
+def scan_images(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image-named entries under ``folder`` (recursively), sorted by their relative path.
+
+    Returns:
+      (regular files and symlinks to regular files, [(other entry, why it is unusable)]):
+      named pipes, devices, dangling symlinks and symlink loops with an image extension are
+      never opened (a pipe would block forever) but reported, so that a strict load fails
+      naming them and ``skip_corrupt`` skips them. Symlinked folders are not followed (no
+      loops); dot-files and dot-folders are ignored. Names need not be valid UTF-8.
+    """
+    found, bad = [], []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(images.IMAGE_EXTENSIONS):
-                found.append(Path(dirpath) / name)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+            if name.startswith(".") or not name.lower().endswith(images.IMAGE_EXTENSIONS):
+                continue
+            path = Path(dirpath) / name
+            try:
+                images.check_regular_file(path)
+            except DataError as e:
+                bad.append((path, str(e)))
+            else:
+                found.append(path)
+
+    def key(item) -> str:
+        p = item[0] if isinstance(item, tuple) else item
+        return p.relative_to(folder).as_posix()
+
+    return sorted(found, key=key), sorted(bad, key=key)
+
+
+def _some(names, limit: int = 5) -> str:
+    """Up to ``limit`` names, comma separated, and how many more."""
+    names = list(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def list_images(folder: Path, skip_corrupt: bool = False) -> list[Path]:
+    """The usable image files under ``folder`` (see :func:`scan_images`), sorted.
+
+    Raises:
+      DataError: an image-named entry is not a regular file (unless ``skip_corrupt``, which
+        logs a warning instead).
+    """
+    found, bad = scan_images(folder)
+    if bad:
+        if not skip_corrupt:
+            raise DataError(bad[0][1])
+        logger.warning(
+            "Skipped %d image entr%s of %s that %s not regular files: %s",
+            len(bad),
+            "y" if len(bad) == 1 else "ies",
+            folder,
+            "is" if len(bad) == 1 else "are",
+            _some(p.name for p, _ in bad),
+        )
+    return found
 
 
 def _subfolders(folder: Path) -> list[str]:
@@ -59,7 +108,7 @@ def load_class_folder(
     Raises:
       DataError: an undecodable file (unless ``skip_corrupt``, which logs a warning instead).
     """
-    files = list_images(folder)
+    files = list_images(folder, skip_corrupt)
     shape = tuple(int(v) for v in input_shape)
 
     def decode(path: Path):
@@ -84,15 +133,22 @@ def load_class_folder(
 
     key = fingerprint(files, "folder", str(folder.resolve()), shape)
     stem = f"folder-{folder.name}-{'x'.join(map(str, shape))}"
-    arrays = cached_arrays(cache_dir, stem, key, build)
+    h, w, c = shape
+    schema = {
+        "x": ("uint8", ("n", h, w, c)),
+        "paths": ("str", ("n",)),
+        "bad_paths": ("str", ("b",)),
+        "bad_msgs": ("str", ("b",)),
+    }
+    arrays = cached_arrays(cache_dir, stem, key, build, schema)
     if arrays["bad_paths"].size:
         if not skip_corrupt:
             raise DataError(str(arrays["bad_msgs"][0]))
         logger.warning(
-            "Skipped %d undecodable image(s) in %s, e.g. %s",
+            "Skipped %d undecodable image(s) in %s: %s",
             arrays["bad_paths"].size,
             folder,
-            arrays["bad_paths"][0],
+            _some(os.path.basename(str(p)) for p in arrays["bad_paths"]),
         )
     return arrays["x"], tuple(str(p) for p in arrays["paths"])
 

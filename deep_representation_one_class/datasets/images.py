@@ -1,16 +1,27 @@
-"""Pillow image decoding and resizing shared by the dataset loaders.
+"""Pillow image decoding and resizing shared by the dataset loaders and the detector.
 
 Everything returns uint8 arrays at a requested (H, W, C) with C in {1, 3}: palette, RGBA,
 16-bit and other modes are normalised first, so that the loaders never see odd channel
 layouts. Decoding errors become a :class:`DataError` naming the file. Decoding runs in a thread
 pool because Pillow releases the GIL inside its codecs.
+
+Memory bounds (README, "Failure and resume"): only regular files are opened (a named pipe
+would block forever); an image whose decoded size exceeds the pixel cap (default 100
+megapixels, ``$DROC_MAX_IMAGE_PIXELS``) is refused from its header, before any pixel is
+decoded. Images above ``REDUCE_ABOVE`` pixels without a dataset-specific transform are decoded
+at a reduced scale (JPEG ``draft``) or reduced by an integer factor right after decoding, so the
+mode conversion runs near the target size; 16-bit and float images are converted in row
+strips, never as a whole float64 copy.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import io
 import os
+import stat
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -20,15 +31,33 @@ from PIL import Image
 from deep_representation_one_class.datasets.base import DataError
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS_ENV",
+    "check_regular_file",
     "decode_image",
     "map_threaded",
+    "max_pixels",
     "open_image",
     "pil_to_array",
     "resize_images",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+MAX_PIXELS_ENV = "DROC_MAX_IMAGE_PIXELS"
+# 100 megapixels: a 10000x10000 photo still decodes (300 MB as RGB), a crafted 280 KB PNG that
+# claims 12000x12000 16-bit pixels (3.7 GB as float64 before) is refused from its header.
+DEFAULT_MAX_PIXELS = 100_000_000
+# Above this many pixels (16 MP) an image is decoded or reduced close to the target size; the
+# benchmark datasets (MVTec AD at 1024x1024 and smaller) never reach it, so their pixels are
+# decoded exactly as before.
+REDUCE_ABOVE = 16_000_000
+# Row strips of 16-bit/float images are converted 256 K pixels (2 MB as float64) at a time.
+_STRIP_PIXELS = 1 << 18
+_HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# Modes Image.reduce accepts.
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F")
+_SKIP_HINT = "fix or delete the file, or pass --skip_corrupt to skip such files"
 
 RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -38,39 +67,158 @@ RESAMPLE = {
 }
 
 
-def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
-    """Fully decodes an image file into an 'L' or 'RGB' PIL image.
-
-    Args:
-      source: a path or the encoded bytes.
-      name: how to name the file in error messages (defaults to the path).
+def max_pixels() -> int:
+    """The decoded-pixel cap: ``$DROC_MAX_IMAGE_PIXELS`` (e.g. ``2e8``) or 100 megapixels.
 
     Raises:
-      DataError: the file cannot be opened or decoded (truncated, not an image, too large).
+      DataError: the variable is set but not a positive number.
     """
-    label = name if name is not None else str(source)
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except (ValueError, OverflowError):
+        value = 0
+    if value < 1:
+        raise DataError(f"${MAX_PIXELS_ENV} must be a positive number of pixels, got {raw!r}")
+    return value
+
+
+def check_regular_file(path: str | os.PathLike, label: str | None = None) -> None:
+    """Raises DataError unless ``path`` is (a symlink to) a regular file.
+
+    Named pipes and devices would block or stream forever when opened; dangling symlinks and
+    symlink loops raise OSError from ``stat``. The message names the file and what it is.
+    """
+    label = label if label is not None else os.fsdecode(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        what = "a dangling symbolic link" if os.path.islink(path) else "missing"
+        raise DataError(f"image {label} is {what}; {_SKIP_HINT}") from None
+    except OSError as e:
+        what = "a symbolic link loop" if e.errno == errno.ELOOP else f"unreadable ({e.strerror})"
+        raise DataError(f"image {label} is {what}; {_SKIP_HINT}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "not a regular file"
+        if stat.S_ISDIR(mode):
+            kind = "a folder"
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            kind = "a device"
+        elif stat.S_ISSOCK(mode):
+            kind = "a socket"
+        raise DataError(f"image {label} is {kind}, not a regular file; {_SKIP_HINT}")
+
+
+# Pillow warns above Image.MAX_IMAGE_PIXELS (89 MP) and refuses above twice that. The cap below
+# replaces its warning (every image above the cap is refused from its header), so the warning
+# would only repeat the refusal as noise on stderr.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def _pillow_limit(cap: int) -> None:
+    # Lift Pillow's own limit to the cap, so that a cap raised by the user is honoured.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and limit < cap:
+        Image.MAX_IMAGE_PIXELS = cap
+
+
+def _above_cap(label: str, cap: int, size: str) -> DataError:
+    return DataError(
+        f"image {label} is {size}, above the decoding cap of {cap / 1e6:g} megapixels; shrink "
+        f"it, raise ${MAX_PIXELS_ENV}, or pass --skip_corrupt to skip it"
+    )
+
+
+def _decode(
+    source: str | os.PathLike | bytes,
+    label: str,
+    finish: Callable[[Image.Image], Any],
+    target_hw: tuple[int, int] | None = None,
+) -> Any:
+    """Opens, checks and decodes one image; returns ``finish(<'L'/'RGB' image>)``.
+
+    ``target_hw`` allows a reduced decode of images above ``REDUCE_ABOVE`` pixels (to no less
+    than twice the target size, the final resize does the rest).
+    """
+    if not isinstance(source, bytes):
+        check_regular_file(source, label)
+    cap = max_pixels()
+    _pillow_limit(cap)
     try:
         fp = io.BytesIO(source) if isinstance(source, bytes) else source
         with Image.open(fp) as img:
+            large = target_hw is not None and img.width * img.height > REDUCE_ABOVE
+            if large and img.format == "JPEG":
+                # The JPEG decoder scales by 1/2, 1/4 or 1/8 while decoding (DCT scaling).
+                img.draft(None, (2 * target_hw[1], 2 * target_hw[0]))
+            w, h = img.size
+            if w * h > cap:
+                raise _above_cap(label, cap, f"{w}x{h} = {w * h / 1e6:.1f} megapixels")
             img.load()  # Image.open is lazy; load() is where truncated data fails.
-            return _normalise_mode(img)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(
-            f"cannot decode image {label}: {e}; fix or delete the file, or pass skip_corrupt=True"
-        ) from None
+            out = img
+            if large:
+                factor = min(w // (2 * target_hw[1]), h // (2 * target_hw[0]))
+                if factor >= 2:
+                    if out.mode not in _REDUCIBLE:
+                        out = _normalise_mode(out)
+                    out = out.reduce(factor)
+            return finish(_normalise_mode(out))
+    except DataError:
+        raise
+    except Image.DecompressionBombError as e:  # refused by Pillow while reading the header
+        raise _above_cap(label, cap, str(e).split("(", 1)[-1].split(")")[0]) from None
+    except (OSError, ValueError, SyntaxError, MemoryError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"cannot decode image {label}: {why}; {_SKIP_HINT}") from None
+
+
+def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
+    """Fully decodes an image file into an 'L' or 'RGB' PIL image at its own size.
+
+    Args:
+      source: a path (a regular file, or a symlink to one) or the encoded bytes.
+      name: how to name the file in error messages (defaults to the path).
+
+    Raises:
+      DataError: not a regular file, above the pixel cap, or undecodable (truncated, not an
+        image).
+    """
+    label = name if name is not None else _label(source)
+    return _decode(source, label, lambda img: img.copy())
+
+
+def _label(source: str | os.PathLike | bytes) -> str:
+    return "<bytes>" if isinstance(source, bytes) else os.fsdecode(source)
+
+
+def _to_gray8(img: Image.Image) -> Image.Image:
+    """16-bit/32-bit/float image -> 'L', in row strips (never a whole float64 copy).
+
+    Pillow's own I;16 -> L conversion clips at 255 instead of rescaling, which turns a 16-bit
+    scan white; values are rescaled by 255/65535 when the maximum exceeds 255.
+    """
+    _, hi = img.getextrema()
+    scale = 255.0 / 65535.0 if hi > 255 else 1.0
+    w, h = img.size
+    out = np.empty((h, w), np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(w, 1))
+    for top in range(0, h, rows):
+        bottom = min(h, top + rows)
+        strip = np.asarray(img.crop((0, top, w, bottom)), dtype=np.float64)
+        out[top:bottom] = np.clip(np.rint(strip * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(out)
 
 
 def _normalise_mode(img: Image.Image) -> Image.Image:
-    """Maps any Pillow mode onto 'L' or 'RGB' (alpha is dropped, not composited)."""
+    """Maps any Pillow mode onto 'L' or 'RGB' (alpha is dropped, not composited); an 'L' or
+    'RGB' image is returned as it is."""
     mode = img.mode
     if mode in ("L", "RGB"):
-        return img.copy()
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # Pillow's own I;16 -> L conversion clips at 255 instead of rescaling, which turns a
-        # 16-bit scan white; rescale the full 16-bit range instead.
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 255.0 / 65535.0 if arr.max(initial=0.0) > 255 else 1.0
-        return Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
+        return img
+    if mode in _HIGH_DEPTH:
+        return _to_gray8(img)
     if mode in ("1", "LA", "La"):
         return img.convert("L")
     if mode == "P":
@@ -108,19 +256,28 @@ def decode_image(
     """Decodes one image file into a [H, W, C] uint8 array.
 
     Args:
-      source: a path or the encoded bytes.
+      source: a path (a regular file, or a symlink to one) or the encoded bytes.
       input_shape: (H, W, C), C in {1, 3}.
       name: the file name used in error messages.
-      resample: the Pillow filter used when the size differs ('bilinear', 'bicubic', 'box').
-      transform: optional dataset-specific step (e.g. a crop) applied before the final resize.
+      resample: the Pillow filter used when the size differs ('bilinear', 'bicubic', 'box',
+        'nearest').
+      transform: optional dataset-specific step (e.g. a crop in pixels) applied before the
+        final resize; with one, images are always decoded at full size.
 
     Raises:
-      DataError: the file cannot be decoded.
+      DataError: not a regular file, above the pixel cap, or undecodable.
     """
-    img = open_image(source, name)
-    if transform is not None:
-        img = transform(img)
-    return pil_to_array(img, input_shape, resample)
+    label = name if name is not None else _label(source)
+    shape = tuple(int(v) for v in input_shape)
+
+    def finish(img: Image.Image) -> np.ndarray:
+        if transform is not None:
+            img = transform(img)
+        return pil_to_array(img, shape, resample)
+
+    # Masks (nearest) keep their exact values, and pixel crops need the full image.
+    reducible = transform is None and resample != "nearest"
+    return _decode(source, label, finish, shape[:2] if reducible else None)
 
 
 def resize_images(

@@ -194,13 +194,13 @@ def _load(
     base = _check_layout(root, category)
     shape = tuple(int(v) for v in input_shape)
     classes = _test_folders(base)
-    train_files = list_images(base / "train" / GOOD)
+    train_files = list_images(base / "train" / GOOD, skip_corrupt)
     if not train_files:
         raise DataError(f"no training images (.png/.jpg/.bmp) in {base / 'train' / GOOD}")
     test_files: list[Path] = []
     test_ids: list[int] = []
     for cid, name in enumerate(classes):
-        found = list_images(base / "test" / name)
+        found = list_images(base / "test" / name, skip_corrupt)
         test_files += found
         test_ids += [cid] * len(found)
     mask_files = [m for m in (mask_path(p) for p in test_files) if m is not None and m.is_file()]
@@ -229,7 +229,19 @@ def _load(
     key = fingerprint(
         train_files + test_files + mask_files, "mvtec", str(base.resolve()), shape, classes
     )
-    arrays = cached_arrays(cache_dir, f"mvtec-{category}-{'x'.join(map(str, shape))}", key, build)
+    h, w, c = shape
+    schema = {
+        "train_x": ("uint8", ("n", h, w, c)),
+        "train_paths": ("str", ("n",)),
+        "test_x": ("uint8", ("t", h, w, c)),
+        "test_masks": ("uint8", ("t", h, w)),
+        "test_y": ("int64", ("t",)),
+        "test_paths": ("str", ("t",)),
+        "bad_paths": ("str", ("b",)),
+        "bad_msgs": ("str", ("b",)),
+    }
+    stem = f"mvtec-{category}-{'x'.join(map(str, shape))}"
+    arrays = cached_arrays(cache_dir, stem, key, build, schema)
     if arrays["bad_paths"].size:
         if not skip_corrupt:
             raise DataError(str(arrays["bad_msgs"][0]))

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -222,8 +223,9 @@ class ClassifierSet:
         )
         if not (os.path.isfile(meta_path) and os.path.isfile(npz_path)):
             raise ClassifierError(f"{run_dir} has no saved classifiers ({META_FILENAME}); {hint}")
+        reading = meta_path  # the file named when reading fails
         try:
-            meta = io.read_json(meta_path)
+            meta = io.read_json(meta_path, expect=dict)
             entries = meta["classifiers"]
             split_meta = meta["split"]
             if meta.get("version") != VERSION:
@@ -241,6 +243,7 @@ class ClassifierSet:
                     f"classifiers or re-evaluate with --classifiers"
                 )
             scorers: dict[str, Scorer] = {}
+            reading = npz_path
             with np.load(npz_path, allow_pickle=False) as npz:
                 split = FitSplit(
                     npz["split/fit_rows"].astype(np.int64),
@@ -257,11 +260,10 @@ class ClassifierSet:
                     scorers[key] = scorer_cls.from_arrays(state, entry["params"], entry["dim"])
         except ClassifierError:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ClassifierError(
-                f"cannot read the saved classifiers of {run_dir} ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}); {hint}"
-            ) from None
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+            # A tampered or truncated file: name it (meta or arrays) rather than the folder.
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            raise ClassifierError(f"cannot read {reading} ({why}); {hint}") from None
         return cls(scorers, split, dict(meta.get("failed", {})))
 
 

@@ -247,4 +247,17 @@ def load_thresholds(run_dir: str) -> dict[str, Any] | None:
     path = os.path.join(run_dir, FILENAME)
     if not os.path.exists(path):
         return None
-    return io.read_json(path)
+    table = io.read_json(path, expect=dict)
+    quantiles = table.get("quantiles", {})
+    # Every stored threshold must be a number: a tampered file fails here, naming itself,
+    # not later with a TypeError.
+    if not isinstance(quantiles, dict) or not all(
+        isinstance(q, dict)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in q.values())
+        for q in quantiles.values()
+    ):
+        raise io.CorruptFileError(
+            f"{path}: 'quantiles' must map each classifier to numbers; restore it or "
+            "re-evaluate the run (python -m deep_representation_one_class.evaluate)"
+        )
+    return table

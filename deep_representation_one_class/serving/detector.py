@@ -14,173 +14,30 @@ the quantiles come from).
 
 from __future__ import annotations
 
-import glob
 import os
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import config as config_lib
-from deep_representation_one_class.datasets import images as images_lib
 from deep_representation_one_class.datasets import pipeline
-from deep_representation_one_class.datasets.base import DataError
-from deep_representation_one_class.datasets.folder import list_images
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
+from deep_representation_one_class.serving.image_input import (
+    DataError,
+    DetectorError,
+    PathSource,
+    fit_to_input,
+    load_images,
+    pad_transform,
+)
 from deep_representation_one_class.training import build
 from deep_representation_one_class.utils import io
 
 FEATURES = ("pool", "embed")
-# Reference behaviour: the Fashion-MNIST loader zero-pads the native 28x28 images by 2 px to
-# 32x32 instead of resizing them; images of exactly the native size get the same padding here,
-# so that a raw Fashion-MNIST PNG is scored as the run saw its training data.
-_NATIVE_PADDING: dict[str, tuple[int, int, int]] = {"fmnistood": (28, 28, 2)}
-
-PathSource = str | os.PathLike | Sequence[str | os.PathLike]
-
-
-class DetectorError(UserError, ValueError):
-    """A run folder, image source or request cannot be used; the message says what to do."""
-
-
-# ----------------------------------------------------------------------------- image input
-def _expand_source(source: PathSource) -> list[str]:
-    """Image file paths of a file, a folder (recursive), a glob pattern or a list of those."""
-    if isinstance(source, (str, os.PathLike)):
-        items = [source]
-    else:
-        items = list(source)
-    found: list[str] = []
-    for item in items:
-        text = os.fspath(item)
-        if os.path.isdir(text):
-            found.extend(str(p) for p in list_images(Path(text)))
-        elif os.path.isfile(text):
-            found.append(text)
-        elif glob.has_magic(text):
-            found.extend(
-                p
-                for p in sorted(glob.glob(text, recursive=True))
-                if os.path.isfile(p) and p.lower().endswith(images_lib.IMAGE_EXTENSIONS)
-            )
-        else:
-            raise DetectorError(f"no such image file or folder: {text}")
-    if not found:
-        raise DetectorError(
-            f"no image files ({', '.join(images_lib.IMAGE_EXTENSIONS)}) found in "
-            f"{', '.join(os.fspath(i) for i in items)}"
-        )
-    return found
-
-
-def load_images(
-    source: PathSource,
-    input_shape: Sequence[int] | None = None,
-    *,
-    transform: Callable[[Any], Any] | None = None,
-) -> tuple[np.ndarray, list[str]]:
-    """Decodes image files (PNG/JPEG/BMP in any mode: grayscale, RGBA, palette, 16-bit).
-
-    Args:
-      source: a file, a folder (searched recursively, sorted), a glob pattern (``**`` allowed)
-        or a list of those.
-      input_shape: (H, W, C), C in {1, 3}: every image is converted to C channels (alpha is
-        dropped) and resized bilinearly to H x W. None keeps the native size, which must then be
-        the same for every file (channels: 1 if all are grayscale, else 3).
-      transform: optional PIL-image step applied after decoding (e.g. a padding).
-
-    Returns:
-      ``(images, paths)``: ``[N, H, W, C]`` uint8 and the N source paths in that order.
-
-    Raises:
-      DetectorError: nothing found or mismatched native sizes. DataError: an undecodable file.
-    """
-    paths = _expand_source(source)
-
-    def decode(path: str):
-        img = images_lib.open_image(path)
-        if transform is not None:
-            img = transform(img)
-        if input_shape is not None:
-            return images_lib.pil_to_array(img, input_shape)
-        arr = np.asarray(img, dtype=np.uint8)
-        return arr[..., None] if arr.ndim == 2 else arr
-
-    arrays = images_lib.map_threaded(decode, paths)
-    if input_shape is None:
-        sizes = {a.shape[:2] for a in arrays}
-        if len(sizes) > 1:
-            raise DetectorError(
-                f"images have different sizes {sorted(sizes)[:4]}; pass input_shape to resize them"
-            )
-        if any(a.shape[-1] == 3 for a in arrays):
-            arrays = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in arrays]
-    return np.stack(arrays), paths
-
-
-def pad_transform(dataset: str) -> Callable[[Any], Any] | None:
-    """The PIL version of ``_NATIVE_PADDING`` for ``dataset`` (None when it has none)."""
-    if dataset not in _NATIVE_PADDING:
-        return None
-    h, w, pad = _NATIVE_PADDING[dataset]
-
-    def pad_native(img):
-        from PIL import ImageOps
-
-        return ImageOps.expand(img, border=pad, fill=0) if img.size == (w, h) else img
-
-    return pad_native
-
-
-def fit_to_input(images: Any, input_shape: Sequence[int], dataset: str = "") -> np.ndarray:
-    """Brings an image batch to the run's input shape and channels.
-
-    Args:
-      images: ``[N, H, W, C]`` or ``[N, H, W]``: uint8 in [0, 255] or float in [0, 1];
-        C in {1, 3, 4} (alpha is dropped).
-      input_shape: the run's (H, W, C).
-      dataset: the run's dataset key (applies its native-size padding, e.g. Fashion-MNIST).
-
-    Returns:
-      ``[N, H, W, C]`` uint8 (uint8 input) or float32 in [0, 1] (float input). uint8 input is
-      resized with Pillow like the dataset loaders; float input with ``tf.image.resize``
-      (bilinear, antialiased).
-    """
-    x = np.asarray(images)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[0] == 0 or x.shape[-1] not in (1, 3, 4):
-        raise DetectorError(
-            f"images must be a non-empty [N, H, W, C] (C = 1, 3 or 4) or [N, H, W] array, got "
-            f"shape {x.shape}"
-        )
-    h, w, c = (int(v) for v in input_shape)
-    if dataset in _NATIVE_PADDING:
-        nh, nw, pad = _NATIVE_PADDING[dataset]
-        if x.shape[1:3] == (nh, nw):
-            x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    if x.dtype == np.uint8:
-        return images_lib.resize_images(x, (h, w, c))
-    if not np.issubdtype(x.dtype, np.floating):
-        raise DetectorError(f"images must be uint8 or float in [0, 1], got dtype {x.dtype}")
-    x = x.astype(np.float32)
-    if not np.all(np.isfinite(x)) or x.min() < -1e-6 or x.max() > 1.0 + 1e-6:
-        raise DetectorError(
-            "float images must be finite and in [0, 1] (divide 0..255 data by 255 or pass uint8)"
-        )
-    x = x[..., :3]
-    if x.shape[-1] == 1 and c == 3:
-        x = np.repeat(x, 3, axis=-1)
-    elif x.shape[-1] == 3 and c == 1:
-        # ITU-R 601-2 luma, the weights Pillow's 'L' conversion uses for uint8 images.
-        x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-    if x.shape[1:3] != (h, w):
-        x = tf.image.resize(x, (h, w), method="bilinear", antialias=True).numpy()
-    return np.clip(x, 0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- run loading
@@ -194,6 +51,8 @@ def read_run_config(run_dir: str) -> config_lib.Config:
         )
     try:
         return config_lib.Config.from_dict(io.read_json(path, expect=dict))
+    except io.CorruptFileError:
+        raise
     except (ValueError, TypeError) as e:
         raise DetectorError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
 
@@ -323,9 +182,20 @@ class Detector:
         return list(self.scorers)
 
     # ------------------------------------------------------------------------- inputs
-    def load_images(self, source: PathSource) -> tuple[np.ndarray, list[str]]:
+    def load_images(
+        self,
+        source: PathSource,
+        skip_corrupt: bool = False,
+        skipped: list[tuple[str, str]] | None = None,
+    ) -> tuple[np.ndarray, list[str]]:
         """``load_images`` at this run's input shape (with its dataset's native padding)."""
-        return load_images(source, self.input_shape, transform=pad_transform(self.config.dataset))
+        return load_images(
+            source,
+            self.input_shape,
+            transform=pad_transform(self.config.dataset),
+            skip_corrupt=skip_corrupt,
+            skipped=skipped,
+        )
 
     def prepare(self, images: Any) -> np.ndarray:
         """``fit_to_input`` with this run's input shape and dataset."""

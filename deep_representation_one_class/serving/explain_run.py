@@ -22,7 +22,7 @@ from deep_representation_one_class.serving.explain import (
     attribution_heatmap,
     completeness_gap,
 )
-from deep_representation_one_class.training import build
+from deep_representation_one_class.training import build, rescore
 from deep_representation_one_class.utils import io
 
 
@@ -30,7 +30,9 @@ from deep_representation_one_class.utils import io
 def _test_set(explainer: Explainer, feature: str):
     """Test images (float), their scores from embeddings.npz and captions."""
     cfg = explainer.config
-    arrays = io.load_npz(os.path.join(explainer.run_dir, "embeddings.npz"), required=("test_y",))
+    arrays = rescore.load_embeddings(
+        os.path.join(explainer.run_dir, "embeddings.npz"), required=("test_y", f"test_{feature}")
+    )
     if explainer.detector is not None:
         scores = explainer.detector.score_features(arrays[f"test_{feature}"])[explainer.classifier]
     elif "test_view_logits" in arrays:

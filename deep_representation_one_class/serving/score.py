@@ -5,7 +5,10 @@
 
 (also installed as ``droc-score``). The CSV has one row per image, in file order: ``path``,
 then ``<classifier>_score`` for each classifier (higher = more anomalous), then
-``<classifier>_anomalous`` (1 when ``score >= threshold``). ``--threshold`` is an inlier-score
+``<classifier>_anomalous`` (1 when ``score >= threshold``). With ``--skip_corrupt``,
+unusable files (undecodable, not regular files, above the pixel cap) follow with empty scores
+and the reason in a last ``skipped`` column. An existing ``--out`` is refused unless
+``--overwrite``; the run's own files never are written over. ``--threshold`` is an inlier-score
 quantile of the run (``q50``, ``q80``, ``q90``, ``q95``, ``q99``, ``q99.5``, ``max``; see
 ``thresholds.py``) or a number, for all classifiers or per classifier (``kde=q99,gde=-120``).
 """
@@ -56,13 +59,24 @@ def write_csv(
     paths: Sequence[str],
     scores: Mapping[str, Sequence[float]],
     flags: Mapping[str, Sequence[bool]],
+    skipped: Sequence[tuple[str, str]] | None = None,
 ) -> None:
-    """Writes the score table atomically (columns: path, <clf>_score…, <clf>_anomalous…)."""
+    """Writes the score table atomically (columns: path, <clf>_score…, <clf>_anomalous…).
+
+    With ``skipped`` (``--skip_corrupt``), a last column ``skipped`` holds the reason for each
+    left-out file, listed after the scored ones with empty scores. File names that are not
+    valid UTF-8 are written with their original bytes (``surrogateescape``), so the CSV names
+    exactly the files on disk.
+    """
     names = list(scores)
-    with io.atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
+    extra = ["skipped"] if skipped is not None else []
+    with (
+        io.atomic_path(path, ".csv") as tmp,
+        open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f,
+    ):
         writer = csv.writer(f)
         writer.writerow(
-            ["path", *(f"{n}_score" for n in names), *(f"{n}_anomalous" for n in names)]
+            ["path", *(f"{n}_score" for n in names), *(f"{n}_anomalous" for n in names), *extra]
         )
         for i, p in enumerate(paths):
             writer.writerow(
@@ -70,8 +84,11 @@ def write_csv(
                     p,
                     *(repr(float(scores[n][i])) for n in names),
                     *(int(bool(flags[n][i])) for n in names),
+                    *([""] if extra else []),
                 ]
             )
+        for p, why in skipped or ():
+            writer.writerow([p, *([""] * (2 * len(names))), why])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="features the classifiers use: pool = f (paper), embed = g(f)",
     )
     p.add_argument("--batch_size", type=int, default=None, help="images per forward pass")
+    p.add_argument(
+        "--skip_corrupt",
+        action="store_true",
+        help="leave out files that cannot be decoded (or are not regular files, or exceed the "
+        "pixel cap) instead of failing; they are listed after the scored rows with empty "
+        "scores and the reason in a 'skipped' column",
+    )
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     return p
 
@@ -142,15 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         det = Detector.load(args.model_dir, names, args.feature)
         specs = parse_threshold_arg(args.threshold, det.classifiers)
         thresholds = {n: det.threshold(n, specs[n]) for n in det.classifiers}
-        images, paths = det.load_images(args.images)
+        skipped: list[tuple[str, str]] = []
+        images, paths = det.load_images(args.images, args.skip_corrupt, skipped)
         scores = det.score(images, args.batch_size)
         flags = {n: scores[n] >= thresholds[n] for n in det.classifiers}
-        write_csv(args.out, paths, scores, flags)
+        write_csv(args.out, paths, scores, flags, skipped if args.skip_corrupt else None)
         summary = ", ".join(
             f"{n} {int(flags[n].sum())} (>= {specs[n]} = {thresholds[n]:.4g})"
             for n in det.classifiers
         )
-        print(f"scored {len(paths)} images -> {args.out}; flagged anomalous: {summary}")
+        left_out = f" ({len(skipped)} skipped, see its 'skipped' column)" if skipped else ""
+        print(f"scored {len(paths)} images -> {args.out}{left_out}; flagged anomalous: {summary}")
         return 0
 
     return cli.guard(run, verbose=args.verbose)

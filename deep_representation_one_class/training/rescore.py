@@ -18,6 +18,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import cli
@@ -28,6 +29,33 @@ from deep_representation_one_class.training import build, run_dir
 from deep_representation_one_class.utils import io
 
 _EMBEDDING_KEYS = ("cls_pool", "cls_embed", "test_pool", "test_embed", "test_y")
+# Arrays of embeddings.npz that must have one row per classifier-train / test image.
+_EMBEDDING_ROWS = (
+    ("cls_pool", "cls_embed"),
+    ("test_pool", "test_embed", "test_y", "test_class"),
+)
+
+
+def load_embeddings(path: str, required: Sequence[str] = _EMBEDDING_KEYS) -> dict[str, np.ndarray]:
+    """A run's ``embeddings.npz``, checked: keys, one row per image, [N, D] features of the
+    same width for the classifier-train and the test set, labels in {0, 1}.
+
+    Raises:
+      CorruptFileError: naming the file and what is wrong with it.
+    """
+    arrays = io.load_npz(path, required=required, rows=_EMBEDDING_ROWS)
+    for f in ("pool", "embed"):
+        cls, test = arrays.get(f"cls_{f}"), arrays.get(f"test_{f}")
+        shapes = [a.shape for a in (cls, test) if a is not None]
+        if any(len(s) != 2 for s in shapes) or len({s[1] for s in shapes}) > 1:
+            raise io.CorruptFileError(
+                f"{path}: the {f} features have shapes {shapes}, expected [N, D] arrays of one "
+                "width; restore it or rerun the command that writes it"
+            )
+    labels = arrays.get("test_y")
+    if labels is not None and (labels.ndim != 1 or not np.isin(labels, (0, 1)).all()):
+        raise io.CorruptFileError(f"{path}: test_y must be a [T] array of 0/1 labels")
+    return arrays
 
 
 def evaluate_run(
@@ -46,7 +74,12 @@ def evaluate_run(
     cfg_path = os.path.join(run_path, run_dir.CONFIG)
     if not os.path.exists(cfg_path):
         raise ConfigError(f"{run_path} is not a run folder (no config.json)")
-    cfg = config_lib.Config.from_dict(io.read_json(cfg_path, expect=dict))
+    try:
+        cfg = config_lib.Config.from_dict(io.read_json(cfg_path, expect=dict))
+    except (TypeError, ValueError) as e:
+        if isinstance(e, io.CorruptFileError):
+            raise
+        raise io.CorruptFileError(f"cannot read {cfg_path}: {str(e).splitlines()[0]}") from None
     if classifiers:
         cfg = cfg.replace(classifiers=tuple(classifiers))
     if root:
@@ -72,7 +105,7 @@ def evaluate_run(
         else:
             if not os.path.exists(emb_path):
                 raise ConfigError(f"{emb_path} is missing; finish the run or use --reextract")
-            arrays = io.load_npz(emb_path, required=_EMBEDDING_KEYS)
+            arrays = load_embeddings(emb_path)
         metrics, _ = image_task.score_saved_features(cfg, arrays, run_path)
         summary_path = os.path.join(run_path, run_dir.SUMMARY)
         summary = (

@@ -178,6 +178,16 @@ def inspect(cfg: Config) -> FolderState:
     summary = _checked_summary(os.path.join(run_dir, SUMMARY))
     if cfg.force_init:
         return FolderState(True, True, False, None, has_ckpt)
+    index = os.path.join(run_dir, CHECKPOINTS, "checkpoint")
+    if not has_ckpt and summary is None and os.path.isfile(index):
+        # TensorFlow writes this index atomically, after the checkpoint it names; one it cannot
+        # parse was damaged, and training would silently start over from step 0.
+        if tf.train.get_checkpoint_state(os.path.dirname(index)) is None:
+            raise RunError(
+                f"{index} is not a readable checkpoint index (damaged or edited); restore it "
+                "or use --force_init to start over"
+            )
+        logger.warning("%s names checkpoint files that are gone; training starts over.", index)
     old = _old_config(run_dir)
     if old is not None and (has_ckpt or summary is not None):
         # Settings absent from an older config.json take today's defaults; settings the new

@@ -122,17 +122,25 @@ def write_npz(path: str, **arrays: np.ndarray) -> None:
         np.savez(f, **arrays)
 
 
-def load_npz(path: str, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def load_npz(
+    path: str, required: Sequence[str] = (), rows: Sequence[Sequence[str]] = ()
+) -> dict[str, np.ndarray]:
     """Reads every array of an ``.npz`` file (never unpickling objects).
 
+    Args:
+      path: the file.
+      required: keys that must be present.
+      rows: groups of keys whose arrays must have the same number of rows (e.g. the test
+        features and the test labels); keys absent from the file are ignored here.
+
     Raises:
-      CorruptFileError: not a readable ``.npz``, or a ``required`` key is missing.
-      OSError: the file cannot be opened.
+      CorruptFileError: not a readable ``.npz``, a ``required`` key is missing, or the arrays
+        of a ``rows`` group disagree (a label array shorter than the features).
     """
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CorruptFileError(
             f"{path} is not a readable .npz file ({why}); restore it or rerun the command that "
@@ -144,4 +152,12 @@ def load_npz(path: str, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
             f"{path} lacks {', '.join(missing)} (has {', '.join(sorted(arrays)) or 'nothing'}); "
             "restore it or rerun the command that writes it"
         )
+    for group in rows:
+        counts = {k: (arrays[k].shape[0] if arrays[k].ndim else None) for k in group if k in arrays}
+        if len(set(counts.values())) > 1:
+            shown = ", ".join(f"{k} {n}" for k, n in counts.items())
+            raise CorruptFileError(
+                f"{path} is inconsistent (rows: {shown}); restore it or rerun the command that "
+                "writes it"
+            )
     return arrays
