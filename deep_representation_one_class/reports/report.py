@@ -277,18 +277,19 @@ def write_run_report(run_dir: str, data: Any = None, k: int = 8, key: str | None
         f"seed {c.get('seed')}"
     )
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    where = f"Run folder {os.path.abspath(run_dir)}; report written {when}."
+    where = f"Run folder {run_dir}; report written {when}."
     body = [f"<h1>{H.esc(title)}</h1>", H.paragraph(where, True), _info_table(run)]
     body += [H.section("AUROC", _auroc_table(run), anchor="auroc")]
     body += [H.section("Thresholds", _threshold_table(run))] if not run.patch else []
-    scores_html, curves_html = _figures(run, folder)
-    body += [H.section("ROC curves", scores_html), H.section("Training", curves_html)]
+    # What the engineer came for first: which test images look anomalous; then the curves.
     if key is not None and run.patch and run.maps is not None:
         body.append(
             H.section("Anomaly maps", _panel_section(run, data, min(k, _PANELS), folder, why))
         )
     elif key is not None:
         body.append(H.section("Test images", _gallery_section(run, data, key, k, folder, why)))
+    scores_html, curves_html = _figures(run, folder)
+    body += [H.section("ROC curves", scores_html), H.section("Training", curves_html)]
     grids = explain_grids(run_dir)
     for p in grids:
         shutil.copyfile(p, os.path.join(folder, "explain_" + os.path.basename(p)))
