@@ -47,11 +47,16 @@ def table(
     best: set[tuple[int, int]] | None = None,
     cls: str = "",
 ) -> str:
-    """A table; the first ``left`` columns are left-aligned, ``best`` (row, col) cells bold."""
+    """A table; the first ``left`` columns are left-aligned, ``best`` (row, col) cells bold; an
+    all-empty ``header`` draws no header row."""
     best = best or set()
-    out = [f'<table class="{esc(cls)}">' if cls else "<table>", "<tr>"]
-    out += [f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(header)]
-    out.append("</tr>")
+    out = [f'<table class="{esc(cls)}">' if cls else "<table>"]
+    if any(header):
+        out.append("<tr>")
+        out += [
+            f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(header)
+        ]
+        out.append("</tr>")
     for r, row in enumerate(rows):
         cells = []
         for c, value in enumerate(row):
