@@ -20,7 +20,7 @@ from deep_representation_one_class.datasets.base import DataError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.reports import report as report_lib
 from deep_representation_one_class.reports import run_artifacts
-from deep_representation_one_class.training import build, run_dir, runner
+from deep_representation_one_class.training import build, rescore, run_dir, runner
 
 
 class _Page(html.parser.HTMLParser):
@@ -203,3 +203,14 @@ def test_sweep_report_aggregates_and_links_runs(fake_run, tmp_path):
     assert "contrastive/fake/c0/s1/report.html" in page.links
     assert any(os.path.basename(s).startswith("per_class_") for s in page.images)
     assert 'c0/s2 <span class="muted">(no report.html)</span>' in page_path.read_text()
+
+
+def test_evaluate_rewrites_an_existing_report(fake_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(fake_run, run)
+    report_lib.write_run_report(str(run), k=1)
+    assert rescore.main([f"--model_dir={run}", "--classifiers=kde"]) == 0
+    assert f"rewrote {run / 'report.html'}" in capsys.readouterr().out
+    page = read_page(run / "report.html")
+    # Re-scored with KDE only: the thresholds table lists the new fit and nothing else.
+    assert "pool.kde" in page.cells and "pool.gde" not in page.cells
