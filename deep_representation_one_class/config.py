@@ -184,6 +184,11 @@ class Config:
         0, "Also evaluate every N epochs (AUROC curves in TensorBoard); 0 = only at the end."
     )
     eval_batch_size: int = _field(256, "Images per forward pass of feature extraction.")
+    report: bool = _field(
+        True,
+        "Write report.html (+ report_files/: figures, test images, tables) at the end of the "
+        "run; python -m deep_representation_one_class.report writes it later.",
+    )
     classifiers: tuple[str, ...] = _field(
         ("auc", "kde", "gde", "kocsvm", "locsvm"),
         "One-class classifiers: auc (1-NN cosine; the reference's name), kde, gde, kocsvm (RBF "

@@ -5,7 +5,7 @@
 # aggregated tables results/cpu_preset_fmnist.{md,csv}.
 # Target: a mean AUROC over the 10 classes of at least 95.8 (the paper's Rotation prediction +
 # KDE on f-MNIST after 2048 epochs on a GPU, Table 7) within 10 minutes per class on a 2-core
-# CPU. Fashion-MNIST ships in data/fashion_mnist/, so no --root is needed.
+# CPU. Fashion-MNIST ships inside the package, so no --root is needed.
 #
 # Usage:
 #   scripts/cpu_preset.sh [--categories="0 1"] [--out=runs/cpu_preset]

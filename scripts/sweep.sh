@@ -3,12 +3,15 @@
 #   $OUT/<method>/<dataset>/c<category>/s<seed>
 # A run whose summary.json exists is skipped; any other is (re)started, and the trainer resumes
 # it from its last checkpoint. Failures are reported and the sweep goes on; the exit status is 1
-# if any run failed (2 for bad usage). Several machines can split one sweep with --shard i/n.
+# if any run failed (2 for bad usage). Several machines can split one sweep with --shard i/n;
+# --shard auto[/n] takes i from a scheduler's job array: SLURM_ARRAY_TASK_ID (minus
+# SLURM_ARRAY_TASK_MIN, divided by SLURM_ARRAY_TASK_STEP; n defaults to SLURM_ARRAY_TASK_COUNT)
+# or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX (give n = its completions: auto/n).
 #
 # Usage:
 #   scripts/sweep.sh --out runs/sweep --methods "rotation contrastive contrastive_da" \
 #       --datasets "fmnistood cifar10ood" --categories all --seeds "1 2 3 4 5" \
-#       [--shard i/n] [--dry_run] [--python python] [--trainer train_and_eval_loop.py] \
+#       [--shard i/n | auto[/n]] [--dry_run] [--python python] [--trainer train_and_eval_loop.py] \
 #       [--no_paper_flags] [-- <extra trainer flags, e.g. --root=data --num_epoch=64>]
 #
 # Methods: rotation, contrastive, contrastive_da (= --method=contrastive --distaug_type=rot),
@@ -105,6 +108,31 @@ read -r -a trainer_words <<<"$trainer"
 for seed in "${seed_list[@]}"; do
   [[ "$seed" =~ ^[0-9]+$ ]] || die "--seeds must be non-negative integers, got '$seed'"
 done
+# --shard auto[/n]: the index (and count) from a job array's environment.
+if [[ "$shard" =~ ^auto(/([0-9]+))?$ ]]; then
+  count="${BASH_REMATCH[2]}"
+  if [[ -n "${SLURM_ARRAY_TASK_ID:-}" ]]; then
+    id="$SLURM_ARRAY_TASK_ID" first="${SLURM_ARRAY_TASK_MIN:-0}" step="${SLURM_ARRAY_TASK_STEP:-1}"
+    [[ "$id$first$step" =~ ^[0-9]+$ && "$step" -ge 1 ]] ||
+      die "--shard=auto: SLURM_ARRAY_TASK_ID/MIN/STEP must be integers ('$id', '$first', '$step')"
+    index=$(((id - first) / step))
+    count="${count:-${SLURM_ARRAY_TASK_COUNT:-}}"
+    from="SLURM_ARRAY_TASK_ID=$id"
+  elif [[ -n "${JOB_COMPLETION_INDEX:-}" ]]; then
+    [[ "$JOB_COMPLETION_INDEX" =~ ^[0-9]+$ ]] ||
+      die "--shard=auto: JOB_COMPLETION_INDEX must be an integer, got '$JOB_COMPLETION_INDEX'"
+    index="$JOB_COMPLETION_INDEX"
+    from="JOB_COMPLETION_INDEX=$index"
+  else
+    die "--shard=auto needs SLURM_ARRAY_TASK_ID (Slurm job array) or JOB_COMPLETION_INDEX" \
+      "(Kubernetes Indexed Job) in the environment; outside a job array pass --shard=i/n"
+  fi
+  [[ -n "$count" ]] ||
+    die "--shard=auto: the number of shards is not in the environment; pass --shard=auto/N" \
+      "(N = the array's size, or the Indexed Job's completions)"
+  shard="$index/$count"
+  echo "shard $shard (from $from)" >&2
+fi
 [[ "$shard" =~ ^([0-9]+)/([0-9]+)$ ]] || die "--shard must look like i/n (e.g. 0/4), got '$shard'"
 shard_index="${BASH_REMATCH[1]}"
 shard_count="${BASH_REMATCH[2]}"

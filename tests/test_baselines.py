@@ -35,6 +35,7 @@ def tiny(root, method, name=None, **kw) -> config_lib.Config:
         strategy="default",
         classifiers=("kde", "auc"),  # cheap; GDE on 2048-d ResNet-50 features is not
         eval_batch_size=64,
+        report=False,
     )
     base.update(kw)
     return config_lib.build(**base).replace(model_dir=str(root / (name or method)))

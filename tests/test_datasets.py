@@ -249,9 +249,9 @@ def test_fmnist_idx_corrupt_and_missing(tmp_path):
 
 
 def test_fmnist_default_locations(tmp_path, monkeypatch):
-    monkeypatch.setattr(fmnist, "REPO_DIR", tmp_path / "repo")
+    monkeypatch.setattr(fmnist, "SHIPPED_DIR", tmp_path / "shipped")
     monkeypatch.setattr(fmnist, "SYSTEM_DIR", tmp_path / "system")
-    with pytest.raises(DataError, match=r"in .*repo or .*system .*dataset-fashion-mnist"):
+    with pytest.raises(DataError, match=r"in .*shipped or .*system .*dataset-fashion-mnist"):
         D.load_one_class("fmnistood", root=None, category="0")
     make_fmnist_idx(tmp_path / "system", n_train=10, n_test=10)
     d = D.load_one_class("fmnistood", root=None, category="0")
@@ -270,7 +270,7 @@ def test_fmnist_tfds_data_dir_with_mock_data(tmp_path):
     assert set(np.unique(src.train_y)) <= set(range(10))
 
 
-REPO_FMNIST = Path(__file__).resolve().parents[1] / "data" / "fashion_mnist"
+REPO_FMNIST = fmnist.SHIPPED_DIR  # package data: installed with the package
 
 
 @pytest.mark.skipif(

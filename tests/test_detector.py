@@ -270,20 +270,38 @@ def test_write_run_plots(tmp_path):
     rng = np.random.default_rng(0)
     y = np.r_[np.zeros(60), np.ones(40)].astype(int)
     s = np.r_[rng.normal(0, 1, 60), rng.normal(2, 1, 40)]
-    scores = {"pool.kde": s, "dscore.auc": -s, "embed.gde": np.full(100, np.nan)}
-    paths = plots.write_run_plots(str(tmp_path), y, scores)
+    scores = {
+        "pool.kde": s,
+        "pool.gde": s + rng.normal(0, 1, 100),
+        "dscore.auc": -s,
+        "embed.gde": np.full(100, np.nan),
+    }
+    thresholds = {
+        "quantiles": {"pool.kde": {"q95": 1.5}},
+        "test_report": {"spec": "q95", "pool.kde": {"tpr": 0.6, "fpr": 0.05}},
+    }
+    paths = plots.write_run_plots(str(tmp_path), y, scores, thresholds)
     names = sorted(os.path.basename(p) for p in paths)
+    # One ROC figure per feature (every classifier in it), one histogram per score.
     assert names == [
         "hist_dscore_auc.png",
+        "hist_pool_gde.png",
         "hist_pool_kde.png",
-        "roc_dscore_auc.png",
-        "roc_pool_kde.png",
+        "roc_pool.png",
+        "roc_rotation.png",
     ]
     for p in paths:
         assert os.path.dirname(p) == str(tmp_path / "plots")
         with Image.open(p) as img:
             assert img.size == plots.SIZE
-            # Not a blank canvas: the curve/bars put colour on it.
+            # Not a blank canvas: the curves/bars put colour on it.
             arr = np.asarray(img.convert("RGB")).astype(int)
             assert (np.abs(arr[..., 0] - arr[..., 2]) > 60).sum() > 200
+
+    # The threshold line: a dashed black vertical line only in the histogram that has one.
+    def dark_columns(name):
+        arr = np.asarray(Image.open(tmp_path / "plots" / name).convert("L")).astype(int)
+        return int(((arr < 40).sum(axis=0) > 0.3 * arr.shape[0]).sum())
+
+    assert dark_columns("hist_pool_kde.png") > dark_columns("hist_pool_gde.png")
     assert plots.write_run_plots(str(tmp_path), np.zeros(5), {"pool.kde": np.arange(5.0)}) == []

@@ -31,6 +31,7 @@ def _train_rotation_run(path) -> str:
         strategy="default",
         model_dir=str(path),
         classifiers=("kde", "gde"),
+        report=False,
     )
     runner.run(cfg)
     return str(path)

@@ -399,6 +399,16 @@ def test_train_and_localise_synthetic_defects(mvtec_root, tmp_path):
     assert emb["pool_kde_patch_scores"].shape == (14, 13, 13)
     assert emb["test_masks"].shape == (14, SIZE, SIZE)
     assert "mvtec/anomaly_maps_pool_gde" in _tb_tags(str(run_dir / "tb"))
+    # The run's report: the image / pixel / PRO table and image | mask | map | overlay panels of
+    # the most anomalous and most normal test images, ranked by the mapped scorer.
+    page = (run_dir / "report.html").read_text()
+    assert "pixel AUROC" in page and f"{metrics['pool.kde.pro']:.2f}" in page
+    panels = sorted((run_dir / "report_files").glob("panel_*.png"))
+    assert [p.name for p in panels][:2] == ["panel_0_0.png", "panel_0_1.png"] and len(panels) == 8
+    worst = int(np.argmax(emb["pool_gde_image_score"]))
+    assert f"image score {emb['pool_gde_image_score'][worst]:.4g}" in page
+    with Image.open(panels[0]) as img:
+        assert img.size == (4 * SIZE + 18, SIZE + 14)  # 4 tiles + colour bar, title strip
 
 
 @pytest.mark.slow

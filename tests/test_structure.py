@@ -136,6 +136,7 @@ def test_top_level_holds_only_the_config_registry_and_commands():
         "export",
         "main",
         "registry",
+        "report",
         "score",
     ]
 

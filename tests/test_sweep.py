@@ -60,8 +60,25 @@ def fake(tmp_path):
     return run
 
 
-def sweep(*args):
-    return subprocess.run(["bash", SWEEP, *args], capture_output=True, text=True, timeout=60)
+# Job-array variables of the schedulers --shard=auto reads; the tests set them explicitly.
+ARRAY_VARS = (
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_STEP",
+    "SLURM_ARRAY_TASK_COUNT",
+    "JOB_COMPLETION_INDEX",
+)
+
+
+def sweep(*args, env=None):
+    base = {k: v for k, v in os.environ.items() if k not in ARRAY_VARS}
+    return subprocess.run(
+        ["bash", SWEEP, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
+    )
 
 
 def flag_values(words, name):
@@ -150,6 +167,69 @@ def test_shards_partition_the_combinations(tmp_path):
     assert sorted(union) == sorted(everything)  # union = all, and no duplicates
     for i, shard in enumerate(shards):
         assert shard == everything[i::3]  # index mod n == i, in the sweep's fixed order
+
+
+@pytest.mark.parametrize(
+    ("env", "shard", "expected"),
+    [
+        # Slurm `--array=0-2`: ids 0..2, count 3 from SLURM_ARRAY_TASK_COUNT.
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "2",
+                "SLURM_ARRAY_TASK_MIN": "0",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+            },
+            "auto",
+            2,
+        ),
+        # Slurm `--array=1-3`: ids start at 1.
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "1",
+                "SLURM_ARRAY_TASK_MIN": "1",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+            },
+            "auto",
+            0,
+        ),
+        # Slurm `--array=0-4:2`: ids 0, 2, 4.
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "4",
+                "SLURM_ARRAY_TASK_STEP": "2",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+            },
+            "auto",
+            2,
+        ),
+        # Kubernetes Indexed Job with completions: 3.
+        ({"JOB_COMPLETION_INDEX": "1"}, "auto/3", 1),
+    ],
+)
+def test_shard_auto_reads_the_job_array_index(tmp_path, env, shard, expected):
+    options = "--methods rotation,contrastive --datasets fmnistood --seeds 1,2"
+    common = ["--out", str(tmp_path), *options.split(), "--dry_run"]
+    explicit = sweep(*common, "--shard", f"{expected}/3")
+    auto = sweep(*common, "--shard", shard, env=env)
+    assert auto.returncode == 0, auto.stderr
+    assert model_dirs(auto.stdout) == model_dirs(explicit.stdout) != []
+    assert f"shard {expected}/3 (from " in auto.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "needs SLURM_ARRAY_TASK_ID (Slurm job array) or JOB_COMPLETION_INDEX"),
+        ({"JOB_COMPLETION_INDEX": "1"}, "pass --shard=auto/N"),
+        ({"JOB_COMPLETION_INDEX": "x"}, "must be an integer"),
+        ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "3"}, "needs 0 <= i < n"),
+    ],
+)
+def test_shard_auto_errors(env, message):
+    args = "--out x --methods rotation --datasets fmnistood --seeds 1 --shard auto --dry_run"
+    proc = sweep(*args.split(), env=env)
+    assert proc.returncode == 2
+    assert "sweep.sh: " in proc.stderr and message in proc.stderr
 
 
 def test_runs_then_skips_finished_and_resumes_unfinished(tmp_path, fake):

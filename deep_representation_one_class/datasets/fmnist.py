@@ -2,7 +2,9 @@
 
 Sources, in order: the four original IDX files (``.gz`` or uncompressed) in ``root`` (or in
 ``root/fashion_mnist``, ``root/fashion-mnist``); a TFDS ``data_dir`` holding a prepared
-``fashion_mnist/``. Without a root: the repository's ``data/fashion_mnist`` and Debian's
+``fashion_mnist/``. Without a root: the copy shipped inside the package
+(``deep_representation_one_class/data/fashion_mnist``, package data of the wheel, so an
+installed package finds it from any working directory) and Debian's
 ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashion-mnist``). Nothing is downloaded.
 Reference behaviour: the 28x28 images are zero-padded by 2 px to 32x32 and the gray channel is
 tiled to 3 channels (spec 7.3).
@@ -47,7 +49,7 @@ IDX_FILES = {
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
-REPO_DIR = Path(__file__).resolve().parents[2] / "data" / "fashion_mnist"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "fashion_mnist"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 # IDX type codes (third magic byte) -> big-endian numpy dtypes.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -148,8 +150,8 @@ def _from_tfds(data_dir: Path) -> tuple[np.ndarray, ...]:
 def load_arrays(root: str | os.PathLike | None) -> tuple[np.ndarray, ...]:
     """(train_x [60000,28,28], train_y, test_x [10000,28,28], test_y) at native resolution."""
     if root is None:
-        candidates = [REPO_DIR, SYSTEM_DIR]
-        where = f"{REPO_DIR} or {SYSTEM_DIR}"
+        candidates = [SHIPPED_DIR, SYSTEM_DIR]
+        where = f"{SHIPPED_DIR} or {SYSTEM_DIR}"
     else:
         base = Path(root).expanduser()
         if not base.is_dir():

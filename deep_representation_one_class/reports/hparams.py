@@ -4,6 +4,13 @@ Every run logs its settings (as HParams) next to its ``eval/<feature>/<classifie
 scalars, so ``tensorboard --logdir runs/`` lines up a sweep's runs in one table and in
 parallel-coordinates views. Tuples become comma-joined strings and None becomes '' (HParams
 take bool, int, float or str).
+
+No experiment config (``hp.hparams_config``) is written, on purpose: without one the plugin
+builds the columns from every run's session start (the union of their settings, those that
+differ between runs first) and takes the metrics from the scalar tags of each run's ``tb/``
+(the last value of ``eval/<feature>/<classifier>_auroc`` is the final AUROC). A config written
+by each run would instead let one arbitrary run define the columns of the whole sweep.
+``tests/test_hparams.py`` reads the event files through the plugin's backend.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any
 from tensorboard.plugins.hparams import api as hp
 
 # Settings that do not describe the experiment (paths, mechanics) stay out of the table.
-_SKIP = {"model_dir", "root", "cache_dir", "force_init", "verbose"}
+_SKIP = {"model_dir", "root", "cache_dir", "force_init", "verbose", "report"}
 
 
 def hparam_values(config: Mapping[str, Any]) -> dict[str, bool | int | float | str]:

@@ -1,10 +1,11 @@
-"""Anomaly-map panels (image | ground truth | heat map | overlay | colour bar) with Pillow/numpy.
+"""Anomaly-map panels (image | ground truth | heat map | overlay | colour bar) as pixel arrays.
 
-matplotlib is not a dependency of the package, so the colour map is a small piecewise-linear
-"jet"-style table evaluated in numpy, and text uses Pillow's built-in bitmap font. Every panel of
-one run shares a fixed colour scale ``[vmin, vmax]`` (stated in the title and on the colour
-bar), so that colours can be compared across images: a uniform red means "as anomalous as the
-worst pixels of the test set", not "the maximum of this image".
+The tiles keep the images' own resolution (one image pixel = one panel pixel), so they are
+assembled in numpy, coloured with matplotlib's "jet" map and labelled with Pillow's bitmap
+font rather than drawn as a matplotlib figure. Every panel of one run shares a fixed colour
+scale ``[vmin, vmax]`` (stated in the title and on the colour bar), so that colours can be
+compared across images: a uniform red means "as anomalous as the worst pixels of the test
+set", not "the maximum of this image".
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import os
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
@@ -21,18 +23,6 @@ from deep_representation_one_class.utils.io import atomic_path
 
 __all__ = ["apply_colormap", "mask_outline", "render_panel", "save_png", "write_panels"]
 
-# (position in [0, 1], RGB) anchors of a jet-like map: dark blue -> cyan -> yellow -> dark red.
-_ANCHORS = np.array(
-    [
-        [0.0, 0, 0, 128],
-        [0.125, 0, 0, 255],
-        [0.375, 0, 255, 255],
-        [0.625, 255, 255, 0],
-        [0.875, 255, 0, 0],
-        [1.0, 128, 0, 0],
-    ],
-    dtype=np.float64,
-)
 _HEADER = 14  # pixels of title text above the tiles
 _BAR = 16  # width of the colour bar
 
@@ -50,8 +40,7 @@ def apply_colormap(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
     span = float(vmax) - float(vmin)
     t = (np.asarray(values, np.float64) - float(vmin)) / span if span > 0 else np.zeros_like(values)
     t = np.clip(t, 0.0, 1.0)
-    rgb = [np.interp(t, _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)]
-    return np.rint(np.stack(rgb, axis=-1)).astype(np.uint8)
+    return np.rint(matplotlib.colormaps["jet"](t)[..., :3] * 255.0).astype(np.uint8)
 
 
 def mask_outline(mask: np.ndarray) -> np.ndarray:

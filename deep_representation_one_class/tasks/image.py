@@ -4,7 +4,8 @@ Views come from the augmentation strings (``--aug_list``, ``--aug_list_for_test`
 evaluation extracts ``pool`` and ``embed`` features of the classifier-train and test sets
 (and the rotation classifier's view logits where the method has one), fits every classifier
 once (``evaluation.classifiers``), and with a run folder writes ``embeddings.npz``,
-``classifiers.npz``/``.json``, ``thresholds.json`` and the ROC / histogram plots.
+``classifiers.npz``/``.json`` and ``thresholds.json`` (the run's figures are drawn by its
+report, ``reports/report.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from deep_representation_one_class.evaluation import features as features_lib
 from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
-from deep_representation_one_class.reports import plots
 from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
 from deep_representation_one_class.utils import io
 
@@ -71,7 +71,7 @@ def score_saved_features(
       config: the run's config (``classifiers``, ``seed``, ``cls_holdout``, ``is_validation``).
       arrays: the ``embeddings.npz`` arrays (``cls_pool``, ``cls_embed``, ``test_pool``,
         ``test_embed``, ``test_y``[, ``test_view_logits``]).
-      run_dir: where ``classifiers.*``, ``thresholds.json`` and the plots go (None: nowhere).
+      run_dir: where ``classifiers.*`` and ``thresholds.json`` go (None: nowhere).
       timings: receives per-classifier fit seconds.
 
     Returns:
@@ -104,7 +104,6 @@ def score_saved_features(
             evaluated_on="validation" if config.is_validation else "test",
         )
         thresholds_lib.write_thresholds(run_dir, thresholds)
-        plots.write_run_plots(run_dir, labels, scores, thresholds)
     return metrics, scores
 
 

@@ -7,9 +7,10 @@ Without ``--reextract`` only ``embeddings.npz`` is read, so classifiers can be c
 runs in seconds. With it, the model is rebuilt from ``config.json``, the latest checkpoint
 restored and the features extracted again from the data. Either way the classifiers are fit
 once with the run's protocol (``evaluation.classifiers``) and ``classifiers.npz``,
-``thresholds.json``, the plots and the ``summary.json`` metrics are rewritten (atomically), so
-the detector serves what was just evaluated. This is also how a run evaluated by an older
-version of the package (no ``classifiers.npz``) becomes servable.
+``thresholds.json`` and the ``summary.json`` metrics are rewritten (atomically), so the
+detector serves what was just evaluated; the CLI then rewrites ``report.html`` if the run
+has one. This is also how a run evaluated by an older version of the package (no
+``classifiers.npz``) becomes servable.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import tensorflow as tf
 from deep_representation_one_class import cli
 from deep_representation_one_class import config as config_lib
 from deep_representation_one_class.errors import ConfigError
+from deep_representation_one_class.reports import report
 from deep_representation_one_class.tasks import image as image_task
 from deep_representation_one_class.training import build, run_dir
 from deep_representation_one_class.utils import io
@@ -172,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model_dir, classifiers, args.reextract, args.root, args.precision
         )
         print(cli.format_table(metrics))
+        if os.path.exists(os.path.join(args.model_dir, report.REPORT)):
+            page = report.try_write_run_report(args.model_dir)
+            if page:
+                print(f"rewrote {page}")
         return 0
 
     return cli.guard(run, verbose=args.verbose)

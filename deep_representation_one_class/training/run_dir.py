@@ -77,6 +77,7 @@ RESUMABLE_CHANGES = {
     "skip_corrupt",
     "root",
     "sync_bn",
+    "report",
 }
 
 

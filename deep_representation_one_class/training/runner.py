@@ -11,6 +11,7 @@ Run folder (``config.model_dir``)::
     classifiers.npz    the fitted classifiers (+ classifiers.json), served as evaluated
     thresholds.json    inlier-score quantiles of every classifier
     summary.json       {"metrics": {"pool.kde": ...}, "config": {...}, "run": {...}}
+    report.html        the run's page (+ report_files/), written last (--report)
 
 Order of work: everything that can be checked is checked (config, folder, lock, data) before
 the first file is written; see ``training.run_dir``.
@@ -32,7 +33,7 @@ from absl import logging
 from deep_representation_one_class import datasets
 from deep_representation_one_class.config import Config
 from deep_representation_one_class.errors import RunError
-from deep_representation_one_class.reports import hparams
+from deep_representation_one_class.reports import hparams, report
 from deep_representation_one_class.training import build, distribute, loop, run_dir
 from deep_representation_one_class.utils import io
 
@@ -244,4 +245,9 @@ def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, s
         },
     }
     io.write_json(os.path.join(cfg.model_dir, run_dir.SUMMARY), summary)
+    if cfg.report:
+        # After summary.json: the run is complete whatever happens to its report.
+        t_report = time.time()
+        if report.try_write_run_report(cfg.model_dir, data):
+            logging.info("report.html written in %.1f s.", time.time() - t_report)
     return RunResult(evaluation.metrics, cfg.model_dir, global_step, "complete")
