@@ -202,3 +202,23 @@ def test_a_run_written_with_every_option_resumes_without_a_settings_clash(tmp_pa
     assert runner.run(cfg).status == "already_complete"
     with pytest.raises(RunError, match="different settings"):
         runner.run(cfg.replace(learning_rate=0.5))
+
+
+def test_a_start_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path):
+    # The loss explodes at once: no checkpoint is written, and the folder the run created goes
+    # (marker, config.json and tb/ included), so a corrected command starts clean.
+    from deep_representation_one_class.errors import NonFiniteLossError
+
+    cfg = tiny_config(tmp_path, learning_rate=1e30, weight_decay=0.0)
+    with pytest.raises(NonFiniteLossError):
+        runner.run(cfg)
+    assert not os.path.exists(cfg.model_dir)
+    # --force_init over a finished run that also holds a user's file: the old run's files are
+    # deleted, the failed start leaves none of its own, the user's file stays.
+    good = cfg.replace(learning_rate=0.1)
+    runner.run(good)
+    with open(os.path.join(cfg.model_dir, "NOTES.txt"), "w") as f:
+        f.write("mine")
+    with pytest.raises(NonFiniteLossError):
+        runner.run(cfg.replace(force_init=True))
+    assert os.listdir(cfg.model_dir) == ["NOTES.txt"]

@@ -365,22 +365,30 @@ class RunFolder:
         )
         io.write_json(os.path.join(self.path, CONFIG), self.cfg.to_dict())
 
+    def has_progress(self) -> bool:
+        """Whether the folder holds something of value: a checkpoint or a summary."""
+        ckpt = tf.train.latest_checkpoint(os.path.join(self.path, CHECKPOINTS))
+        return ckpt is not None or os.path.exists(os.path.join(self.path, SUMMARY))
+
     def abort(self) -> None:
-        """Undoes ``start`` after a failure before training began (nothing of value written)."""
+        """Undoes ``start`` after a failure before the first checkpoint: the marker, the
+        config and the TensorBoard events of the failed start go, so the corrected command
+        starts clean; a folder this start created goes too if nothing else is in it."""
         self.lock.release()
-        self._remove_if_created(all_run_files=True)
+        for name in (io.RUN_MARKER, CONFIG):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.path, name))
+        shutil.rmtree(os.path.join(self.path, "tb"), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(self.path, CHECKPOINTS))  # only when empty
+        self._remove_if_created()
 
     def close(self) -> None:
         self.lock.release()
 
-    def _remove_if_created(self, all_run_files: bool = False) -> None:
+    def _remove_if_created(self) -> None:
         if not self._created:
             return
-        if all_run_files:
-            for name in (io.RUN_MARKER, CONFIG):
-                path = os.path.join(self.path, name)
-                if os.path.exists(path):
-                    os.remove(path)
         with contextlib.suppress(OSError):
             os.rmdir(self.path)  # only when empty: a folder the user also wrote into stays
 

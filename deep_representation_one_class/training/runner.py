@@ -102,19 +102,12 @@ def run(cfg: Config) -> RunResult:
             cfg, strategy, chief, any_worker, data, train_x, plan, (t_start, cpu_start)
         )
     except BaseException:
-        if folder is not None and not _has_progress(cfg.model_dir):
+        if folder is not None and not folder.has_progress():
             folder.abort()
         raise
     finally:
         if folder is not None:
             folder.close()
-
-
-def _has_progress(path: str) -> bool:
-    return any(
-        os.path.exists(os.path.join(path, name))
-        for name in (run_dir.CHECKPOINTS, run_dir.SUMMARY, "tb")
-    )
 
 
 def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, start):
