@@ -379,9 +379,10 @@ def test_timed_windows_measure_seconds_per_step_and_cpu():
             pass
 
     windows, cpu_sleep = measure._timed_windows(sleeping, windows=3, window_steps=5)
-    assert len(windows) == 3 and all(0.019 < w < 0.03 for w in windows), windows
+    # (Upper bounds are loose: a busy machine delays the end of a window.)
+    assert len(windows) == 3 and all(0.019 < w < 0.2 for w in windows), windows
     windows, cpu_spin = measure._timed_windows(spinning, windows=2, window_steps=5)
-    assert len(windows) == 2 and all(0.019 < w < 0.03 for w in windows), windows
+    assert len(windows) == 2 and all(0.019 < w < 0.2 for w in windows), windows
     assert cpu_spin > 10 * cpu_sleep and cpu_spin <= 0.03, (cpu_sleep, cpu_spin)
 
 

@@ -167,11 +167,6 @@ def load_arrays(root, input_shape, cache_dir=None) -> tuple[np.ndarray, np.ndarr
                 order = str(z["order"]) if "order" in z.files else ""
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise DataError(f"cannot read {path} (expected arrays 'image', 'label'): {e}") from None
-        if order != ORDER:
-            raise DataError(
-                f"{path} was prepared by an older version, whose image order gives another "
-                "train/test split than the reference; run scripts/prepare_dogvscat.py again"
-            )
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
             raise DataError(f"{path}: 'image' is {x.dtype} {x.shape}, expected uint8 [N, H, W, 3]")
         y = np.asarray(y).reshape(-1)
@@ -179,6 +174,11 @@ def load_arrays(root, input_shape, cache_dir=None) -> tuple[np.ndarray, np.ndarr
             raise DataError(
                 f"{path}: 'label' must hold one 0 (cat) or 1 (dog) per image, got {y.dtype} "
                 f"{y.shape} for {len(x)} images"
+            )
+        if order != ORDER:
+            raise DataError(
+                f"{path} was prepared by an older version, whose image order gives another "
+                "train/test split than the reference; run scripts/prepare_dogvscat.py again"
             )
         return images.resize_images(x, input_shape), y.astype(np.int64)
     files = [p for p in path.iterdir() if _NAME_RE.search(p.name)] if kind == "dir" else [path]
