@@ -333,7 +333,9 @@ def test_cli_writes_atomically_and_reports(tmp_path, capsys):
     assert agg.main([str(runs), "--out", str(prefix), "--seeds", "1 2"]) == 0
     names = sorted(os.listdir(prefix.parent))
     assert names == ["xyz.csv", "xyz.md", "xyz_summary.csv"]  # no temp files left behind
-    assert "## Unfinished runs" in (prefix.parent / "xyz.md").read_text()
+    table = (prefix.parent / "xyz.md").read_text()
+    assert "## Unfinished runs" in table
+    assert str(tmp_path) not in table  # results carry no absolute machine paths
     assert "1 finished, 1 unfinished, 19 missing" in capsys.readouterr().err  # 10 classes x 2
 
     assert agg.main([str(runs), "--strict"]) == 1

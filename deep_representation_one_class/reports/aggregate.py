@@ -17,7 +17,9 @@ CLI: ``python -m deep_representation_one_class.aggregate RUNS_DIR [--out results
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -315,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         runs, unfinished, warnings = scan_runs(args.runs_dir, _parse_where(args.where))
+        roots = args.runs_dir
+        runs = [dataclasses.replace(r, path=_relative(r.path, roots)) for r in runs]
+        unfinished = [dataclasses.replace(u, path=_relative(u.path, roots)) for u in unfinished]
         report = aggregate(
             runs,
             unfinished,
@@ -322,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             feature=args.feature,
             expected_seeds=_parse_seeds(args.seeds),
             expected_datasets=args.datasets.replace(",", " ").split(),
-            roots=args.runs_dir,
+            # Tables under results/ carry relative paths only (they are committed).
+            roots=[_relative(r) for r in args.runs_dir],
         )
         if args.out:
             for path in write_outputs(report, args.out):
@@ -338,6 +344,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 1 if args.strict and (report.missing or report.unfinished) else 0
+
+
+def _relative(path: str, roots: Sequence[str] = ()) -> str:
+    """``path`` relative to the working directory when it lies below it, else relative to the
+    parent of the scanned root that holds it (never an absolute machine path)."""
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full, os.getcwd())
+    if not rel.startswith(os.pardir):
+        return rel
+    for root in roots:
+        root = os.path.abspath(root)
+        if full == root or full.startswith(root + os.sep):
+            return os.path.relpath(full, os.path.dirname(root))
+    return os.path.basename(full)
 
 
 def run_cli() -> None:
