@@ -28,7 +28,7 @@ from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.evaluation import scorers
 from deep_representation_one_class.models import NETWORKS
 from deep_representation_one_class.registry import Option
-from deep_representation_one_class.utils import schedules
+from deep_representation_one_class.utils import hardware, schedules
 
 __all__ = [
     "OPTIMIZERS",
@@ -201,7 +201,9 @@ class Config:
     )
     precision: str = _field(
         "float32",
-        "Compute precision; mixed modes keep losses, normalisation and similarities in float32.",
+        "Compute precision: float32, mixed_bfloat16, mixed_float16, or auto (mixed_bfloat16 "
+        "where the hardware computes bfloat16 natively, float32 elsewhere; the quick defaults). "
+        "Mixed modes keep losses, normalisation and similarities in float32.",
         choices=PRECISIONS,
     )
     # The last stage produces the features every classifier reads; training it in bfloat16 cost
@@ -356,6 +358,8 @@ def build(**given: Any) -> Config:
     if ("num_epoch" in given or "num_batch" in given) and "train_steps" not in given:
         values["train_steps"] = 0
     values.update(given)
+    # Resolved here, so config.json records what the run computed in.
+    values["precision"] = hardware.resolve_precision(values.get("precision", defaults.precision))
     values["method"], values["dataset"] = method, dataset
 
     fields = {f.name for f in dataclasses.fields(Config)} - {"options"}
@@ -453,9 +457,11 @@ def validate(cfg: Config) -> Config:
         f"--sched_level must be in 1..{MAX_SCHED_LEVEL} (above it the halfcos learning rate "
         f"jumps between 0 and its base), got {cfg.sched_level}",
     )
+    # "auto" is resolved here, so config.json records what the run computes in.
+    precision = hardware.resolve_precision(cfg.precision)
     _need(
-        cfg.precision in PRECISIONS,
-        f"unknown --precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}",
+        precision in PRECISIONS,
+        f"unknown --precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}, auto",
     )
     _need(
         set(cfg.float32_stages) <= set(RESNET_STAGES),
@@ -484,6 +490,7 @@ def validate(cfg: Config) -> Config:
     canonical = cfg.replace(
         method=method,
         dataset=dataset,
+        precision=precision,
         net_type=net,
         sched_type=sched,
         distaug_type=distaug,

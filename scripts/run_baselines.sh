@@ -69,7 +69,7 @@ read -r -a baseline_list <<<"${baselines//,/ }"
 aug="cnr0.5+hflip+jitter_b0.4_c0.4_s0.4_h0.4+gray0.2+blur0.5"
 rotations=",+rotate90,+rotate180,+rotate270"
 common=(--net_type=resnet18 --net_width=1 --optim_type=sgd --momentum=0.9
-  --sched_type=cos --sched_freq=epoch --learning_rate=0.01 --weight_decay=3e-4 --num_epoch=2048)
+  --sched_type=cos --sched_freq=epoch --learning_rate=0.01 --weight_decay=3e-4 --num_epoch=2048 --precision=float32)
 
 # Sets recipe (flags before the user's) and forced (flags after them) for baseline $1.
 recipe_for() {

@@ -79,7 +79,7 @@ case "$method" in
 esac
 patch_flags=(--input_shape=256,256,3 --patch_size=32 --patch_stride=8 --patch_bank=10000
   --patch_agg=max --smooth_sigma=4 --net_type=resnet18 --net_width=0.25 --batch_size=32
-  --num_epoch=15 --num_batch=100 --learning_rate=0.01 --classifiers=gde,kde,auc)
+  --num_epoch=15 --num_batch=100 --learning_rate=0.01 --classifiers=gde,kde,auc --precision=float32)
 
 if [[ "$categories" == "all" ]]; then
   categories="$all_categories"

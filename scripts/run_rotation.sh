@@ -32,7 +32,7 @@ source "$repo_root/scripts/lib.sh"
 cmd=("${python_cmd[@]}" "$repo_root/train_and_eval_loop.py"
   --method=rotation --dataset=cifar10ood --category=0
   --net_type=resnet18 --net_width=1 --optim_type=sgd --momentum=0.9
-  --sched_type=cos --sched_freq=epoch --learning_rate=0.01 --weight_decay=3e-4 --num_epoch=2048
+  --sched_type=cos --sched_freq=epoch --learning_rate=0.01 --weight_decay=3e-4 --num_epoch=2048 --precision=float32
   --head_dims=512,512,512,512,512,512,512,512 --latent_dim=4 --batch_size=64
   "--aug_list=$aug$rotations" "--aug_list_for_test=x$rotations"
   "$@")

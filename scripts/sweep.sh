@@ -176,7 +176,7 @@ method_flags() {
   local aug="cnr0.5+hflip+jitter_b0.4_c0.4_s0.4_h0.4+gray0.2+blur0.5"
   local rotations=",+rotate90,+rotate180,+rotate270"
   local common=(--net_type=resnet18 --net_width=1 --optim_type=sgd --momentum=0.9
-    --sched_type=cos --sched_freq=epoch --learning_rate=0.01 --weight_decay=3e-4 --num_epoch=2048)
+    --sched_type=cos --sched_freq=epoch --learning_rate=0.01 --weight_decay=3e-4 --num_epoch=2048 --precision=float32)
   case "$1" in
     rotation)
       paper=("${common[@]}" --head_dims=512,512,512,512,512,512,512,512 --latent_dim=4

@@ -56,7 +56,7 @@ FAKE_RUN_CLASSIFIERS = ("kde", "gde", "kocsvm", "auc", "locsvm")
 
 def tiny_config(method: str = "contrastive", **overrides):
     """A seconds-long run config: the fake dataset, ResNet-10 at width 1/16, head 16-8, batch 8,
-    one epoch, no report.html, the method's registered defaults otherwise; ``overrides``
+    one epoch, float32, no report.html, the method's registered defaults otherwise; ``overrides``
     replace any setting."""
     from deep_representation_one_class import config as config_lib
 
@@ -70,6 +70,7 @@ def tiny_config(method: str = "contrastive", **overrides):
         batch_size=8,
         num_epoch=1,
         report=False,  # tests/test_report.py covers the report; the other tests skip its seconds
+        precision="float32",  # the same arithmetic on every machine (contrastive's is "auto")
     )
     fields.update(overrides)
     model_dir = fields.pop("model_dir", "")

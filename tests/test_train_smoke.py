@@ -222,3 +222,20 @@ def test_a_start_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path)
     with pytest.raises(NonFiniteLossError):
         runner.run(cfg.replace(force_init=True))
     assert os.listdir(cfg.model_dir) == ["NOTES.txt"]
+
+
+def test_precision_auto_follows_the_hardware(tmp_path, monkeypatch):
+    from deep_representation_one_class import config as config_lib
+    from deep_representation_one_class.utils import hardware
+
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n")
+    assert hardware._cpu_has_bf16(str(flags))
+    flags.write_text("processor : 0\nflags : fpu sse avx2 avx512f\n")
+    assert not hardware._cpu_has_bf16(str(flags))
+    for native, want in ((True, "mixed_bfloat16"), (False, "float32")):
+        monkeypatch.setattr(hardware, "fast_bfloat16", lambda native=native: native)
+        # The contrastive quick default is "auto"; config.json records the resolved precision.
+        assert config_lib.build(dataset="fake").precision == want
+        assert config_lib.build(dataset="fake", precision="float32").precision == "float32"
+        assert config_lib.build(dataset="fake", method="rotation").precision == "float32"
