@@ -2,6 +2,7 @@
 
 from deep_representation_one_class.methods import (  # noqa: F401
     contrastive,
+    cutpaste,
     denoising,
     imagenet,
     rotation,

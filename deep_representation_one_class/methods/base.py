@@ -54,6 +54,16 @@ class Method:
         return cls.label or cls.name
 
     @classmethod
+    def defaults_for(cls, given: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The quick defaults given the user's settings (``given``: flag name -> value).
+
+        Most methods return ``defaults``; a method whose option changes its views (CutPaste's
+        variant picks its ``aug_list`` and ``latent_dim``) derives them here.
+        """
+        del given
+        return cls.defaults
+
+    @classmethod
     def check_config(cls, config: Config, num_views: int) -> None:
         """Raises ValueError (one line) when the config cannot work with this method."""
 

@@ -131,4 +131,5 @@ def load_data(cfg: Config) -> datasets.OneClassData:
         cache_dir=cfg.cache_dir,
         skip_corrupt=cfg.skip_corrupt,
         max_cls=cfg.max_cls,
+        resize_policy=cfg.resize_policy,
     )
