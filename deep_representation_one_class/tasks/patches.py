@@ -6,12 +6,14 @@ evaluation protocol is in ``patch_eval.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.registry import Option
 from deep_representation_one_class.tasks import patch_grid as patches_lib
+from deep_representation_one_class.tasks import patch_synthetic
 from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
 from deep_representation_one_class.tasks.image import image_views
 from deep_representation_one_class.tasks.patch_eval import (
@@ -42,6 +44,24 @@ class PatchTask(Task):
         ),
         Option("patch_bank", 20000, "Patch tasks: training patches the classifiers are fit on."),
         Option("smooth_sigma", 4.0, "Patch tasks: Gaussian sigma (pixels) smoothing the map."),
+        Option(
+            "patch_coreset",
+            1.0,
+            "Patch tasks: keep this fraction of the patch bank by greedy coreset subsampling "
+            "(PatchCore; 1 = the whole bank).",
+        ),
+        Option(
+            "synthetic_holdout",
+            16,
+            "Patch tasks: normal training images held out (seeded; at most 1/5 of them) for the "
+            "synthetic-anomaly validation score; 0 = none.",
+        ),
+        Option(
+            "baselines",
+            True,
+            "Defect runs (patch tasks, folder datasets): also score raw pixels and the untrained "
+            "network with the same protocol (baseline_* metrics).",
+        ),
     )
 
     @classmethod
@@ -56,6 +76,10 @@ class PatchTask(Task):
                 f"--patch_size={config.patch_size} is larger than the images "
                 f"(--input_shape={','.join(map(str, config.input_shape))})"
             )
+        if not 0 < config.patch_coreset <= 1:
+            raise ValueError(f"--patch_coreset must be in (0, 1], got {config.patch_coreset}")
+        if config.synthetic_holdout < 0:
+            raise ValueError(f"--synthetic_holdout must be >= 0, got {config.synthetic_holdout}")
         if config.smooth_sigma < 0:
             raise ValueError(f"--smooth_sigma must be >= 0, got {config.smooth_sigma}")
         if config.eval_every:
@@ -64,6 +88,34 @@ class PatchTask(Task):
             parse_agg(config.patch_agg)
         except PatchEvalError as e:
             raise ValueError(str(e)) from None
+
+    def prepare(self, data):
+        """Holds out ``synthetic_holdout`` seeded normal training images (at most 1/5) from
+        training and from the classifiers' bank, for the synthetic-anomaly validation."""
+        kept, out = patch_synthetic.hold_out(
+            len(data.train_x), self.config.synthetic_holdout, self.config.seed
+        )
+        if not len(out):
+            return data
+        same = data.cls_x is data.train_x or len(data.cls_x) == len(data.train_x)
+        if not same:
+            # A capped classifier set (over --max_cls images) is drawn from the kept images.
+            logger.info("Classifier set capped: the hold-out is drawn from the training images.")
+        sizes = data.train_sizes
+        train_x = data.train_x[kept]
+        logger.info(
+            "Synthetic-anomaly validation: %d of %d normal training images held out.",
+            len(out),
+            len(data.train_x),
+        )
+        return dataclasses.replace(
+            data,
+            train_x=train_x,
+            cls_x=train_x if same else data.cls_x,
+            train_sizes=None if sizes is None else sizes[kept],
+            holdout_x=data.train_x[out],
+            holdout_sizes=None if sizes is None else sizes[out],
+        )
 
     def model_input_shape(self) -> tuple[int, int, int]:
         # The stem is chosen by the patch size, not the image size.
@@ -77,7 +129,9 @@ class PatchTask(Task):
 
     def evaluate(self, model, data, *, with_logits, run_dir=None, writer=None, step=0):
         del with_logits  # rotation classifiers are not scored per patch
-        metrics, arrays, timings = evaluate_patches(model, data, self.config, run_dir, writer, step)
+        metrics, arrays, timings = evaluate_patches(
+            model, data, self.config, run_dir, writer, step, self.model_input_shape()
+        )
         files = []
         if run_dir is not None:
             io.write_npz(os.path.join(run_dir, "embeddings.npz"), **arrays)

@@ -120,8 +120,9 @@ def decayed_variables(model: keras.Model, regularize_bn: bool) -> list:
 
 
 def load_data(cfg: Config) -> datasets.OneClassData:
-    """The run's one-class task data (uint8 arrays at ``cfg.input_shape``)."""
-    return datasets.load_one_class(
+    """The run's one-class task data (uint8 arrays at ``cfg.input_shape``), as its task uses it
+    (the patch task holds out a few normal training images for its synthetic check)."""
+    data = datasets.load_one_class(
         cfg.dataset,
         root=cfg.root,
         category=cfg.category,
@@ -133,3 +134,4 @@ def load_data(cfg: Config) -> datasets.OneClassData:
         max_cls=cfg.max_cls,
         resize_policy=cfg.resize_policy,
     )
+    return task_for(cfg).prepare(data)
