@@ -68,8 +68,9 @@ class Config:
     # What to learn on.
     method: str = _field(
         "contrastive",
-        "Representation learner: contrastive or rotation (reference alias: UnsupEmbed); "
-        "cutpaste; baselines: rotnet, denoising, imagenet, patchcore (patch tasks). Case-insensitive.",
+        "Representation learner: contrastive, rotation (reference alias: UnsupEmbed) or "
+        "cutpaste; baselines: rotnet, denoising, imagenet, patchcore (patch tasks). "
+        "Case-insensitive.",
     )
     dataset: str = _field(
         "fmnistood",

@@ -35,9 +35,7 @@ PATCH_JITTER = 0.1
 
 def _uniform_int(seed, low, high):
     """int32 in [low, high] inclusive (``high`` >= ``low``; tensors allowed)."""
-    return tf.random.stateless_uniform(
-        [], seed=seed, minval=low, maxval=high + 1, dtype=tf.int32
-    )
+    return tf.random.stateless_uniform([], seed=seed, minval=low, maxval=high + 1, dtype=tf.int32)
 
 
 def _paste(image, shifted, mask, jitter_op, seed):

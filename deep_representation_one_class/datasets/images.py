@@ -23,13 +23,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "RESIZE_POLICIES",
     "common_scale",
+    "decode_image",
     "decode_placed",
     "image_size",
-    "place_image",
-    "decode_image",
     "map_threaded",
     "open_image",
     "pil_to_array",
+    "place_image",
     "resize_images",
 ]
 

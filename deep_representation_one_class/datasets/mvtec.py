@@ -34,9 +34,9 @@ import numpy as np
 from deep_representation_one_class.datasets import images
 from deep_representation_one_class.datasets.base import (
     DataError,
-    _norm,
     DatasetSpec,
     SourceArrays,
+    _norm,
     register_dataset,
 )
 from deep_representation_one_class.datasets.cache import (

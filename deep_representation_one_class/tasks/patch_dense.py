@@ -292,7 +292,7 @@ class DenseScorer:
         feats = {f: np.concatenate(v) for f, v in parts.items()}
         if coreset_ratio < 1.0:
             first = next(iter(feats.values()))
-            keep = coreset(first, int(round(coreset_ratio * len(first))), seed)
+            keep = coreset(first, round(coreset_ratio * len(first)), seed)
             feats = {f: v[keep] for f, v in feats.items()}
         self.bank_size = len(next(iter(feats.values())))
         self.cset = classifiers_lib.fit(
@@ -307,7 +307,7 @@ class DenseScorer:
         return self
 
     def score(self, images: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
-        """({(feature, scorer): [T, gh, gw] float32}, ys, xs) for every grid window of ``images``."""
+        """({(feature, scorer): [T, gh, gw] float32}, ys, xs): every grid window of ``images``."""
         n, height, width, _ = images.shape
         ys, xs = patches_lib.grid_positions(height, width, self.size, self.stride)
         grid = len(ys) * len(xs)
@@ -319,7 +319,9 @@ class DenseScorer:
         for start in range(0, n, per_chunk):
             stop = min(n, start + per_chunk)
             k = (stop - start) * grid
-            windows = patches_lib.gather_patches(images[start:stop], gi[:k], gy[:k], gx[:k], self.size)
+            windows = patches_lib.gather_patches(
+                images[start:stop], gi[:k], gy[:k], gx[:k], self.size
+            )
             feats = self.embed(windows)
             for (f, c), scorer in self.fitted.items():
                 out[f, c][start:stop] = scorer.score(feats[f]).reshape(-1, len(ys), len(xs))

@@ -87,7 +87,7 @@ def _synthetic_metrics(scorer: DenseScorer, synth, cfg, prefix: str, per_kind: b
     """``synthetic.<prefix><feature>.<scorer>`` AUROCs (and per kind) of a fitted scorer."""
     scores, ys, xs = scorer.score(synth.x)
     shape = synth.x.shape[1:3]
-    m, image_scores, _ = detection(scores, ys, xs, synth.y, cfg, sizes=synth.sizes, shape=shape)
+    m, _image_scores, _ = detection(scores, ys, xs, synth.y, cfg, sizes=synth.sizes, shape=shape)
     out = {f"synthetic.{prefix}{k}": v for k, v in m.items() if not k.endswith(".image_auroc")}
     if per_kind:
         normal = synth.kind == "normal"

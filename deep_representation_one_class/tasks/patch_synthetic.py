@@ -69,8 +69,8 @@ def hold_out(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _region(rng, h: int, w: int) -> tuple[int, int, int, int]:
     """(y, x, rh, rw): a rectangle inside the h x w content."""
     side = min(h, w)
-    rh = max(2, int(round(rng.uniform(*_SIDE) * side)))
-    rw = max(2, int(round(rng.uniform(*_SIDE) * side * np.exp(rng.uniform(-0.5, 0.5)))))
+    rh = max(2, round(rng.uniform(*_SIDE) * side))
+    rw = max(2, round(rng.uniform(*_SIDE) * side * np.exp(rng.uniform(-0.5, 0.5))))
     rh, rw = min(rh, h - 1), min(rw, w - 1)
     return int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1)), rh, rw
 
