@@ -328,7 +328,8 @@ def build(**given: Any) -> Config:
     """The validated config of a run from the settings a user gave.
 
     Precedence, lowest first: ``Config``'s defaults, the method's registered ``defaults``, the
-    dataset's registered ``defaults`` (e.g. MVTec's patch training), then ``given``. Giving
+    dataset's registered ``defaults`` (e.g. MVTec's patch training), the method's ``fixed``
+    settings (evaluation-only methods train 0 steps whatever the dataset), then ``given``. Giving
     ``num_epoch`` or ``num_batch`` without ``train_steps`` means epoch-based training
     (``train_steps=0``), as in the paper scripts.
 
@@ -352,6 +353,7 @@ def build(**given: Any) -> Config:
     if "input_shape" not in given:
         values["input_shape"] = tuple(spec.default_input_shape)
     values.update(spec.defaults)
+    values.update(method_cls.fixed)
     if ("num_epoch" in given or "num_batch" in given) and "train_steps" not in given:
         values["train_steps"] = 0
     values.update(given)

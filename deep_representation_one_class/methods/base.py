@@ -39,6 +39,9 @@ class Method:
     label: ClassVar[str] = ""
     #: quick defaults of common ``Config`` fields for this method
     defaults: ClassVar[Mapping[str, Any]] = {}
+    #: settings a dataset's defaults must not override (only the user can), e.g. the zero
+    #: training budget of evaluation-only methods on MVTec, whose defaults train 1,500 steps
+    fixed: ClassVar[Mapping[str, Any]] = {}
     #: settings only this method reads
     options: ClassVar[tuple[Option, ...]] = ()
     #: evaluation feature sets this method reports besides ``pool``/``embed``

@@ -124,7 +124,7 @@ def _baselines(model_shape, data, cfg, clfs, synth) -> tuple[dict[str, float], d
     }
     metrics: dict[str, float] = {}
     timings: dict[str, float] = {}
-    for prefix, embed in embedders.items():
+    for name, (prefix, embed) in zip(("pixels", "random"), embedders.items()):
         t0 = time.time()
         scorer = DenseScorer(embed, clfs, size, stride).fit(data.cls_x, bank, cfg.seed)
         scores, ys, xs = scorer.score(data.test_x)
@@ -142,7 +142,7 @@ def _baselines(model_shape, data, cfg, clfs, synth) -> tuple[dict[str, float], d
         metrics.update(m)
         if synth is not None:
             metrics.update(_synthetic_metrics(scorer, synth, cfg, prefix, per_kind=False))
-        timings[prefix.rstrip(".")] = time.time() - t0
+        timings[name] = time.time() - t0
     return metrics, timings
 
 
