@@ -283,7 +283,7 @@ def test_hold_out_and_synthetic_anomalies():
     s = patch_synthetic.synthesize(imgs, sizes, seed=1)
     assert len(s.x) == 4 * 5 and s.y.sum() == 16 and list(s.kind[:4]) == ["normal"] * 4
     np.testing.assert_array_equal(s.x[:4], imgs)
-    for x, m, k, (h, w) in zip(s.x[4:], s.masks[4:], s.kind[4:], s.sizes[4:]):
+    for m, k, (h, w) in zip(s.masks[4:], s.kind[4:], s.sizes[4:]):
         assert m.any() and not m[h:].any() and not m[:, w:].any(), k
     again = patch_synthetic.synthesize(imgs, sizes, seed=1)
     np.testing.assert_array_equal(s.x, again.x)
@@ -320,7 +320,7 @@ def r50_weights(tmp_path_factory):
 def test_pretrained_fails_fast_offline_without_weights(method):
     t0 = time.time()
     with pytest.raises(
-        config_lib.ConfigError, match="needs --imagenet_weights=PATH .* unreachable"
+        config_lib.ConfigError, match=r"needs --imagenet_weights=PATH .* unreachable"
     ):
         config_lib.build(method=method, dataset="mvtec", category="bottle")
     assert time.time() - t0 < 5
