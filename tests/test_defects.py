@@ -19,7 +19,7 @@ from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.augment.cutpaste import cutpaste_image, scar_image
 from deep_representation_one_class.evaluation import localization
 from deep_representation_one_class.methods import imagenet, patchcore
-from deep_representation_one_class.tasks import patch_baselines, patch_dense, patch_synthetic
+from deep_representation_one_class.tasks import baselines, patch_dense, patch_synthetic
 from deep_representation_one_class.training import build, runner
 
 # ----------------------------------------------------------------------------- generated data
@@ -296,7 +296,7 @@ def test_coreset_covers_every_cluster_and_pixel_embedder():
     keep = patch_dense.coreset(x, 5, seed=0)
     assert sorted({int(i) // 200 for i in keep}) == [0, 1, 2, 3, 4]
     windows = rng.integers(0, 255, (3, 32, 32, 3)).astype(np.uint8)
-    feats = patch_baselines.pixel_embedder(32)(windows)["pixels"]
+    feats = baselines.pixel_embedder(32)(windows)["pixels"]
     assert feats.shape == (3, 8 * 8 * 3)
     np.testing.assert_allclose(
         feats[0, :3], windows[0, :4, :4].mean(axis=(0, 1)) / 255 - 0.5, atol=1e-6
@@ -367,3 +367,41 @@ def test_patchcore_patch_run_from_a_local_weights_file(tmp_path, r50_weights):
     clf = json.loads((tmp_path / "run" / "classifiers.json").read_text())
     assert clf  # the coreset bank's classifiers are saved with the run
     assert patchcore.LAYERS[0] in {layer.name for layer in model.get_layer("resnet50_mid").layers}
+
+
+# ----------------------------------------------------------------------------- user folders
+
+
+def test_folder_runs_report_baselines_and_warn_about_squashing(tmp_path, caplog):
+    root = make_mixed_tree(tmp_path / "data") / "my_part"  # train/good, test/{good,blob}
+    cfg = config_lib.build(
+        method="contrastive",
+        dataset="folder",
+        category="good",
+        root=str(root),
+        input_shape=(32, 32, 1),
+        cache_dir="",
+        net_type="resnet10",
+        net_width=0.0625,
+        head_dims=(16, 8),
+        batch_size=8,
+        train_steps=2,
+        strategy="default",
+        model_dir=str(tmp_path / "run"),
+        classifiers=("kde", "gde"),
+    )
+    assert cfg.baselines and cfg.resize_policy == "squash"
+    with caplog.at_level("WARNING"):
+        m = runner.run(cfg).metrics
+    assert "aspect ratios (h/w) range 0.18-1.50 but are squashed to 32x32" in caplog.text
+    for key in ("baseline_pixels.kde", "baseline_pixels.gde", "baseline_random.pool.kde"):
+        assert 0 <= m[key] <= 100, m
+    # A large dark blob: 16x16 thumbnails of the pixels find it.
+    assert m["baseline_pixels.kde"] > 80, m
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        datasets.load_one_class(
+            "folder", root=str(root), category="good", input_shape=(32, 32, 1), cache_dir="",
+            resize_policy="fit",
+        )  # fmt: skip
+    assert "squashed" not in caplog.text

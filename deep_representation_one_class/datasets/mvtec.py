@@ -375,6 +375,7 @@ register_dataset(
             "patch_bank": 10000,
             "classifiers": ("gde", "kde", "auc"),
             "resize_policy": "same_scale",
+            "baselines": True,
         },
         label="MVTec AD",
     ),

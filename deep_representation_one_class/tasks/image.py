@@ -24,6 +24,7 @@ from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
 from deep_representation_one_class.reports import plots
+from deep_representation_one_class.tasks import baselines as baselines_lib
 from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
 from deep_representation_one_class.utils import io
 
@@ -102,11 +103,26 @@ def score_saved_features(
     return metrics, scores
 
 
+def fit_and_score(config: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """AUROCs of the run's classifiers fit once on ``cls_<f>`` and scored on ``test_<f>`` for
+    every feature ``f`` in ``arrays`` (the baselines' protocol; nothing is written)."""
+    labels = np.asarray(arrays["test_y"]).reshape(-1)
+    feats = [k[4:] for k in arrays if k.startswith("cls_")]
+    cls = {f: np.asarray(arrays[f"cls_{f}"]) for f in feats}
+    split = classifiers_lib.split_rows(len(cls[feats[0]]), config.seed, config.cls_holdout)
+    cset = classifiers_lib.fit(cls, config.classifiers, split)
+    scores = cset.score({f: np.asarray(arrays[f"test_{f}"]) for f in feats})
+    metrics = {key: metrics_lib.auroc(labels, s) for key, s in scores.items()}
+    metrics.update({key: math.nan for key in cset.failed})
+    return metrics
+
+
 @TASKS.register("image")
 class ImageTask(Task):
     """One score per image from features of the whole (resized) image."""
 
     name = "image"
+    options = (baselines_lib.BASELINES_OPTION,)
 
     def model_input_shape(self) -> tuple[int, int, int]:
         return tuple(int(v) for v in self.config.input_shape)  # type: ignore[return-value]
@@ -145,4 +161,16 @@ class ImageTask(Task):
         t0 = time.time()
         metrics, scores = score_saved_features(self.config, arrays, run_dir, timings)
         timings["classifiers"] = time.time() - t0
+        if self.config.baselines and run_dir is not None:
+            t0 = time.time()
+            metrics.update(
+                baselines_lib.image_baselines(
+                    self.config,
+                    data,
+                    self.views().test,
+                    self.model_input_shape(),
+                    lambda a: fit_and_score(self.config, a),
+                )
+            )
+            timings["baselines"] = time.time() - t0
         return Evaluation(metrics, timings, scores, files)

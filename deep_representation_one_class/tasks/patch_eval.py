@@ -25,7 +25,7 @@ follow the Patch-SVDD-style protocol the spec recalls):
 8. Synthetic-anomaly validation (``patch_synthetic.py``): the held-out normal training images and
    corrupted copies of them are scored the same way: ``synthetic.<feature>.<scorer>`` (image
    AUROC) and per kind ``synthetic.<feature>.<scorer>.<kind>``.
-9. Baselines (``patch_baselines.py``, ``--baselines``): raw pixels and the untrained network
+9. Baselines (``baselines.py``, ``--baselines``): raw pixels and the untrained network
    through the same protocol: ``baseline_pixels.<scorer>[.<kind>]``,
    ``baseline_random.pool.<scorer>[.<kind>]`` and their ``synthetic.`` scores.
 
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from deep_representation_one_class.reports import maps as visualize
-from deep_representation_one_class.tasks import patch_baselines as baselines_lib
+from deep_representation_one_class.tasks import baselines as baselines_lib
 from deep_representation_one_class.tasks import patch_grid as patches_lib
 from deep_representation_one_class.tasks import patch_synthetic as synthetic_lib
 from deep_representation_one_class.tasks.patch_dense import (

@@ -15,6 +15,7 @@ from deep_representation_one_class.registry import Option
 from deep_representation_one_class.tasks import patch_grid as patches_lib
 from deep_representation_one_class.tasks import patch_synthetic
 from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
+from deep_representation_one_class.tasks.baselines import BASELINES_OPTION
 from deep_representation_one_class.tasks.image import image_views
 from deep_representation_one_class.tasks.patch_eval import (
     PatchEvalError,
@@ -56,12 +57,7 @@ class PatchTask(Task):
             "Patch tasks: normal training images held out (seeded; at most 1/5 of them) for the "
             "synthetic-anomaly validation score; 0 = none.",
         ),
-        Option(
-            "baselines",
-            True,
-            "Defect runs (patch tasks, folder datasets): also score raw pixels and the untrained "
-            "network with the same protocol (baseline_* metrics).",
-        ),
+        BASELINES_OPTION,
     )
 
     @classmethod
