@@ -84,7 +84,7 @@ def _thumbnails(images: np.ndarray, side: int) -> np.ndarray:
 
 
 def image_baselines(cfg, data, test_fn, model_shape, fit_and_score) -> dict[str, float]:
-    """The image-level baselines' metrics (``baseline_pixels.<clf>``, ``baseline_random.pool.<clf>``).
+    """Image-level baselines: ``baseline_pixels.<clf>`` and ``baseline_random.pool.<clf>``.
 
     Args:
       cfg: the run's config (seed, model settings, eval_batch_size).
