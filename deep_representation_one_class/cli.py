@@ -116,7 +116,17 @@ def guard(fn: Callable[[], int | None], verbose: bool = False) -> int:
 
 # Suffixes of per-kind metric keys (patch runs: ``pool.gde.pixel_auroc``, synthetic kinds
 # ``synthetic.pool.gde.noise``); the plain key ``<row>.<classifier>`` is the table's cell.
-_KIND_SUFFIXES = ("image_auroc", "pixel_auroc", "pro", "paste", "scar", "noise", "blur")
+_KIND_SUFFIXES = (
+    "image_auroc",
+    "pixel_auroc",
+    "pro",
+    "paste",
+    "scar",
+    "noise",
+    "blur",
+    "stain",
+    "hole",
+)
 
 
 def _row_label(row: str) -> str:

@@ -281,7 +281,7 @@ def test_hold_out_and_synthetic_anomalies():
     imgs = rng.integers(0, 255, (4, 48, 48, 3)).astype(np.uint8)
     sizes = np.array([[48, 48], [30, 48], [48, 20], [48, 48]])
     s = patch_synthetic.synthesize(imgs, sizes, seed=1)
-    assert len(s.x) == 4 * 5 and s.y.sum() == 16 and list(s.kind[:4]) == ["normal"] * 4
+    assert len(s.x) == 4 * 7 and s.y.sum() == 24 and list(s.kind[:4]) == ["normal"] * 4
     np.testing.assert_array_equal(s.x[:4], imgs)
     for m, k, (h, w) in zip(s.masks[4:], s.kind[4:], s.sizes[4:]):
         assert m.any() and not m[h:].any() and not m[:, w:].any(), k

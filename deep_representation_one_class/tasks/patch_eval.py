@@ -24,7 +24,7 @@ follow the Patch-SVDD-style protocol the spec recalls):
    image content count for the image score, and pixel metrics use the content pixels only.
 8. Synthetic-anomaly validation (``patch_synthetic.py``): the held-out normal training images and
    corrupted copies of them are scored the same way: ``synthetic.<feature>.<scorer>`` (image
-   AUROC) and per kind ``synthetic.<feature>.<scorer>.<kind>``.
+   AUROC over the headline kinds) and per kind ``synthetic.<feature>.<scorer>.<kind>``.
 9. Baselines (``baselines.py``, ``--baselines``): raw pixels and the untrained network
    through the same protocol: ``baseline_pixels.<scorer>[.<kind>]``,
    ``baseline_random.pool.<scorer>[.<kind>]`` and their ``synthetic.`` scores.
@@ -84,29 +84,29 @@ _MAX_TB_IMAGES = 6
 
 
 def _synthetic_metrics(scorer: DenseScorer, synth, cfg, prefix: str, per_kind: bool):
-    """``synthetic.<prefix><feature>.<scorer>`` AUROCs (and per kind) of a fitted scorer."""
+    """``synthetic.<prefix><feature>.<scorer>`` AUROCs (headline kinds; per kind) of a scorer."""
     scores, ys, xs = scorer.score(synth.x)
     shape = synth.x.shape[1:3]
-    m, _image_scores, _ = detection(scores, ys, xs, synth.y, cfg, sizes=synth.sizes, shape=shape)
-    out = {f"synthetic.{prefix}{k}": v for k, v in m.items() if not k.endswith(".image_auroc")}
+    normal = synth.kind == "normal"
+    subsets = {"": normal | np.isin(synth.kind, synthetic_lib.HEADLINE_KINDS)}
     if per_kind:
-        normal = synth.kind == "normal"
-        for kind in synthetic_lib.KINDS:
-            rows = normal | (synth.kind == kind)
-            if not np.any(synth.kind == kind):
-                continue
-            sub, _, _ = detection(
-                {k: v[rows] for k, v in scores.items()},
-                ys,
-                xs,
-                synth.y[rows],
-                cfg,
-                sizes=synth.sizes[rows],
-                shape=shape,
-            )
-            for k, v in sub.items():
-                if not k.endswith(".image_auroc"):
-                    out[f"synthetic.{prefix}{k}.{kind}"] = v
+        subsets.update({f".{k}": normal | (synth.kind == k) for k in synthetic_lib.KINDS})
+    out = {}
+    for suffix, rows in subsets.items():
+        if rows.sum() == normal.sum():
+            continue
+        m, _, _ = detection(
+            {k: v[rows] for k, v in scores.items()},
+            ys,
+            xs,
+            synth.y[rows],
+            cfg,
+            sizes=synth.sizes[rows],
+            shape=shape,
+        )
+        for k, v in m.items():
+            if not k.endswith(".image_auroc"):
+                out[f"synthetic.{prefix}{k}{suffix}"] = v
     return out
 
 

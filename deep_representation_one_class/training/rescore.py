@@ -4,7 +4,8 @@
     python -m deep_representation_one_class.evaluate --model_dir=RUN --reextract
 
 Without ``--reextract`` only ``embeddings.npz`` is read, so classifiers can be compared on old
-runs in seconds. With it, the model is rebuilt from ``config.json``, the latest checkpoint
+runs in seconds. Patch-level runs keep no features to re-score: with ``--reextract`` their whole
+dense evaluation runs again from the checkpoint (e.g. after a change of the synthetic kinds). With it, the model is rebuilt from ``config.json``, the latest checkpoint
 restored and the features extracted again from the data. Either way the classifiers are fit
 once with the run's protocol (``evaluation.classifiers``) and ``classifiers.npz``,
 ``thresholds.json``, the plots and the ``summary.json`` metrics are rewritten (atomically), so
@@ -57,23 +58,29 @@ def evaluate_run(
         cfg = cfg.replace(precision=precision)
     cfg = config_lib.validate(cfg)
     task = build.task_for(cfg)
-    if not isinstance(task, image_task.ImageTask):
+    patches = not isinstance(task, image_task.ImageTask)
+    if patches and not reextract:
         raise ConfigError(
-            f"{run_path} is a {task.name}-level run; rerun its training command (with "
-            "--force_init to start over) to evaluate it again"
+            f"{run_path} is a {task.name}-level run, which keeps no features to re-score; add "
+            "--reextract to evaluate it again from its checkpoint"
         )
     emb_path = os.path.join(run_path, image_task.EMBEDDINGS)
     lock = run_dir.Lock(run_path)
     lock.acquire()
     try:
-        if reextract:
+        if patches:
+            data = build.load_data(cfg)
+            model = _restored_model(cfg, run_path)
+            metrics = task.evaluate(model, data, with_logits=False, run_dir=run_path).metrics
+        elif reextract:
             arrays = _reextract(cfg, run_path, task)
             io.write_npz(emb_path, **arrays)
         else:
             if not os.path.exists(emb_path):
                 raise ConfigError(f"{emb_path} is missing; finish the run or use --reextract")
             arrays = io.load_npz(emb_path, required=_EMBEDDING_KEYS)
-        metrics, _ = image_task.score_saved_features(cfg, arrays, run_path)
+        if not patches:
+            metrics, _ = image_task.score_saved_features(cfg, arrays, run_path)
         summary_path = os.path.join(run_path, run_dir.SUMMARY)
         summary = (
             io.read_json(summary_path, expect=dict)
@@ -90,14 +97,19 @@ def evaluate_run(
     return metrics
 
 
-def _reextract(cfg, run_path, task):
-    data = build.load_data(cfg)
+def _restored_model(cfg, run_path):
     model = build.make_model(cfg)
     ckpt_dir = os.path.join(run_path, run_dir.CHECKPOINTS)
     latest = tf.train.latest_checkpoint(ckpt_dir)
     if latest is None:
         raise ConfigError(f"no checkpoint in {ckpt_dir}; nothing to re-extract")
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    return model
+
+
+def _reextract(cfg, run_path, task):
+    data = build.load_data(cfg)
+    model = _restored_model(cfg, run_path)
     with_logits = build.method_for(cfg).extra_eval != ()
     return task.extract(model, data, with_logits)
 
