@@ -5,9 +5,10 @@
 
 Without ``--reextract`` only ``embeddings.npz`` is read, so classifiers can be compared on old
 runs in seconds. Patch-level runs keep no features to re-score: with ``--reextract`` their whole
-dense evaluation runs again from the checkpoint (e.g. after a change of the synthetic kinds). With it, the model is rebuilt from ``config.json``, the latest checkpoint
-restored and the features extracted again from the data. Either way the classifiers are fit
-once with the run's protocol (``evaluation.classifiers``) and ``classifiers.npz``,
+dense evaluation runs again from the checkpoint (e.g. after a change of the synthetic kinds).
+With it, the model is rebuilt from ``config.json``, the latest checkpoint restored and the
+features extracted again from the data. Either way the classifiers are fit once with the run's
+protocol (``evaluation.classifiers``) and ``classifiers.npz``,
 ``thresholds.json``, the plots and the ``summary.json`` metrics are rewritten (atomically), so
 the detector serves what was just evaluated. This is also how a run evaluated by an older
 version of the package (no ``classifiers.npz``) becomes servable.
