@@ -20,7 +20,7 @@ from deep_representation_one_class.augment.cutpaste import cutpaste_image, scar_
 from deep_representation_one_class.evaluation import localization
 from deep_representation_one_class.methods import imagenet, patchcore
 from deep_representation_one_class.tasks import baselines, patch_dense, patch_synthetic
-from deep_representation_one_class.training import build, runner
+from deep_representation_one_class.training import build, rescore, runner
 
 # ----------------------------------------------------------------------------- generated data
 
@@ -245,6 +245,11 @@ def test_mixed_size_user_category_defects_are_found(tmp_path, with_masks):
         assert not any(k.endswith((".pixel_auroc", ".pro")) for k in m), m
     emb = np.load(tmp_path / "run" / "embeddings.npz")
     assert emb["test_sizes"].shape == (18, 2)
+    if with_masks:  # a patch run is re-evaluated from its checkpoint, identically
+        again = rescore.evaluate_run(str(tmp_path / "run"), reextract=True)
+        assert again == pytest.approx(m)
+        with pytest.raises(config_lib.ConfigError, match="add --reextract"):
+            rescore.evaluate_run(str(tmp_path / "run"))
     table = cli.format_table(m)
     assert "raw pixels [baseline]" in table and "untrained pool [baseline]" in table
     assert "pool [synthetic]" in table
