@@ -117,7 +117,14 @@ def render(rows: Sequence[dict], title: str) -> str:
         r = rows[i]
         out.append("| " + " | ".join(_fmt(r[k]) for k in _FIELDS) + " |")
     out.append("")
-    for subset_name, subset in (("all candidates", list(rows)), *_per_scorer(rows)):
+    others = [r for r in rows if "cutpaste" not in r["recipe"]]
+    subsets = [("all candidates", list(rows)), *_per_scorer(rows)]
+    if 2 < len(others) < len(rows):
+        subsets += [
+            ("all but the CutPaste recipes", others),
+            *_per_scorer(others, " (no CutPaste)"),
+        ]
+    for subset_name, subset in subsets:
         if len(subset) < 3:
             continue
         rk = ranking(subset)
@@ -131,10 +138,10 @@ def render(rows: Sequence[dict], title: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _per_scorer(rows: Sequence[dict]) -> list[tuple[str, list[dict]]]:
+def _per_scorer(rows: Sequence[dict], note: str = "") -> list[tuple[str, list[dict]]]:
     return [
         (
-            f"scorer {c}, pool features",
+            f"scorer {c}, pool features{note}",
             [r for r in rows if r["features"] in (f"pool.{c}", f"pixels.{c}")],
         )
         for c in _SCORERS

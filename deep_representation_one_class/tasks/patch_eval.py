@@ -222,7 +222,8 @@ def evaluate_patches(
     masks = data.test_masks
     if masks is None or not masks.any():
         logger.warning("No defect masks: pixel AUROC and PRO are skipped (image AUROC only).")
-    primary = ("pool", "gde") if ("pool", "gde") in main.fitted else next(iter(main.fitted))
+    # The maps, panels and the summary's headline come from the first listed classifier.
+    primary = ("pool", clfs[0]) if ("pool", clfs[0]) in main.fitted else next(iter(main.fitted))
     t0 = time.time()
     metrics, image_scores, primary_maps = detection(
         scores,
