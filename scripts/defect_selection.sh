@@ -40,6 +40,7 @@ recipes=(
   "cutpaste2_300|--method=cutpaste --cutpaste_variant=binary --train_steps=300 --baselines=false"
   "rotation_300|--method=rotation --train_steps=300 --baselines=false"
   "contrastive_1000|--method=contrastive --train_steps=1000 --baselines=false"
+  "contrastive_1500|--method=contrastive --train_steps=1500 --baselines=false"
   "cutpaste3_1000|--method=cutpaste --train_steps=1000 --baselines=false"
 )
 status=0
