@@ -212,8 +212,8 @@ def validate_category(name: str, category: str | int) -> str:
     if spec.categories is None:
         if not text:
             raise DataError(
-                f"dataset '{spec.name}' needs a category: the name of a category folder "
-                "under the root"
+                f"dataset '{spec.name}' needs a category: the name (or sorted index) of a "
+                "subfolder of <root>/train (folder), or a category folder under the root (mvtec)"
             )
         return table.get(_norm(text), text)
     if text in spec.categories:
