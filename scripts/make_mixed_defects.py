@@ -8,8 +8,11 @@ three defect folders with masks in ``ground_truth/<defect>/<stem>_mask.png``:
 * ``blowhole``: a dark disc of radius 6-12 px,
 * ``uneven``: a brighter soft patch (+0.12) of radius 20-35 px.
 
+``--contrast`` (default 1) scales how far a defect's pixels move towards its value (1: the
+values above; 0.25: a crack only 0.09 darker than the surface, within 2 stripe amplitudes).
+
 Usage: python scripts/make_mixed_defects.py --out data/mixed_defects [--category tiles]
-[--train 120] [--test 30] [--seed 0]
+[--train 120] [--test 30] [--seed 0] [--contrast 1]
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def surface(rng, h, w):
     return 0.55 + stripes + rng.normal(0.0, 0.02, size=(h, w))
 
 
-def defect(rng, img, kind):
+def defect(rng, img, kind, contrast=1.0):
     h, w = img.shape
     yy, xx = np.mgrid[0:h, 0:w]
     if kind == "crack":
@@ -38,18 +41,18 @@ def defect(rng, img, kind):
         along = (yy - cy) * np.sin(theta) + (xx - cx) * np.cos(theta)
         across = (yy - cy) * np.cos(theta) - (xx - cx) * np.sin(theta)
         mask = (np.abs(along) <= length / 2) & (np.abs(across) <= rng.uniform(1.0, 1.5))
-        img = np.where(mask, 0.2, img)
+        img = np.where(mask, img + contrast * (0.2 - img), img)
     elif kind == "blowhole":
         r = rng.uniform(6, 12)
         cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
         mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        img = np.where(mask, 0.15, img)
+        img = np.where(mask, img + contrast * (0.15 - img), img)
     else:
         r = min(rng.uniform(20, 35), h / 2 - 1, w / 2 - 1)
         cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
         d2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / (r * r)
         mask = d2 <= 1.0
-        img = img + 0.12 * np.clip(1.5 - d2, 0, 1) * mask
+        img = img + contrast * 0.12 * np.clip(1.5 - d2, 0, 1) * mask
     return img, mask
 
 
@@ -65,6 +68,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=120)
     parser.add_argument("--test", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--contrast", type=float, default=1.0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     base = Path(args.out) / args.category
@@ -74,7 +78,7 @@ def main() -> None:
         save(base / "test" / "good" / f"{i:03d}.png", surface(rng, *SIZES[i % 3]))
     for kind in ("crack", "blowhole", "uneven"):
         for i in range(args.test // 3):
-            img, mask = defect(rng, surface(rng, *SIZES[i % 3]), kind)
+            img, mask = defect(rng, surface(rng, *SIZES[i % 3]), kind, args.contrast)
             save(base / "test" / kind / f"{i:03d}.png", img)
             save(base / "ground_truth" / kind / f"{i:03d}_mask.png", mask.astype(np.float64))
     print(f"wrote {base}")
