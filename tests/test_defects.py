@@ -410,3 +410,46 @@ def test_folder_runs_report_baselines_and_warn_about_squashing(tmp_path, caplog)
             resize_policy="fit",
         )  # fmt: skip
     assert "squashed" not in caplog.text
+
+
+# ----------------------------------------------------------------------------- selection study
+
+
+def _summary(folder: Path, metrics: dict) -> None:
+    folder.mkdir(parents=True)
+    run = {"complete": True, "train_seconds": 10.0}
+    (folder / "summary.json").write_text(json.dumps({"metrics": metrics, "run": run}))
+
+
+def test_selection_report_ranks_synthetic_against_real(tmp_path):
+    from deep_representation_one_class.reports import selection
+
+    for name, real, syn in (("a", 90.0, 80.0), ("b", 70.0, 60.0), ("c", 80.0, 75.0)):
+        m = {}
+        for f in ("pool", "embed"):
+            for c in ("gde", "kde", "auc"):
+                m[f"{f}.{c}"], m[f"synthetic.{f}.{c}"] = real, syn
+        if name == "a":
+            m.update({"baseline_pixels.auc": 50.0, "synthetic.baseline_pixels.auc": 55.0})
+        _summary(tmp_path / "runs" / name, m)
+    rows = selection.candidates(str(tmp_path / "runs"))
+    assert len(rows) == 3 * 6 + 1 and {"raw pixels [baseline]"} <= {r["recipe"] for r in rows}
+    rk = selection.ranking(rows)
+    assert rk["spearman"] > 0.99 and rk["concordant_pairs"] == 100.0 and rk["pick_real"] == 90.0
+    assert selection.main([str(tmp_path / "runs"), "--out", str(tmp_path / "sel")]) == 0
+    text = (tmp_path / "sel.md").read_text()
+    assert "Spearman 1.00" in text and (tmp_path / "sel.csv").read_text().startswith("recipe,")
+
+
+def test_defect_selection_script_dry_run():
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "defect_selection.sh"
+    out = subprocess.run(
+        ["bash", str(script), "--root=/data/mvtec", "--dry_run"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    assert len(out) == 7 and all("--dataset=mvtec" in line for line in out)
+    assert sum("--baselines=false" in line for line in out) == 6
