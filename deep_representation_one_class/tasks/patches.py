@@ -95,8 +95,13 @@ class PatchTask(Task):
             return data
         same = data.cls_x is data.train_x or len(data.cls_x) == len(data.train_x)
         if not same:
-            # A capped classifier set (over --max_cls images) is drawn from the kept images.
-            logger.info("Classifier set capped: the hold-out is drawn from the training images.")
+            # A capped classifier set (over --max_cls images) is a copy drawn before the
+            # hold-out; it may contain held-out images, which then flatter the synthetic score.
+            logger.warning(
+                "Classifier set capped at --max_cls: it may contain some of the %d held-out "
+                "images of the synthetic check.",
+                len(out),
+            )
         sizes = data.train_sizes
         train_x = data.train_x[kept]
         logger.info(
