@@ -88,6 +88,10 @@ def evaluate_run(
             if os.path.exists(summary_path)
             else {"config": cfg.to_dict(), "run": {"complete": False}}
         )
+        if not patches:
+            # The baselines do not depend on the trained model: keep the ones the run measured.
+            old = summary.get("metrics", {})
+            metrics.update({k: v for k, v in old.items() if k.startswith("baseline_")})
         summary["metrics"] = metrics
         summary["config"] = cfg.to_dict()
         if precision:
