@@ -403,6 +403,9 @@ def test_folder_runs_report_baselines_and_warn_about_squashing(tmp_path, caplog)
         assert 0 <= m[key] <= 100, m
     # A large dark blob: 16x16 thumbnails of the pixels find it.
     assert m["baseline_pixels.kde"] > 80, m
+    # Image level too: 6 of the 30 normal training images held out for the synthetic check.
+    assert cfg.synthetic_holdout == 16 and 0 <= m["synthetic.pool.kde"] <= 100, m
+    assert {"synthetic.pool.gde.stain", "synthetic.embed.kde.hole"} <= set(m), sorted(m)
     caplog.clear()
     with caplog.at_level("WARNING"):
         datasets.load_one_class(

@@ -246,6 +246,7 @@ register_dataset(
         loader=_load,
         description="user images: root/train/<category>/ normal, root/test/<class>/ labelled",
         # A user's own data: show at once whether training beats raw pixels and random features.
-        defaults={"baselines": True},
+        # Also hold out 16 normal images for the synthetic-anomaly validation score.
+        defaults={"baselines": True, "synthetic_holdout": 16},
     )
 )

@@ -381,6 +381,7 @@ register_dataset(
             "classifiers": ("auc", "gde", "kde"),
             "resize_policy": "same_scale",
             "baselines": True,
+            "synthetic_holdout": 16,
         },
         label="MVTec AD",
     ),

@@ -25,6 +25,7 @@ from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
 from deep_representation_one_class.reports import plots
 from deep_representation_one_class.tasks import baselines as baselines_lib
+from deep_representation_one_class.tasks import patch_synthetic
 from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
 from deep_representation_one_class.utils import io
 
@@ -56,6 +57,7 @@ def score_saved_features(
     arrays: Mapping[str, np.ndarray],
     run_dir: str | None = None,
     timings: dict[str, float] | None = None,
+    synthetic: Any = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Fits the run's classifiers once on saved features, scores the test set, writes outputs.
 
@@ -68,6 +70,9 @@ def score_saved_features(
         ``test_embed``, ``test_y``[, ``test_view_logits``]).
       run_dir: where ``classifiers.*``, ``thresholds.json`` and the plots go (None: nowhere).
       timings: receives per-classifier fit seconds.
+      synthetic: optional ``(features {feature: [M, D]}, SyntheticSet)`` of the held-out
+        normals and their corrupted copies, scored by the same fitted classifiers:
+        ``synthetic.<feature>.<classifier>`` (headline kinds) and ``...<kind>`` AUROCs.
 
     Returns:
       (metrics: key -> AUROC x100 (NaN for a classifier that could not be fit),
@@ -84,6 +89,8 @@ def score_saved_features(
     metrics = {key: metrics_lib.auroc(labels, s) for key, s in scores.items()}
     for key in cset.failed:
         metrics[key] = math.nan
+    if synthetic is not None:
+        metrics.update(_synthetic_metrics(cset, *synthetic))
     if "test_view_logits" in arrays:
         for name, s in scorers_lib.rotation_scores(arrays["test_view_logits"]).items():
             metrics[f"{name}.auc"] = metrics_lib.auroc(labels, s)
@@ -101,6 +108,20 @@ def score_saved_features(
         thresholds_lib.write_thresholds(run_dir, thresholds)
         plots.write_run_plots(run_dir, labels, scores, thresholds)
     return metrics, scores
+
+
+def _synthetic_metrics(cset, feats: Mapping[str, np.ndarray], synth: Any) -> dict[str, float]:
+    """Image-level synthetic-anomaly AUROCs of fitted classifiers (headline and per kind)."""
+    scores = cset.score(feats)
+    normal = synth.kind == "normal"
+    subsets = {"": normal | np.isin(synth.kind, patch_synthetic.HEADLINE_KINDS)}
+    subsets.update({f".{k}": normal | (synth.kind == k) for k in patch_synthetic.KINDS})
+    out = {}
+    for suffix, rows in subsets.items():
+        if rows.sum() > normal.sum():
+            for key, s in scores.items():
+                out[f"synthetic.{key}{suffix}"] = metrics_lib.auroc(synth.y[rows], s[rows])
+    return out
 
 
 def fit_and_score(config: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -122,7 +143,11 @@ class ImageTask(Task):
     """One score per image from features of the whole (resized) image."""
 
     name = "image"
-    options = (baselines_lib.BASELINES_OPTION,)
+    options = (baselines_lib.BASELINES_OPTION, patch_synthetic.SYNTHETIC_OPTION)
+
+    def prepare(self, data):
+        """Holds out ``synthetic_holdout`` normal training images (the defect datasets)."""
+        return patch_synthetic.hold_out_data(data, self.config.synthetic_holdout, self.config.seed)
 
     def model_input_shape(self) -> tuple[int, int, int]:
         return tuple(int(v) for v in self.config.input_shape)  # type: ignore[return-value]
@@ -158,8 +183,20 @@ class ImageTask(Task):
         if run_dir is not None:
             io.write_npz(os.path.join(run_dir, EMBEDDINGS), **arrays)
             files.append(EMBEDDINGS)
+        synthetic = None
+        if data.holdout_x is not None and run_dir is not None:
+            # Corrupted copies of the held-out normals, seen through the run's test view.
+            t0 = time.time()
+            synth = patch_synthetic.synthesize(data.holdout_x, data.holdout_sizes, self.config.seed)
+            feats = features_lib.extract(
+                model, synth.x, self.views().test, self.config.eval_batch_size
+            )
+            synthetic = ({f: feats[f] for f in FEATURES}, synth)
+            timings["synthetic"] = time.time() - t0
         t0 = time.time()
-        metrics, scores = score_saved_features(self.config, arrays, run_dir, timings)
+        metrics, scores = score_saved_features(
+            self.config, arrays, run_dir, timings, synthetic=synthetic
+        )
         timings["classifiers"] = time.time() - t0
         if self.config.baselines and run_dir is not None:
             t0 = time.time()

@@ -35,9 +35,27 @@ import logging
 import numpy as np
 from scipy import ndimage
 
+from deep_representation_one_class.registry import Option
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["HEADLINE_KINDS", "KINDS", "SyntheticSet", "hold_out", "synthesize"]
+__all__ = [
+    "HEADLINE_KINDS",
+    "KINDS",
+    "SYNTHETIC_OPTION",
+    "SyntheticSet",
+    "hold_out",
+    "hold_out_data",
+    "synthesize",
+]
+
+# Declared once, shared by the image and patch tasks; the mvtec and folder datasets set 16.
+SYNTHETIC_OPTION = Option(
+    "synthetic_holdout",
+    0,
+    "Normal training images held out (seeded; at most 1/5) for the synthetic-anomaly "
+    "validation score; 0 = none (16 for the defect datasets mvtec and folder).",
+)
 
 KINDS = ("paste", "scar", "noise", "blur", "stain", "hole")
 # The kinds of the headline score: none is a training target of a method in this package
@@ -75,6 +93,39 @@ def hold_out(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng([int(seed) % (2**63), _STREAM_HOLDOUT])
     out = np.sort(rng.choice(n, size=k, replace=False))
     return np.setdiff1d(np.arange(n), out), out
+
+
+def hold_out_data(data, count: int, seed: int):
+    """``data`` without ``count`` seeded normal training images, which become ``holdout_x``.
+
+    They leave the training set and the classifier set (when that is the training set; a set
+    capped at ``--max_cls`` is a copy drawn before, which may contain some: a warning says so).
+    """
+    kept, out = hold_out(len(data.train_x), count, seed)
+    if not len(out):
+        return data
+    same = data.cls_x is data.train_x or len(data.cls_x) == len(data.train_x)
+    if not same:
+        logger.warning(
+            "Classifier set capped at --max_cls: it may contain some of the %d held-out "
+            "images of the synthetic check.",
+            len(out),
+        )
+    sizes = data.train_sizes
+    train_x = data.train_x[kept]
+    logger.info(
+        "Synthetic-anomaly validation: %d of %d normal training images held out.",
+        len(out),
+        len(data.train_x),
+    )
+    return dataclasses.replace(
+        data,
+        train_x=train_x,
+        cls_x=train_x if same else data.cls_x,
+        train_sizes=None if sizes is None else sizes[kept],
+        holdout_x=data.train_x[out],
+        holdout_sizes=None if sizes is None else sizes[out],
+    )
 
 
 def _region(rng, h: int, w: int) -> tuple[int, int, int, int]:

@@ -6,7 +6,6 @@ evaluation protocol is in ``patch_eval.py``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 
@@ -51,12 +50,7 @@ class PatchTask(Task):
             "Patch tasks: keep this fraction of the patch bank by greedy coreset subsampling "
             "(PatchCore; 1 = the whole bank).",
         ),
-        Option(
-            "synthetic_holdout",
-            16,
-            "Patch tasks: normal training images held out (seeded; at most 1/5 of them) for the "
-            "synthetic-anomaly validation score; 0 = none.",
-        ),
+        patch_synthetic.SYNTHETIC_OPTION,
         BASELINES_OPTION,
     )
 
@@ -86,37 +80,9 @@ class PatchTask(Task):
             raise ValueError(str(e)) from None
 
     def prepare(self, data):
-        """Holds out ``synthetic_holdout`` seeded normal training images (at most 1/5) from
-        training and from the classifiers' bank, for the synthetic-anomaly validation."""
-        kept, out = patch_synthetic.hold_out(
-            len(data.train_x), self.config.synthetic_holdout, self.config.seed
-        )
-        if not len(out):
-            return data
-        same = data.cls_x is data.train_x or len(data.cls_x) == len(data.train_x)
-        if not same:
-            # A capped classifier set (over --max_cls images) is a copy drawn before the
-            # hold-out; it may contain held-out images, which then flatter the synthetic score.
-            logger.warning(
-                "Classifier set capped at --max_cls: it may contain some of the %d held-out "
-                "images of the synthetic check.",
-                len(out),
-            )
-        sizes = data.train_sizes
-        train_x = data.train_x[kept]
-        logger.info(
-            "Synthetic-anomaly validation: %d of %d normal training images held out.",
-            len(out),
-            len(data.train_x),
-        )
-        return dataclasses.replace(
-            data,
-            train_x=train_x,
-            cls_x=train_x if same else data.cls_x,
-            train_sizes=None if sizes is None else sizes[kept],
-            holdout_x=data.train_x[out],
-            holdout_sizes=None if sizes is None else sizes[out],
-        )
+        """Holds out ``synthetic_holdout`` seeded normal training images for the synthetic
+        check (``patch_synthetic.hold_out_data``)."""
+        return patch_synthetic.hold_out_data(data, self.config.synthetic_holdout, self.config.seed)
 
     def model_input_shape(self) -> tuple[int, int, int]:
         # The stem is chosen by the patch size, not the image size.
