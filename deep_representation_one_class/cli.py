@@ -114,17 +114,63 @@ def guard(fn: Callable[[], int | None], verbose: bool = False) -> int:
         return EXIT_FAILURE
 
 
-def format_table(metrics: dict[str, float]) -> str:
-    """Renders metrics as a feature x classifier AUROC table (``auc`` is 1-NN)."""
-    feats = sorted({k.split(".")[0] for k in metrics})
-    clfs = sorted({k.split(".")[1] for k in metrics})
-    header = "AUROC".ljust(8) + "".join(c.rjust(9) for c in clfs)
+# Suffixes of per-kind metric keys (patch runs: ``pool.gde.pixel_auroc``, synthetic kinds
+# ``synthetic.pool.gde.noise``); the plain key ``<row>.<classifier>`` is the table's cell.
+_KIND_SUFFIXES = (
+    "image_auroc",
+    "pixel_auroc",
+    "pro",
+    "paste",
+    "scar",
+    "noise",
+    "blur",
+    "stain",
+    "hole",
+)
+
+
+def _row_label(row: str) -> str:
+    """Readable row names for the defect runs' extra rows (baselines, synthetic check)."""
+    synthetic = row.startswith("synthetic.")
+    base = row.removeprefix("synthetic.")
+    if base == "baseline_pixels":
+        base = "raw pixels [baseline]"
+    elif base.startswith("baseline_random."):
+        base = f"untrained {base.removeprefix('baseline_random.')} [baseline]"
+    return f"{base} [synthetic]" if synthetic else base
+
+
+def _table(metrics: dict[str, float], title: str) -> list[str]:
+    cells: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        row, _, clf = key.rpartition(".")
+        if row:
+            cells.setdefault(row, {})[clf] = value
+    order = sorted(cells, key=lambda r: (r.startswith("synthetic."), "baseline" in r, r))
+    clfs = sorted({c for row in cells.values() for c in row})
+    width = max([8, *(len(_row_label(r)) + 1 for r in order)])
+    header = title.ljust(width) + "".join(c.rjust(9) for c in clfs)
     rows = [header, "-" * len(header)]
-    for f in feats:
-        cells = [
-            f"{metrics[f + '.' + c]:9.2f}" if f + "." + c in metrics else " " * 9 for c in clfs
-        ]
-        rows.append(f.ljust(8) + "".join(cells))
-    if "auc" in clfs:
+    for r in order:
+        line = "".join(f"{cells[r][c]:9.2f}" if c in cells[r] else " " * 9 for c in clfs)
+        rows.append(_row_label(r).ljust(width) + line)
+    return rows
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Renders metrics as feature x classifier AUROC tables (``auc`` is 1-NN).
+
+    Patch runs add a pixel-AUROC table; rows marked [baseline] are the raw-pixel and untrained
+    network baselines and rows marked [synthetic] the AUROC on synthetic anomalies of held-out
+    normal images (README "Defect detection beyond one category").
+    """
+    plain = {k: v for k, v in metrics.items() if k.rpartition(".")[2] not in _KIND_SUFFIXES}
+    rows = _table(plain, "AUROC")
+    pixel = {
+        k.removesuffix(".pixel_auroc"): v for k, v in metrics.items() if k.endswith(".pixel_auroc")
+    }
+    if pixel:
+        rows += ["", *_table(pixel, "pixel AUROC")]
+    if any(k.rpartition(".")[2] == "auc" for k in metrics):
         rows.append("(auc = 1-NN cosine distance, the reference's name for it)")
     return "\n".join(rows)

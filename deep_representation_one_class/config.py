@@ -24,6 +24,7 @@ from typing import Any
 
 from deep_representation_one_class import datasets, methods, tasks
 from deep_representation_one_class.augment import grammar
+from deep_representation_one_class.datasets.images import RESIZE_POLICIES
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.evaluation import scorers
 from deep_representation_one_class.models import NETWORKS
@@ -67,8 +68,9 @@ class Config:
     # What to learn on.
     method: str = _field(
         "contrastive",
-        "Representation learner: contrastive or rotation (reference alias: UnsupEmbed); "
-        "baselines: rotnet, denoising, imagenet; also cutpaste where installed. Case-insensitive.",
+        "Representation learner: contrastive, rotation (reference alias: UnsupEmbed) or "
+        "cutpaste; baselines: rotnet, denoising, imagenet, patchcore (patch tasks). "
+        "Case-insensitive.",
     )
     dataset: str = _field(
         "fmnistood",
@@ -92,6 +94,14 @@ class Config:
         (32, 32, 3),
         "H,W,C the images are resized to (square). Default: the dataset's (32,32,3 for "
         "CIFAR/f-MNIST, 64,64,3 for DvC/CelebA, 256,256,3 for MVTec).",
+    )
+    resize_policy: str = _field(
+        "squash",
+        "How images of other sizes/aspects reach --input_shape (folder, mvtec): squash (resize, "
+        "aspect lost), fit (per image, aspect kept, padded) or same_scale (one factor for all "
+        "images, aspect and relative scale kept, padded; the mvtec default). README 'Images of "
+        "any size'.",
+        choices=RESIZE_POLICIES,
     )
     max_cls: int = _field(20000, "Cap on the classifier-train inliers (reference: 20,000).")
     cache_dir: str | None = _field(
@@ -331,7 +341,8 @@ def build(**given: Any) -> Config:
     """The validated config of a run from the settings a user gave.
 
     Precedence, lowest first: ``Config``'s defaults, the method's registered ``defaults``, the
-    dataset's registered ``defaults`` (e.g. MVTec's patch training), then ``given``. Giving
+    dataset's registered ``defaults`` (e.g. MVTec's patch training), the method's ``fixed``
+    settings (evaluation-only methods train 0 steps whatever the dataset), then ``given``. Giving
     ``num_epoch`` or ``num_batch`` without ``train_steps`` means epoch-based training
     (``train_steps=0``), as in the paper scripts.
 
@@ -351,10 +362,11 @@ def build(**given: Any) -> Config:
     spec = datasets.DATASETS.get(dataset)
     task_cls = tasks.TASKS.get(spec.task)
     values: dict[str, Any] = {}
-    values.update(method_cls.defaults)
+    values.update(method_cls.defaults_for(given))
     if "input_shape" not in given:
         values["input_shape"] = tuple(spec.default_input_shape)
     values.update(spec.defaults)
+    values.update(method_cls.fixed)
     if ("num_epoch" in given or "num_batch" in given) and "train_steps" not in given:
         values["train_steps"] = 0
     values.update(given)
@@ -423,6 +435,10 @@ def validate(cfg: Config) -> Config:
         h == w,
         f"--input_shape must be square (H == W), got {h}x{w}; images of any aspect are resized "
         "to it",
+    )
+    _need(
+        cfg.resize_policy in RESIZE_POLICIES,
+        f"unknown --resize_policy '{cfg.resize_policy}'; valid: {', '.join(RESIZE_POLICIES)}",
     )
     _need(cfg.batch_size > 0, f"--batch_size must be > 0, got {cfg.batch_size}")
     _need(cfg.train_steps >= 0, f"--train_steps must be >= 0, got {cfg.train_steps}")

@@ -100,3 +100,13 @@ def mirrored(n: int) -> tf.distribute.Strategy:
     if n not in _STRATEGIES:
         _STRATEGIES[n] = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
     return _STRATEGIES[n]
+
+
+@pytest.fixture(autouse=True)
+def _no_weight_downloads(monkeypatch):
+    """Tests never touch the network: the ImageNet-weights probe says offline and no Keras
+    cache is used, so a run without --imagenet_weights fails the way an offline machine does."""
+    from deep_representation_one_class.methods import imagenet
+
+    monkeypatch.setattr(imagenet, "is_online", lambda *a, **k: False)
+    monkeypatch.setattr(imagenet, "cached_weights", lambda: None)

@@ -29,6 +29,8 @@ OP_CASES = [
     ("gray", {"p": 0.5}, SIZE),
     ("blur", {"p": 1.0}, SIZE),
     ("cutout", {"scale": 0.3}, SIZE),
+    ("cutpaste", {}, SIZE),
+    ("scar", {}, SIZE),
 ]
 CASE_IDS = [case[0] for case in OP_CASES]
 DETERMINISTIC = {"resize", "rotate90", "rotate180", "rotate270"}

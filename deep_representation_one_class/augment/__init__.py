@@ -31,6 +31,12 @@ from deep_representation_one_class.augment.photometric import (  # isort: skip
     gaussian_kernel1d,
 )
 
+# Registers cutpaste and scar (CutPaste, Li et al. 2021).
+from deep_representation_one_class.augment.cutpaste import (  # isort: skip
+    cutpaste_image,
+    scar_image,
+)
+
 __all__ = [
     "AUG_OPS",
     "AugmentError",
@@ -40,11 +46,13 @@ __all__ = [
     "ViewSpec",
     "blur_radius",
     "build_view_fn",
+    "cutpaste_image",
     "format_views",
     "gaussian_blur",
     "gaussian_kernel1d",
     "parse",
     "sample_crop_side",
+    "scar_image",
     "valid_tokens",
     "view_names",
 ]

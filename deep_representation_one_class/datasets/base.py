@@ -67,6 +67,11 @@ class OneClassData:
       test_paths: the source file of each test image for folder datasets, else None.
       test_masks: [T, H, W] uint8 in {0, 1} pixel-level ground truth (1 = defect) for datasets
         with masks (MVTec AD layout), else None.
+      train_sizes, test_sizes: [N, 2] / [T, 2] int64 (h, w) of each image's content at the
+        top-left of the H x W canvas (``--resize_policy`` fit or same_scale: the rest is
+        padding), or None when every image fills the canvas.
+      holdout_x, holdout_sizes: normal training images a task held out of training and of the
+        classifiers (the patch task's synthetic-anomaly validation), else None.
     """
 
     name: str
@@ -79,6 +84,10 @@ class OneClassData:
     class_names: tuple[str, ...]
     test_paths: tuple[str, ...] | None = None
     test_masks: np.ndarray | None = None
+    train_sizes: np.ndarray | None = None
+    test_sizes: np.ndarray | None = None
+    holdout_x: np.ndarray | None = None
+    holdout_sizes: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +98,7 @@ class SourceArrays:
     ``inlier`` is the id of the requested category. A loader may omit the training images of
     the other classes when ``need_outliers`` is False (they only serve the validation mode).
     ``test_masks`` ([T, H, W] uint8 {0, 1}) are pixel-level ground truth where the data has it.
+    ``train_sizes``/``test_sizes`` ([N, 2] int64) are the content sizes of padded canvases.
     """
 
     train_x: np.ndarray
@@ -101,6 +111,8 @@ class SourceArrays:
     test_paths: tuple[str, ...] | None = None
     train_paths: tuple[str, ...] | None = None
     test_masks: np.ndarray | None = None
+    train_sizes: np.ndarray | None = None
+    test_sizes: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +122,11 @@ class DatasetSpec:
     Attributes:
       name: canonical key.
       categories: the valid canonical categories, or None for an open set (folder datasets,
-        where any subfolder name is a category).
+        where any subfolder name is a category; names registered as ``category_aliases`` are
+        still canonicalised, e.g. MVTec AD's 'Metal Nut' -> 'metal_nut').
       default_input_shape: (H, W, C) used when the caller gives none.
       loader: ``loader(root, *, category, input_shape, need_outliers, cache_dir, skip_corrupt,
-        seed) -> SourceArrays``; ``category`` is already canonical.
+        seed, resize_policy) -> SourceArrays``; ``category`` is already canonical.
       description: one line for help texts.
       task: the registered task that trains and evaluates on it (``image`` or ``patches``).
       defaults: quick defaults of ``Config`` fields (or task options) for this dataset; they
@@ -195,14 +208,14 @@ def validate_category(name: str, category: str | int) -> str:
     """
     spec = get_spec(name)
     text = str(category).strip()
+    table = _CATEGORY_ALIASES.get(spec.name, {})
     if spec.categories is None:
         if not text:
             raise DataError(
                 f"dataset '{spec.name}' needs a category: the name (or sorted index) of a "
-                "subfolder of <root>/train"
+                "subfolder of <root>/train (folder), or a category folder under the root (mvtec)"
             )
-        return text
-    table = _CATEGORY_ALIASES.get(spec.name, {})
+        return table.get(_norm(text), text)
     if text in spec.categories:
         return text
     try:
@@ -341,6 +354,7 @@ def load_one_class(
     cache_dir: str | None = None,
     skip_corrupt: bool = False,
     max_cls: int = 20000,
+    resize_policy: str = "squash",
 ) -> OneClassData:
     """Loads dataset ``name`` and splits it for the one-class task of ``category``.
 
@@ -355,6 +369,8 @@ def load_one_class(
         ``~/.cache/deep_representation_one_class``; '' disables the cache).
       skip_corrupt: skip undecodable image files with a warning instead of failing.
       max_cls: cap of the classifier-fitting set.
+      resize_policy: how images of another size or aspect become ``input_shape``
+        (``images.RESIZE_POLICIES``; read by the folder and MVTec AD loaders).
 
     Returns:
       A :class:`OneClassData` with uint8 images at ``input_shape``.
@@ -373,6 +389,7 @@ def load_one_class(
         cache_dir=cache_dir,
         skip_corrupt=skip_corrupt,
         seed=seed,
+        resize_policy=resize_policy,
     )
     split = one_class_indices(
         src.train_y,
@@ -395,6 +412,13 @@ def load_one_class(
     masks = None
     if src.test_masks is not None and not split.test_from_train:
         masks = np.ascontiguousarray(src.test_masks[split.test])
+    train_sizes = test_sizes = None
+    if src.train_sizes is not None:
+        train_sizes = np.asarray(src.train_sizes, np.int64)[split.train]
+        if split.test_from_train:
+            test_sizes = np.asarray(src.train_sizes, np.int64)[split.test]
+    if src.test_sizes is not None and not split.test_from_train:
+        test_sizes = np.asarray(src.test_sizes, np.int64)[split.test]
     return OneClassData(
         name=spec.name,
         category=src.category,
@@ -406,4 +430,6 @@ def load_one_class(
         class_names=tuple(src.class_names),
         test_paths=test_paths,
         test_masks=masks,
+        train_sizes=train_sizes,
+        test_sizes=test_sizes,
     )

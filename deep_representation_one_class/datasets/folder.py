@@ -98,9 +98,19 @@ def _subfolders(folder: Path) -> list[str]:
 
 
 def load_class_folder(
-    folder: Path, input_shape, *, cache_dir=None, skip_corrupt: bool = False
+    folder: Path,
+    input_shape,
+    *,
+    cache_dir=None,
+    skip_corrupt: bool = False,
+    policy: str = "squash",
+    scale: float | None = None,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Decodes (or reads from the cache) every image under one class folder.
+
+    ``policy``/``scale``: ``--resize_policy`` (``images.place_image``). Under ``squash`` a
+    warning names the folder when its images' aspect ratios differ from the canvas's by more
+    than 10% (they are distorted, not silently).
 
     Returns:
       ([N, H, W, C] uint8 images, the N source paths).
@@ -113,7 +123,9 @@ def load_class_folder(
 
     def decode(path: Path):
         try:
-            return images.decode_image(str(path), shape, name=str(path))
+            img = images.open_image(str(path))
+            arr, _ = images.place_image(img, shape, policy, scale)
+            return arr, img.size[1] / img.size[0]
         except DataError as e:
             return e
 
@@ -121,7 +133,8 @@ def load_class_folder(
         results = images.map_threaded(decode, files)
         good = [(str(p), r) for p, r in zip(files, results) if not isinstance(r, DataError)]
         bad = [(str(p), str(r)) for p, r in zip(files, results) if isinstance(r, DataError)]
-        x = np.stack([r for _, r in good]) if good else np.zeros((0, *shape), np.uint8)
+        x = np.stack([r[0] for _, r in good]) if good else np.zeros((0, *shape), np.uint8)
+        aspects = np.array([r[1] for _, r in good], np.float64)
         # Failures are cached too, so that a later strict load still reports them without
         # decoding everything again.
         return {
@@ -129,18 +142,32 @@ def load_class_folder(
             "paths": np.array([p for p, _ in good], dtype=str),
             "bad_paths": np.array([p for p, _ in bad], dtype=str),
             "bad_msgs": np.array([m for _, m in bad], dtype=str),
+            "aspects": aspects,
         }
 
-    key = fingerprint(files, "folder", str(folder.resolve()), shape)
-    stem = f"folder-{folder.name}-{'x'.join(map(str, shape))}"
+    key = fingerprint(files, "folder", str(folder.resolve()), shape, policy, scale)
+    suffix = "" if policy == "squash" else f"-{policy}"
+    stem = f"folder-{folder.name}-{'x'.join(map(str, shape))}{suffix}"
     h, w, c = shape
     schema = {
         "x": ("uint8", ("n", h, w, c)),
         "paths": ("str", ("n",)),
         "bad_paths": ("str", ("b",)),
         "bad_msgs": ("str", ("b",)),
+        "aspects": ("float64", ("n",)),
     }
     arrays = cached_arrays(cache_dir, stem, key, build, schema)
+    aspects = arrays["aspects"] / (shape[0] / shape[1])
+    if policy == "squash" and aspects.size and (aspects.max() > 1.1 or aspects.min() < 1 / 1.1):
+        logger.warning(
+            "%s: image aspect ratios (h/w) range %.2f-%.2f but are squashed to %dx%d; pass "
+            "--resize_policy=fit or same_scale to keep them (README 'Images of any size').",
+            folder,
+            arrays["aspects"].min(),
+            arrays["aspects"].max(),
+            shape[0],
+            shape[1],
+        )
     if arrays["bad_paths"].size:
         if not skip_corrupt:
             raise DataError(str(arrays["bad_msgs"][0]))
@@ -170,7 +197,7 @@ def resolve_category(category: str, available: list[str], train_dir: Path) -> st
 
 def _load(
     root, *, category, input_shape, need_outliers=False, cache_dir=None, skip_corrupt=False,
-    **_unused,
+    resize_policy="squash", **_unused,
 ) -> SourceArrays:  # fmt: skip
     if root is None:
         raise DataError(
@@ -213,7 +240,23 @@ def _load(
             loose[0],
         )
     class_names = tuple(sorted(set(train_classes) | set(test_classes)))
-    opts = {"cache_dir": cache_dir, "skip_corrupt": skip_corrupt}
+    scale = None
+    if resize_policy == "same_scale":
+        used = [train_dir / cat, *(test_dir / c for c in test_classes)]
+        sizes = []
+        for path in (p for d in used for p in list_images(d)):
+            try:
+                sizes.append(images.image_size(path))
+            except DataError:
+                if not skip_corrupt:
+                    raise
+        scale = images.common_scale(sizes, input_shape)
+    opts = {
+        "cache_dir": cache_dir,
+        "skip_corrupt": skip_corrupt,
+        "policy": resize_policy,
+        "scale": scale,
+    }
 
     train_parts, train_ids, train_paths = [], [], []
     for name in [cat] + ([c for c in train_classes if c != cat] if need_outliers else []):
@@ -259,5 +302,8 @@ register_dataset(
         default_input_shape=(32, 32, 3),
         loader=_load,
         description="user images: root/train/<category>/ normal, root/test/<class>/ labelled",
+        # A user's own data: show at once whether training beats raw pixels and random features.
+        # Also hold out 16 normal images for the synthetic-anomaly validation score.
+        defaults={"baselines": True, "synthetic_holdout": 16},
     )
 )

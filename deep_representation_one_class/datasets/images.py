@@ -34,12 +34,17 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS_ENV",
+    "RESIZE_POLICIES",
     "check_regular_file",
+    "common_scale",
     "decode_image",
+    "decode_placed",
+    "image_size",
     "map_threaded",
     "max_pixels",
     "open_image",
     "pil_to_array",
+    "place_image",
     "resize_images",
 ]
 
@@ -310,6 +315,94 @@ def resize_images(
     if x.shape[-1] != c:
         raise DataError(f"cannot convert {x.shape[-1]}-channel images to {c} channels")
     return np.ascontiguousarray(x, dtype=np.uint8)
+
+
+# How an image of any size and aspect becomes an H x W canvas (``--resize_policy``):
+#   squash      resize to H x W (aspect not kept; the historical behaviour);
+#   fit         per image, the largest aspect-preserving resize that fits in H x W;
+#   same_scale  one factor for the whole dataset (the largest image side -> the canvas side),
+#               so that a pixel covers the same physical size in every image (crops of one
+#               camera keep their relative scale: a 110 px crop is not blown up 5x next to a
+#               620 px one).
+# With fit and same_scale the content sits at the top-left corner and the rest of the canvas is
+# mirrored content (``np.pad(mode="symmetric")``, so training windows there still look like the
+# surface); the content size travels with the arrays and the evaluation ignores the padding.
+RESIZE_POLICIES = ("squash", "fit", "same_scale")
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file from its header (nothing decoded); DataError if unreadable."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(
+            f"cannot decode image {path}: {e}; fix or delete the file, or pass skip_corrupt=True"
+        ) from None
+    return int(h), int(w)
+
+
+def common_scale(sizes: Iterable[tuple[int, int]], canvas: Sequence[int]) -> float:
+    """The ``same_scale`` factor: the canvas side over the largest side of any image."""
+    largest = max((max(h, w) for h, w in sizes), default=0)
+    return min(int(canvas[0]), int(canvas[1])) / largest if largest else 1.0
+
+
+def place_image(
+    img: Image.Image,
+    input_shape: Sequence[int],
+    policy: str = "squash",
+    scale: float | None = None,
+    resample: str = "bilinear",
+    pad: str = "symmetric",
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """An 'L'/'RGB' image on an H x W canvas under a resize policy (``RESIZE_POLICIES``).
+
+    Args:
+      img: the decoded image.
+      input_shape: (H, W, C) of the canvas.
+      policy: squash, fit or same_scale.
+      scale: the factor of ``same_scale`` (``common_scale``); ignored otherwise.
+      resample: the Pillow filter ('nearest' for masks).
+      pad: ``np.pad`` mode of the padding ('symmetric' for images, 'constant' = 0 for masks).
+
+    Returns:
+      ([H, W, C] uint8 canvas, (h, w) size of the content at its top-left corner).
+    """
+    h_out, w_out, c = (int(v) for v in input_shape)
+    if policy == "squash":
+        return pil_to_array(img, input_shape, resample), (h_out, w_out)
+    if policy not in RESIZE_POLICIES:
+        raise DataError(f"unknown resize policy '{policy}'; valid: {', '.join(RESIZE_POLICIES)}")
+    w_in, h_in = img.size
+    factor = min(h_out / h_in, w_out / w_in) if policy == "fit" or scale is None else scale
+    h = int(min(h_out, max(1, round(h_in * factor))))
+    w = int(min(w_out, max(1, round(w_in * factor))))
+    arr = pil_to_array(img, (h, w, c), resample)
+    if (h, w) != (h_out, w_out):
+        arr = np.pad(arr, ((0, h_out - h), (0, w_out - w), (0, 0)), mode=pad)
+    return np.ascontiguousarray(arr), (h, w)
+
+
+def decode_placed(
+    source: str | os.PathLike,
+    input_shape: Sequence[int],
+    policy: str = "squash",
+    scale: float | None = None,
+    *,
+    name: str | None = None,
+    mask: bool = False,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """``decode_image`` under a resize policy; masks use nearest resampling and zero padding."""
+    img = open_image(source, name)
+    return place_image(
+        img,
+        input_shape,
+        policy,
+        scale,
+        resample="nearest" if mask else "bilinear",
+        pad="constant" if mask else "symmetric",
+    )
 
 
 def map_threaded(fn: Callable[[Any], Any], items: Iterable[Any], workers: int | None = None):

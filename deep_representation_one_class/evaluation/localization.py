@@ -82,16 +82,19 @@ def _region_weights(m: np.ndarray, connectivity: int) -> np.ndarray:
 
 
 def _curves(
-    m: np.ndarray, a: np.ndarray, connectivity: int | None
+    m: np.ndarray, a: np.ndarray, connectivity: int | None, keep: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(FPR, TPR, PRO or None) at every distinct threshold, from (0, 0, 0) to (1, 1, 1).
 
     One descending sort of all pixels; cumulative sums of per-pixel weights then give each rate
     at every threshold. Only the last index of each run of equal scores is kept: a threshold
-    admits all tied pixels at once, so intermediate points would be unreachable.
+    admits all tied pixels at once, so intermediate points would be unreachable. ``keep``
+    ([T, H, W] bool) drops the other pixels (canvas padding) from every count.
     """
     scores = a.reshape(-1)
     order = np.argsort(-scores, kind="stable")
+    if keep is not None:
+        order = order[keep.reshape(-1)[order]]
     sorted_scores = scores[order]
     last = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
     pos = m.reshape(-1)[order]
@@ -147,18 +150,21 @@ def pro_curve(masks: Any, maps: Any, connectivity: int = 8) -> tuple[np.ndarray,
 
 
 def localization_metrics(
-    masks: Any, maps: Any, max_fpr: float = 0.3, connectivity: int = 8
+    masks: Any, maps: Any, max_fpr: float = 0.3, connectivity: int = 8, valid: Any = None
 ) -> dict[str, float]:
     """Pixel AUROC and PRO (both in percent) from a single sort of the pixels.
 
     Same values as :func:`pixel_auroc` and :func:`pro_score`; see those for the arguments.
+    ``valid`` ([T, H, W] bool, optional) restricts both to the image content of padded
+    canvases (``--resize_policy`` fit/same_scale); masks are zero outside it.
 
     Returns:
       ``{"pixel_auroc": ..., "pro": ...}``.
     """
     _check_max_fpr(max_fpr)
     m, a = _masks_and_maps(masks, maps)
-    fpr, tpr, pro = _curves(m, a, connectivity)
+    keep = None if valid is None else np.asarray(valid, bool).reshape(m.shape)
+    fpr, tpr, pro = _curves(m, a, connectivity, keep)
     return {
         "pixel_auroc": 100.0 * area_up_to(fpr, tpr, 1.0),
         "pro": 100.0 * area_up_to(fpr, pro, max_fpr) / max_fpr,

@@ -2,8 +2,10 @@
 
 from deep_representation_one_class.methods import (  # noqa: F401
     contrastive,
+    cutpaste,
     denoising,
     imagenet,
+    patchcore,
     rotation,
     rotnet,
 )

@@ -39,6 +39,9 @@ class Method:
     label: ClassVar[str] = ""
     #: quick defaults of common ``Config`` fields for this method
     defaults: ClassVar[Mapping[str, Any]] = {}
+    #: settings a dataset's defaults must not override (only the user can), e.g. the zero
+    #: training budget of evaluation-only methods on MVTec, whose defaults train 1,500 steps
+    fixed: ClassVar[Mapping[str, Any]] = {}
     #: settings only this method reads
     options: ClassVar[tuple[Option, ...]] = ()
     #: evaluation feature sets this method reports besides ``pool``/``embed``
@@ -52,6 +55,16 @@ class Method:
         """The representation's name in result tables, from a run's (flat) config dict."""
         del config
         return cls.label or cls.name
+
+    @classmethod
+    def defaults_for(cls, given: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The quick defaults given the user's settings (``given``: flag name -> value).
+
+        Most methods return ``defaults``; a method whose option changes its views (CutPaste's
+        variant picks its ``aug_list`` and ``latent_dim``) derives them here.
+        """
+        del given
+        return cls.defaults
 
     @classmethod
     def check_config(cls, config: Config, num_views: int) -> None:

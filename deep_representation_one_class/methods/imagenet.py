@@ -1,9 +1,12 @@
 """ImageNet-features baseline (Table 7 "ResNet-50 (ImageNet)"): fixed pretrained features.
 
-``pools`` are the global-average-pooled outputs [B, 2048] of ``keras.applications.ResNet50``
-with the weights read from a local file (``--imagenet_weights=PATH``, e.g. Keras's
-``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``); nothing is ever downloaded. Nothing
-is trained either: the method requires ``--num_epoch=0`` and the backbone is frozen, so a run
+``pools`` are the global-average-pooled outputs [B, 2048] of ``keras.applications.ResNet50``.
+Weights (``resolve_weights``), in order: a local file (``--imagenet_weights=PATH``, e.g. Keras's
+``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`` or any ``.weights.h5`` of the no-top
+ResNet50); Keras's own cache (``$KERAS_HOME``/``~/.keras``/models, checked against its hash by
+Keras); Keras's checksummed download into that cache when the download host answers within 3
+seconds. Otherwise the run fails at once with a one-line message (before any data is read).
+Nothing is trained: the method requires ``--num_epoch=0`` and the backbone is frozen, so a run
 only extracts features and fits the one-class classifiers. ``embeds`` and ``logits`` equal
 ``pools``. ``--net_type``, ``--net_width``, ``--head_dims`` and ``--precision`` are ignored.
 
@@ -22,6 +25,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from deep_representation_one_class.datasets.cifar import is_online
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.methods.base import METHODS, Method
 from deep_representation_one_class.registry import Option
@@ -30,6 +34,49 @@ from deep_representation_one_class.registry import Option
 # the weights fix it; tests lower it to keep a CPU forward pass of ResNet-50 cheap.
 IMAGE_SIZE = 224
 WEIGHTS_HINT = "a local Keras ResNet50 no-top weights file (.h5 or .weights.h5)"
+# Where keras.applications downloads its weights from (probed before a download is tried).
+WEIGHTS_HOST = ("storage.googleapis.com", 443)
+WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+KERAS = "imagenet"  # ``weights=`` value that makes Keras download (checksummed) and cache
+
+WEIGHTS_OPTION = Option(
+    "imagenet_weights",
+    None,
+    "Local Keras ResNet50 no-top weights file (.h5/.weights.h5). Without it: Keras's cache, "
+    "else Keras's checksummed download when online (imagenet, patchcore).",
+    kind=str,
+)
+
+
+def cached_weights() -> str | None:
+    """Keras's cached no-top ResNet50 weights file, if a previous download left one."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    path = os.path.join(home, "models", WEIGHTS_FILE)
+    return path if os.path.isfile(path) else None
+
+
+def resolve_weights(path: str | None, method: str) -> str:
+    """The ``weights=`` argument for ``keras.applications.ResNet50``: a file or ``"imagenet"``.
+
+    Raises:
+      ValueError: ``path`` is not a file, or there is no path, no cached file and no network
+        (decided within about 3 seconds).
+    """
+    if path:
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"--imagenet_weights={path} is not a file; pass the path of {WEIGHTS_HINT}"
+            )
+        return path
+    cached = cached_weights()
+    if cached is not None:
+        return cached
+    if is_online(WEIGHTS_HOST, timeout=3.0):
+        return KERAS
+    raise ValueError(
+        f"method {method} needs --imagenet_weights=PATH ({WEIGHTS_HINT}): there is no cached "
+        f"{WEIGHTS_FILE} and {WEIGHTS_HOST[0]} is unreachable, so Keras cannot download it"
+    )
 
 
 class ImageNetPreprocess(layers.Layer):
@@ -56,7 +103,8 @@ def build_imagenet_model(
     """Frozen ResNet-50 features as a model with the project's output dict.
 
     Args:
-      weights_path: local weights file; None gives a random initialisation (tests only).
+      weights_path: local weights file, ``"imagenet"`` (Keras's cache or download), or None for
+        a random initialisation (tests only).
       channels: channels of the input images (1 or 3).
       size: resize target (default ``IMAGE_SIZE``).
 
@@ -107,38 +155,23 @@ class ImageNet(Method):
             "num_epoch": 0,  # fixed features: evaluation only
         }
     )
-    options = (
-        Option(
-            "imagenet_weights",
-            None,
-            "Local Keras ResNet50 no-top weights file "
-            "(resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5); nothing is downloaded.",
-            kind=str,
-        ),
-    )
+    fixed = MappingProxyType({"train_steps": 0, "num_epoch": 0})
+    options = (WEIGHTS_OPTION,)
 
     @classmethod
     def check_config(cls, config, num_views):
-        path = config.imagenet_weights
-        if not path:
-            raise ValueError(
-                f"method imagenet needs --imagenet_weights=PATH, {WEIGHTS_HINT}; "
-                f"nothing is downloaded"
-            )
-        if not os.path.isfile(path):
-            raise ValueError(
-                f"--imagenet_weights={path} is not a file; pass the path of {WEIGHTS_HINT}"
-            )
+        resolve_weights(config.imagenet_weights, cls.name)
         if config.num_epoch != 0 or config.train_steps != 0:
             raise ValueError(
-                f"method imagenet only evaluates fixed features; use --num_epoch=0, "
+                f"method {cls.name} only evaluates fixed features; use --num_epoch=0, "
                 f"got {config.num_epoch}"
             )
 
     def build_model(self, make_default):
         del make_default  # the configured ResNet is replaced, not extended
         return build_imagenet_model(
-            self.config.imagenet_weights, channels=int(self.config.input_shape[2])
+            resolve_weights(self.config.imagenet_weights, self.name),
+            channels=int(self.config.input_shape[2]),
         )
 
     def per_example(self, model, views, training=True):

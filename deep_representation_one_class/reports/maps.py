@@ -156,6 +156,7 @@ def write_panels(
     firsts = [int(np.flatnonzero(data.test_class == k)[0]) for k in np.unique(data.test_class)]
     tb_pick = set(firsts[:max_tb_images]) if writer is not None else set()
     tb_panels = []
+    sizes = getattr(data, "test_sizes", None)
     for i in range(len(maps)):
         if folder is None and i not in tb_pick:
             continue
@@ -163,7 +164,14 @@ def write_panels(
         title = f"{name}: {label} score {image_scores[i]:.4g}"
         panel = render_panel(data.test_x[i], masks[i], maps[i], vmin, vmax, title)
         if folder is not None:
-            save_png(os.path.join(folder, f"{name}.png"), panel)
+            png = panel
+            if sizes is not None:  # PNGs show the image content only, not the canvas padding
+                h, w = (int(v) for v in sizes[i])
+                crop = (slice(0, h), slice(0, w))
+                png = render_panel(
+                    data.test_x[i][crop], masks[i][crop], maps[i][crop], vmin, vmax, title
+                )
+            save_png(os.path.join(folder, f"{name}.png"), png)
         if i in tb_pick:
             tb_panels.append(panel)
     if tb_panels:

@@ -71,6 +71,10 @@ class Task:
     def check_config(cls, config: Config) -> None:
         """Raises ValueError (one line) when the config cannot work with this task."""
 
+    def prepare(self, data: OneClassData) -> OneClassData:
+        """The task's view of the loaded data (e.g. normal images held out for validation)."""
+        return data
+
     def model_input_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of what the network sees (it is fully convolutional; H picks the stem)."""
         raise NotImplementedError

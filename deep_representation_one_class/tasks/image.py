@@ -24,6 +24,8 @@ from deep_representation_one_class.evaluation import features as features_lib
 from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
+from deep_representation_one_class.tasks import baselines as baselines_lib
+from deep_representation_one_class.tasks import patch_synthetic
 from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
 from deep_representation_one_class.utils import io
 
@@ -61,6 +63,7 @@ def score_saved_features(
     arrays: Mapping[str, np.ndarray],
     run_dir: str | None = None,
     timings: dict[str, float] | None = None,
+    synthetic: Any = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Fits the run's classifiers once on saved features, scores the test set, writes outputs.
 
@@ -73,6 +76,9 @@ def score_saved_features(
         ``test_embed``, ``test_y``[, ``test_view_logits``]).
       run_dir: where ``classifiers.*`` and ``thresholds.json`` go (None: nowhere).
       timings: receives per-classifier fit seconds.
+      synthetic: optional ``(features {feature: [M, D]}, SyntheticSet)`` of the held-out
+        normals and their corrupted copies, scored by the same fitted classifiers:
+        ``synthetic.<feature>.<classifier>`` (headline kinds) and ``...<kind>`` AUROCs.
 
     Returns:
       (metrics: key -> AUROC x100 (NaN for a classifier that could not be fit),
@@ -89,6 +95,8 @@ def score_saved_features(
     metrics = {key: metrics_lib.auroc(labels, s) for key, s in scores.items()}
     for key in cset.failed:
         metrics[key] = math.nan
+    if synthetic is not None:
+        metrics.update(_synthetic_metrics(cset, *synthetic))
     if "test_view_logits" in arrays:
         for name, s in scorers_lib.rotation_scores(arrays["test_view_logits"]).items():
             metrics[f"{name}.auc"] = metrics_lib.auroc(labels, s)
@@ -107,11 +115,44 @@ def score_saved_features(
     return metrics, scores
 
 
+def _synthetic_metrics(cset, feats: Mapping[str, np.ndarray], synth: Any) -> dict[str, float]:
+    """Image-level synthetic-anomaly AUROCs of fitted classifiers (headline and per kind)."""
+    scores = cset.score(feats)
+    normal = synth.kind == "normal"
+    subsets = {"": normal | np.isin(synth.kind, patch_synthetic.HEADLINE_KINDS)}
+    subsets.update({f".{k}": normal | (synth.kind == k) for k in patch_synthetic.KINDS})
+    out = {}
+    for suffix, rows in subsets.items():
+        if rows.sum() > normal.sum():
+            for key, s in scores.items():
+                out[f"synthetic.{key}{suffix}"] = metrics_lib.auroc(synth.y[rows], s[rows])
+    return out
+
+
+def fit_and_score(config: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """AUROCs of the run's classifiers fit once on ``cls_<f>`` and scored on ``test_<f>`` for
+    every feature ``f`` in ``arrays`` (the baselines' protocol; nothing is written)."""
+    labels = np.asarray(arrays["test_y"]).reshape(-1)
+    feats = [k[4:] for k in arrays if k.startswith("cls_")]
+    cls = {f: np.asarray(arrays[f"cls_{f}"]) for f in feats}
+    split = classifiers_lib.split_rows(len(cls[feats[0]]), config.seed, config.cls_holdout)
+    cset = classifiers_lib.fit(cls, config.classifiers, split)
+    scores = cset.score({f: np.asarray(arrays[f"test_{f}"]) for f in feats})
+    metrics = {key: metrics_lib.auroc(labels, s) for key, s in scores.items()}
+    metrics.update({key: math.nan for key in cset.failed})
+    return metrics
+
+
 @TASKS.register("image")
 class ImageTask(Task):
     """One score per image from features of the whole (resized) image."""
 
     name = "image"
+    options = (baselines_lib.BASELINES_OPTION, patch_synthetic.SYNTHETIC_OPTION)
+
+    def prepare(self, data):
+        """Holds out ``synthetic_holdout`` normal training images (the defect datasets)."""
+        return patch_synthetic.hold_out_data(data, self.config.synthetic_holdout, self.config.seed)
 
     def model_input_shape(self) -> tuple[int, int, int]:
         return tuple(int(v) for v in self.config.input_shape)  # type: ignore[return-value]
@@ -147,7 +188,31 @@ class ImageTask(Task):
         if run_dir is not None:
             io.write_npz(os.path.join(run_dir, EMBEDDINGS), **arrays)
             files.append(EMBEDDINGS)
+        synthetic = None
+        if data.holdout_x is not None and run_dir is not None:
+            # Corrupted copies of the held-out normals, seen through the run's test view.
+            t0 = time.time()
+            synth = patch_synthetic.synthesize(data.holdout_x, data.holdout_sizes, self.config.seed)
+            feats = features_lib.extract(
+                model, synth.x, self.views().test, self.config.eval_batch_size
+            )
+            synthetic = ({f: feats[f] for f in FEATURES}, synth)
+            timings["synthetic"] = time.time() - t0
         t0 = time.time()
-        metrics, scores = score_saved_features(self.config, arrays, run_dir, timings)
+        metrics, scores = score_saved_features(
+            self.config, arrays, run_dir, timings, synthetic=synthetic
+        )
         timings["classifiers"] = time.time() - t0
+        if self.config.baselines and run_dir is not None:
+            t0 = time.time()
+            metrics.update(
+                baselines_lib.image_baselines(
+                    self.config,
+                    data,
+                    self.views().test,
+                    self.model_input_shape(),
+                    lambda a: fit_and_score(self.config, a),
+                )
+            )
+            timings["baselines"] = time.time() - t0
         return Evaluation(metrics, timings, scores, files)

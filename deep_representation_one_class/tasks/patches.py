@@ -12,7 +12,9 @@ import os
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.registry import Option
 from deep_representation_one_class.tasks import patch_grid as patches_lib
+from deep_representation_one_class.tasks import patch_synthetic
 from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
+from deep_representation_one_class.tasks.baselines import BASELINES_OPTION
 from deep_representation_one_class.tasks.image import image_views
 from deep_representation_one_class.tasks.patch_eval import (
     PatchEvalError,
@@ -42,6 +44,14 @@ class PatchTask(Task):
         ),
         Option("patch_bank", 20000, "Patch tasks: training patches the classifiers are fit on."),
         Option("smooth_sigma", 4.0, "Patch tasks: Gaussian sigma (pixels) smoothing the map."),
+        Option(
+            "patch_coreset",
+            1.0,
+            "Patch tasks: keep this fraction of the patch bank by greedy coreset subsampling "
+            "(PatchCore; 1 = the whole bank).",
+        ),
+        patch_synthetic.SYNTHETIC_OPTION,
+        BASELINES_OPTION,
     )
 
     @classmethod
@@ -56,6 +66,10 @@ class PatchTask(Task):
                 f"--patch_size={config.patch_size} is larger than the images "
                 f"(--input_shape={','.join(map(str, config.input_shape))})"
             )
+        if not 0 < config.patch_coreset <= 1:
+            raise ValueError(f"--patch_coreset must be in (0, 1], got {config.patch_coreset}")
+        if config.synthetic_holdout < 0:
+            raise ValueError(f"--synthetic_holdout must be >= 0, got {config.synthetic_holdout}")
         if config.smooth_sigma < 0:
             raise ValueError(f"--smooth_sigma must be >= 0, got {config.smooth_sigma}")
         if config.eval_every:
@@ -64,6 +78,11 @@ class PatchTask(Task):
             parse_agg(config.patch_agg)
         except PatchEvalError as e:
             raise ValueError(str(e)) from None
+
+    def prepare(self, data):
+        """Holds out ``synthetic_holdout`` seeded normal training images for the synthetic
+        check (``patch_synthetic.hold_out_data``)."""
+        return patch_synthetic.hold_out_data(data, self.config.synthetic_holdout, self.config.seed)
 
     def model_input_shape(self) -> tuple[int, int, int]:
         # The stem is chosen by the patch size, not the image size.
@@ -77,7 +96,9 @@ class PatchTask(Task):
 
     def evaluate(self, model, data, *, with_logits, run_dir=None, writer=None, step=0):
         del with_logits  # rotation classifiers are not scored per patch
-        metrics, arrays, timings = evaluate_patches(model, data, self.config, run_dir, writer, step)
+        metrics, arrays, timings = evaluate_patches(
+            model, data, self.config, run_dir, writer, step, self.model_input_shape()
+        )
         files = []
         if run_dir is not None:
             io.write_npz(os.path.join(run_dir, "embeddings.npz"), **arrays)

@@ -120,8 +120,9 @@ def decayed_variables(model: keras.Model, regularize_bn: bool) -> list:
 
 
 def load_data(cfg: Config) -> datasets.OneClassData:
-    """The run's one-class task data (uint8 arrays at ``cfg.input_shape``)."""
-    return datasets.load_one_class(
+    """The run's one-class task data (uint8 arrays at ``cfg.input_shape``), as its task uses it
+    (the patch task holds out a few normal training images for its synthetic check)."""
+    data = datasets.load_one_class(
         cfg.dataset,
         root=cfg.root,
         category=cfg.category,
@@ -131,4 +132,6 @@ def load_data(cfg: Config) -> datasets.OneClassData:
         cache_dir=cfg.cache_dir,
         skip_corrupt=cfg.skip_corrupt,
         max_cls=cfg.max_cls,
+        resize_policy=cfg.resize_policy,
     )
+    return task_for(cfg).prepare(data)

@@ -4,13 +4,14 @@
     python -m deep_representation_one_class.evaluate --model_dir=RUN --reextract
 
 Without ``--reextract`` only ``embeddings.npz`` is read, so classifiers can be compared on old
-runs in seconds. With it, the model is rebuilt from ``config.json``, the latest checkpoint
-restored and the features extracted again from the data. Either way the classifiers are fit
-once with the run's protocol (``evaluation.classifiers``) and ``classifiers.npz``,
-``thresholds.json`` and the ``summary.json`` metrics are rewritten (atomically), so the
-detector serves what was just evaluated; the CLI then rewrites ``report.html`` if the run
-has one. This is also how a run evaluated by an older version of the package (no
-``classifiers.npz``) becomes servable.
+runs in seconds. Patch-level runs keep no features to re-score: with ``--reextract`` their whole
+dense evaluation runs again from the checkpoint (e.g. after a change of the synthetic kinds).
+With it, the model is rebuilt from ``config.json``, the latest checkpoint restored and the
+features extracted again from the data. Either way the classifiers are fit once with the run's
+protocol (``evaluation.classifiers``) and ``classifiers.npz``, ``thresholds.json`` and the
+``summary.json`` metrics are rewritten (atomically), so the detector serves what was just
+evaluated; the CLI then rewrites ``report.html`` if the run has one. This is also how a run
+evaluated by an older version of the package (no ``classifiers.npz``) becomes servable.
 """
 
 from __future__ import annotations
@@ -92,29 +93,39 @@ def evaluate_run(
         cfg = cfg.replace(precision=precision)
     cfg = config_lib.validate(cfg)
     task = build.task_for(cfg)
-    if not isinstance(task, image_task.ImageTask):
+    patches = not isinstance(task, image_task.ImageTask)
+    if patches and not reextract:
         raise ConfigError(
-            f"{run_path} is a {task.name}-level run; rerun its training command (with "
-            "--force_init to start over) to evaluate it again"
+            f"{run_path} is a {task.name}-level run, which keeps no features to re-score; add "
+            "--reextract to evaluate it again from its checkpoint"
         )
     emb_path = os.path.join(run_path, image_task.EMBEDDINGS)
     lock = run_dir.Lock(run_path)
     lock.acquire()
     try:
-        if reextract:
+        if patches:
+            data = build.load_data(cfg)
+            model = _restored_model(cfg, run_path)
+            metrics = task.evaluate(model, data, with_logits=False, run_dir=run_path).metrics
+        elif reextract:
             arrays = _reextract(cfg, run_path, task)
             io.write_npz(emb_path, **arrays)
         else:
             if not os.path.exists(emb_path):
                 raise ConfigError(f"{emb_path} is missing; finish the run or use --reextract")
             arrays = load_embeddings(emb_path)
-        metrics, _ = image_task.score_saved_features(cfg, arrays, run_path)
+        if not patches:
+            metrics, _ = image_task.score_saved_features(cfg, arrays, run_path)
         summary_path = os.path.join(run_path, run_dir.SUMMARY)
         summary = (
             io.read_json(summary_path, expect=dict)
             if os.path.exists(summary_path)
             else {"config": cfg.to_dict(), "run": {"complete": False}}
         )
+        if not patches:
+            # The baselines do not depend on the trained model: keep the ones the run measured.
+            old = summary.get("metrics", {})
+            metrics.update({k: v for k, v in old.items() if k.startswith("baseline_")})
         summary["metrics"] = metrics
         summary["config"] = cfg.to_dict()
         if precision:
@@ -125,14 +136,19 @@ def evaluate_run(
     return metrics
 
 
-def _reextract(cfg, run_path, task):
-    data = build.load_data(cfg)
+def _restored_model(cfg, run_path):
     model = build.make_model(cfg)
     ckpt_dir = os.path.join(run_path, run_dir.CHECKPOINTS)
     latest = tf.train.latest_checkpoint(ckpt_dir)
     if latest is None:
         raise ConfigError(f"no checkpoint in {ckpt_dir}; nothing to re-extract")
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    return model
+
+
+def _reextract(cfg, run_path, task):
+    data = build.load_data(cfg)
+    model = _restored_model(cfg, run_path)
     with_logits = build.method_for(cfg).extra_eval != ()
     return task.extract(model, data, with_logits)
 

@@ -1,0 +1,141 @@
+"""PatchCore-style pretrained patch features for the patch task (Roth et al., CVPR 2022).
+
+A frozen ImageNet ResNet-50 (weights as for ``--method=imagenet``: a local file, Keras's cache,
+or Keras's checksummed download when online; else a one-line error within seconds) embeds each
+P x P window of the patch task: the window is resized to ``--pretrained_size`` (default 64,
+a 2x upsampling of 32-px windows, so that the mid-level maps keep some resolution), the outputs
+of the second and third ResNet stages (``conv3_block4_out``, stride 8, 512 channels;
+``conv4_block6_out``, stride 16, 1024 channels) are each smoothed by a 3 x 3 average (PatchCore's
+locally aware aggregation), the third is upsampled to the second's grid, both are concatenated
+and averaged over the window: ``pools`` = ``embeds`` [B, 1536]. The patch task then fits its
+scorers on a memory bank of such windows; with the defaults here the bank is subsampled by a
+greedy coreset to 10% (``--patch_coreset=0.1``) and scored by nearest neighbour (``auc``),
+PatchCore's scorer (cosine rather than Euclidean distance, the scorer this package shares).
+
+Simplification: PatchCore keeps one feature per feature-map cell of the whole image; here a
+"patch" is the task's window, so the image-level grid, maps and metrics are the patch task's.
+Nothing is trained (``train_steps`` is fixed at 0).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from deep_representation_one_class.errors import ConfigError
+from deep_representation_one_class.methods.base import METHODS, Method
+from deep_representation_one_class.methods.imagenet import (
+    WEIGHTS_HINT,
+    WEIGHTS_OPTION,
+    ImageNetPreprocess,
+    resolve_weights,
+)
+from deep_representation_one_class.registry import Option
+
+LAYERS = ("conv3_block4_out", "conv4_block6_out")
+
+
+class LocalAggregate(layers.Layer):
+    """Mid-level maps -> one locally aware vector per window: 3x3 average, align, concat, mean."""
+
+    def call(self, maps):
+        low, high = maps
+        low = tf.nn.avg_pool2d(low, 3, 1, "SAME")
+        high = tf.nn.avg_pool2d(high, 3, 1, "SAME")
+        high = tf.image.resize(high, tf.shape(low)[1:3], method="bilinear")
+        return tf.reduce_mean(tf.concat([low, high], axis=-1), axis=[1, 2])
+
+
+def build_patchcore_model(weights, channels: int = 3, size: int = 64) -> keras.Model:
+    """Frozen ResNet-50 stage-2/3 window features as a model with the project's output dict.
+
+    Args:
+      weights: a weights file, ``"imagenet"`` (Keras cache/download) or None (random; tests).
+      channels: input channels (1 or 3).
+      size: side the windows are resized to before the backbone (>= 32).
+
+    Returns:
+      A model mapping [B, H, W, channels] float32 in [0, 1] to ``{"pools", "embeds",
+      "logits"}``, each [B, 1536] float32.
+
+    Raises:
+      ConfigError: the weights cannot be read or do not fit ResNet-50.
+    """
+    try:
+        backbone = keras.applications.ResNet50(
+            include_top=False, weights=weights, input_shape=(size, size, 3)
+        )
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"cannot load --imagenet_weights={weights} ({first}); expected {WEIGHTS_HINT}"
+        ) from None
+    trunk = keras.Model(
+        backbone.input, [backbone.get_layer(name).output for name in LAYERS], name="resnet50_mid"
+    )
+    trunk.trainable = False
+    inputs = keras.Input(shape=(None, None, channels), name="images")
+    maps = trunk(ImageNetPreprocess(size, name="imagenet_preprocess")(inputs), training=False)
+    feats = LocalAggregate(name="local_aggregate")(maps)
+    outputs = {
+        name: layers.Activation("linear", dtype="float32", name=f"{name}_out")(feats)
+        for name in ("pools", "embeds", "logits")
+    }
+    return keras.Model(inputs, outputs, name="patchcore_resnet50")
+
+
+@METHODS.register("patchcore")
+class PatchCore(Method):
+    """Evaluation-only: frozen pretrained mid-level window features, coreset bank, 1-NN."""
+
+    name = "patchcore"
+    label = "PatchCore-style (ImageNet ResNet-50)"
+    defaults = MappingProxyType(
+        {
+            "aug_list": "x",
+            "aug_list_for_test": "",
+            "head_dims": (),
+            "latent_dim": 0,
+            "batch_size": 64,
+            "eval_batch_size": 128,
+            "train_steps": 0,
+            "num_epoch": 0,
+        }
+    )
+    # On --dataset=mvtec these win over the dataset's training defaults.
+    fixed = MappingProxyType(
+        {"train_steps": 0, "num_epoch": 0, "patch_coreset": 0.1, "classifiers": ("auc",)}
+    )
+    options = (
+        WEIGHTS_OPTION,
+        Option(
+            "pretrained_size",
+            64,
+            "patchcore: side (px) the patch windows are resized to before the frozen ResNet-50.",
+        ),
+    )
+
+    @classmethod
+    def check_config(cls, config, num_views):
+        if config.pretrained_size < 32:
+            raise ValueError(f"--pretrained_size must be >= 32, got {config.pretrained_size}")
+        resolve_weights(config.imagenet_weights, cls.name)
+        if config.num_epoch != 0 or config.train_steps != 0:
+            raise ValueError(
+                f"method patchcore only evaluates fixed features; use --train_steps=0, "
+                f"got {config.train_steps}"
+            )
+
+    def build_model(self, make_default):
+        del make_default
+        return build_patchcore_model(
+            resolve_weights(self.config.imagenet_weights, self.name),
+            channels=int(self.config.input_shape[2]),
+            size=int(self.config.pretrained_size),
+        )
+
+    def per_example(self, model, views, training=True):
+        raise ConfigError("method patchcore has nothing to train; use --train_steps=0")
