@@ -30,6 +30,7 @@ TINY = [
     "--strategy=default",
     "--eval_batch_size=64",
     "--classifiers=auc,kde",
+    "--precision=float32",
     "--noreport",  # tests/test_report.py covers report.html
 ]
 

@@ -330,11 +330,13 @@ def test_cli_writes_atomically_and_reports(tmp_path, capsys):
     write_run(runs, seed=1, metrics={"pool.kde": 90.0})
     write_run(runs, seed=2, finished=False)
     prefix = tmp_path / "results" / "xyz"
-    assert agg.main([str(runs), "--out", str(prefix), "--seeds", "1 2"]) == 0
+    note = "Data: CIFAR-10, JPEG q75 copy."
+    assert agg.main([str(runs), "--out", str(prefix), "--seeds", "1 2", "--note", note]) == 0
     names = sorted(os.listdir(prefix.parent))
     assert names == ["xyz.csv", "xyz.md", "xyz_summary.csv"]  # no temp files left behind
     table = (prefix.parent / "xyz.md").read_text()
     assert "## Unfinished runs" in table
+    assert table.index(note) < table.index("## Representation x classifier")
     assert str(tmp_path) not in table  # results carry no absolute machine paths
     assert "1 finished, 1 unfinished, 19 missing" in capsys.readouterr().err  # 10 classes x 2
 

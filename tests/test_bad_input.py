@@ -1329,7 +1329,7 @@ def test_bad_cache_entry_is_rebuilt_with_a_warning(breaker, tmp_path, caplog):
     assert f"Ignoring the cache file {entry}" in caplog.text
     np.testing.assert_array_equal(again.train_x, good.train_x)
     with np.load(entry) as z:  # rewritten as a valid entry
-        assert set(z.files) == {"x", "paths", "bad_paths", "bad_msgs", "__fingerprint__"}
+        assert set(z.files) == {"x", "paths", "bad_paths", "bad_msgs", "aspects", "__fingerprint__"}
 
 
 def test_16bit_decoding_stays_in_row_strips(tmp_path):

@@ -256,3 +256,21 @@ def test_cifar20_tfds_route_with_mock_data(tmp_path):
         x_tr, y_tr, x_te, _ = cifar.load_arrays(str(tmp_path), "cifar100", "coarse")
     assert x_tr.shape == (30, 32, 32, 3) and x_te.shape == (30, 32, 32, 3)
     assert y_tr.max() < 20 and y_tr.dtype == np.int64
+
+
+def test_write_pickles_round_trips_through_the_loader(tmp_path):
+    rng = np.random.default_rng(1)
+    train_x = rng.integers(0, 256, (23, 32, 32, 3), dtype=np.uint8)
+    train_y = rng.integers(0, 10, 23)
+    test_x = rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    test_y = rng.integers(0, 10, 7)
+    cifar.write_pickles(tmp_path / "cifar-10-batches-py", (train_x, train_y), (test_x, test_y))
+    assert sorted(os.listdir(tmp_path / "cifar-10-batches-py")) == [
+        *(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+    ]
+    got = cifar.load_arrays(tmp_path, "cifar10")
+    for want, have in zip((train_x, train_y, test_x, test_y), got, strict=True):
+        np.testing.assert_array_equal(have, want)
+    with pytest.raises(DataError, match=r"\[N,32,32,3\]"):
+        cifar.write_pickles(tmp_path / "bad", (train_x[:, :16], train_y), (test_x, test_y))

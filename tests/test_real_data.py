@@ -9,38 +9,18 @@ training run must work end to end on each.
 from __future__ import annotations
 
 import os
-import pickle
 
 import numpy as np
 import pytest
 
 from deep_representation_one_class import config as config_lib
 from deep_representation_one_class import datasets
+from deep_representation_one_class.datasets import cifar
 from deep_representation_one_class.training import runner
 
 pytestmark = pytest.mark.slow
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-def _write_cifar_pickles(
-    images: np.ndarray,
-    labels: np.ndarray,
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
-    out: str,
-) -> None:
-    """Writes ``cifar-10-batches-py`` in the original format (bytes keys, CHW rows)."""
-    os.makedirs(out, exist_ok=True)
-
-    def rows(x):
-        return x.transpose(0, 3, 1, 2).reshape(len(x), -1)
-
-    for i, part in enumerate(np.array_split(np.arange(len(images)), 5)):
-        with open(os.path.join(out, f"data_batch_{i + 1}"), "wb") as f:
-            pickle.dump({b"data": rows(images[part]), b"labels": labels[part].tolist()}, f)
-    with open(os.path.join(out, "test_batch"), "wb") as f:
-        pickle.dump({b"data": rows(test_images), b"labels": test_labels.tolist()}, f)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +44,7 @@ def cifar_routes(tmp_path_factory):
     train_x = np.concatenate(train)
     train_y = np.concatenate([np.full(len(t), i) for i, t in enumerate(train)])
     pickles = str(tmp_path_factory.mktemp("pickles") / "cifar-10-batches-py")
-    _write_cifar_pickles(train_x, train_y, folder.test_x, folder.test_class, pickles)
+    cifar.write_pickles(pickles, (train_x, train_y), (folder.test_x, folder.test_class))
     return root, pickles, folder, cache
 
 

@@ -24,6 +24,7 @@ OWN_SCRIPTS = (
     "cpu_preset.sh",
     "gpu_check.sh",
     "precision_parity.sh",
+    "select_recipes.sh",
 )
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -308,10 +309,18 @@ def test_cpu_preset_dry_run(tmp_path):
     cmds = [flags_of(shlex.split(x)) for x in lines if "train_and_eval_loop.py" in x]
     assert [c["category"] for c in cmds] == [str(i) for i in range(10)]
     for c in cmds:
-        # The quick defaults plus the preset's 8 epochs.
-        assert set(c) == {"method", "dataset", "category", "seed", "model_dir", "num_epoch"}
+        # The quick defaults plus the preset's 8 epochs in float32.
+        assert set(c) == {
+            "method",
+            "dataset",
+            "category",
+            "seed",
+            "model_dir",
+            "num_epoch",
+            "precision",
+        }
         assert (c["method"], c["dataset"], c["seed"]) == ("rotation", "fmnistood", "0")
-        assert c["num_epoch"] == "8"
+        assert (c["num_epoch"], c["precision"]) == ("8", "float32")
         assert c["model_dir"].endswith(f"cpu_preset/rotation/fmnistood/c{c['category']}/s0")
     assert "deep_representation_one_class.aggregate" in lines[-1]
     assert "results/cpu_preset_fmnist" in lines[-1]
@@ -335,8 +344,39 @@ def test_cpu_preset_runs_and_aggregates(fake_python, tmp_path):
     assert "Rotation prediction" in table and "f-MNIST" in table
     assert os.path.isfile(tmp_path / "res" / "preset.csv")
     mean = [line for line in proc.stdout.splitlines() if line.strip().startswith("mean")]
-    assert mean and "96.00" in mean[0] and "2 of 10 classes" in mean[0]
+    assert mean and "96.00" in mean[0] and "(2 classes" in mean[0]
+    assert "Command: scripts/cpu_preset.sh --preset=fmnist" in table
     assert run("cpu_preset.sh", "--method=contrastive", env=env).returncode == 2
+
+
+def test_cpu_preset_cifar10_dry_run_and_refusals(tmp_path):
+    env = {**os.environ, "PYTHON": "python"}
+    proc = run("cpu_preset.sh", "--preset=cifar10", "--dry_run", f"--out={tmp_path}/o", env=env)
+    assert proc.returncode == 2 and "needs --root" in proc.stderr
+    root = tmp_path / "pickles"
+    proc = run(
+        "cpu_preset.sh",
+        "--preset=cifar10",
+        "--dry_run",
+        f"--out={tmp_path}/o",
+        f"--root={root}",
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    cmds = [flags_of(shlex.split(x)) for x in lines if "train_and_eval_loop.py" in x]
+    assert [(c["method"], c.get("distaug_type")) for c in cmds[::10]] == [
+        ("rotation", None),
+        ("contrastive", "rot"),
+    ]
+    assert len(cmds) == 20 and {c["root"] for c in cmds} == {str(root)}
+    assert {c["train_steps"] for c in cmds} == {"1000"}
+    assert [c.get("precision") for c in cmds[::10]] == ["float32", None]  # auto for contrastive
+    assert "results/cpu_preset_cifar10" in lines[-1] and "--where dataset=cifar10ood" in lines[-1]
+    proc = run("cpu_preset.sh", "--preset=fmnist", f"--root={root}", "--dry_run", env=env)
+    assert proc.returncode == 2 and "drop --root" in proc.stderr
+    proc = run("cpu_preset.sh", "--preset=nope", env=env)
+    assert proc.returncode == 2 and "unknown --preset" in proc.stderr
 
 
 def test_gpu_check_quick_with_fake_trainer(fake_python, tmp_path):
@@ -410,3 +450,49 @@ def test_precision_parity_runs_pairs_and_tabulates(fake_python, tmp_path):
     assert run("precision_parity.sh", *args, env=env, timeout=120).returncode == 0
     assert len(calls()) == before
     assert run("precision_parity.sh", "--seeds=a", env=env).returncode == 2
+
+
+def test_select_recipes_dry_run_and_table(fake_python, tmp_path):
+    env = {**os.environ, "PYTHON": "python"}
+    proc = run("select_recipes.sh", "--plan=fmnist", "--dry_run", f"--out={tmp_path}/s", env=env)
+    assert proc.returncode == 0, proc.stderr
+    cmds = [flags_of(shlex.split(x)) for x in proc.stdout.splitlines() if "train_and_eval" in x]
+    assert len(cmds) == 6 and all(c["is_validation"] is True for c in cmds)
+    assert [c.get("train_steps") for c in cmds[::2]] == [None, "1250", "1500"]
+    assert run("select_recipes.sh", "--plan=budget_small", env=env).returncode == 2
+    assert run("select_recipes.sh", "--plan=fmnist", "--is_validation", env=env).returncode == 2
+
+    fake_env, _ = fake_python
+    results = tmp_path / "res"
+    proc = run(
+        "select_recipes.sh",
+        "--plan=fmnist",
+        f"--out={tmp_path}/runs",
+        f"--results={results}",
+        env=fake_env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = (results / "fmnist.md").read_text()
+    assert (
+        "| contrastive_1250 | 8 | float32 |" in table
+        and "| pool.gde | 95.50 | 95.50 | 95.50 |" in table
+    )
+    assert str(tmp_path) not in table
+    # A test-set run among the selection runs is refused.
+    summary = next((tmp_path / "runs").rglob("summary.json"))
+    data = json.loads(summary.read_text())
+    data["config"]["is_validation"] = False
+    summary.write_text(json.dumps(data))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(SCRIPTS, "selection_table.py"),
+            str(tmp_path / "runs" / "fmnist"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "not an --is_validation run" in proc.stderr

@@ -36,6 +36,7 @@ from deep_representation_one_class.datasets.base import (
 from deep_representation_one_class.datasets.cache import (
     tfds_batches,
 )
+from deep_representation_one_class.utils import io as io_utils
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -344,6 +345,36 @@ def load_arrays(root: str | os.PathLike | None, source: str, label_mode: str = "
     if not is_online():
         raise DataError(f"{source} is not in {where} and this machine is offline; {hint}")
     return _from_keras(source, label_mode)
+
+
+def write_pickles(
+    out: str | os.PathLike,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Writes CIFAR-10 arrays as ``cifar-10-batches-py`` in the original pickle format.
+
+    ``train``/``test`` are (images [N,32,32,3] uint8, labels); five ``data_batch_*`` files and a
+    ``test_batch`` with bytes keys and channel-major rows, each written atomically, so that
+    ``--dataset=cifar10ood --root=<parent of out>`` reads them (e.g. a CIFAR-10 image-folder
+    copy turned into the layout the paper's protocol and aggregated tables expect).
+    """
+    os.makedirs(out, exist_ok=True)
+
+    def payload(x: np.ndarray, y: np.ndarray) -> bytes:
+        x = np.asarray(x, np.uint8)
+        if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or len(x) != len(y):
+            raise DataError(f"CIFAR pickles need [N,32,32,3] images with N labels, got {x.shape}")
+        rows = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
+        labels = [int(v) for v in np.asarray(y).reshape(-1)]
+        return pickle.dumps({b"data": rows, b"labels": labels}, protocol=2)
+
+    train_x, train_y = train
+    for i, part in enumerate(np.array_split(np.arange(len(train_x)), 5)):
+        io_utils.write_bytes(
+            os.path.join(out, f"data_batch_{i + 1}"), payload(train_x[part], train_y[part])
+        )
+    io_utils.write_bytes(os.path.join(out, "test_batch"), payload(*test))
 
 
 def _make_loader(source: str, label_mode: str, class_names: tuple[str, ...]):

@@ -37,8 +37,8 @@ class Contrastive(Method):
             "batch_size": 64,
             "train_steps": QUICK_STEPS,
             # bfloat16 where the hardware computes it natively: the same AUROCs as float32 on
-            # Fashion-MNIST (5 seeds, results/precision_parity.md; 2 validation seeds, results/
-            # selection/) at about 1.2-1.7x the steps per second.
+            # Fashion-MNIST (5 paired seeds, results/precision_parity.md) at about 1.2-1.7x
+            # the steps per second.
             "precision": "auto",
         }
     )

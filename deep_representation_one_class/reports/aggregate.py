@@ -307,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep only runs whose config has KEY=VALUE, e.g. num_epoch=2048 (repeatable)",
     )
     p.add_argument(
+        "--note",
+        default="",
+        help="a paragraph under the title: which data (e.g. 'CIFAR-10, JPEG q75 copy'), "
+        "settings and commands made the runs",
+    )
+    p.add_argument(
         "--strict", action="store_true", help="exit with 1 if any run is missing or unfinished"
     )
     return p
@@ -330,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Tables under results/ carry relative paths only (they are committed).
             roots=[_relative(r) for r in args.runs_dir],
         )
+        report.note = args.note.strip()
         if args.out:
             for path in write_outputs(report, args.out):
                 print(f"wrote {path}")

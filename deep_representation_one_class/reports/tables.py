@@ -67,6 +67,7 @@ class Report:
     missing: list[Missing]
     specs: dict[str, DatasetSpec]  # dataset label -> spec
     expected_seeds: tuple[int, ...] | None
+    note: str = ""  # said under the title: which data, settings and commands made the runs
 
 
 def order_key(representation: str = "", dataset: str = "", classifier: str = "") -> tuple:
@@ -188,6 +189,7 @@ def render_markdown(report: Report) -> str:
         f"{len(report.missing)} missing; summed train time {hours:.1f} h. "
         f"Source: {', '.join(report.roots) or '-'}.",
         "",
+        *([report.note, ""] if report.note else []),
         _LEGEND,
         "",
         "## Representation x classifier (Table 7 layout)",
