@@ -5,12 +5,12 @@
 #
 #   --preset=fmnist (default): rotation prediction with the quick CPU defaults (ResNet-18 width
 #     0.25, head 512-512, batch 32 x 4 rotations, lr 0.1 cosine) for 8 epochs (1,496 steps),
-#     float32, on the 10 Fashion-MNIST classes -> results/cpu_preset_fmnist.{md,csv}.
+#     float32, on the 10 Fashion-MNIST classes -> results/cpu_preset_fmnist{,_embed}.{md,csv}.
 #     Fashion-MNIST ships inside the package, so no --root is needed. Target: mean >= 95.8 (the
 #     paper's rotation + KDE after 2048 GPU epochs, Table 7) within 10 minutes per class.
-#   --preset=cifar10: rotation prediction (1,000 steps, float32) and contrastive learning with
-#     rotation distribution augmentation (1,000 steps of 64, --precision=auto) on the 10
-#     CIFAR-10 classes -> results/cpu_preset_cifar10.{md,csv}. --root names a folder with
+#   --preset=cifar10: rotation prediction (1,500 steps, float32) and contrastive learning with
+#     rotation distribution augmentation (1,500 steps of 64, --precision=auto) on the 10
+#     CIFAR-10 classes -> results/cpu_preset_cifar10{,_embed}.{md,csv}. --root names a folder with
 #     cifar-10-batches-py (or the archive); --from_folder=DIR first writes one from a
 #     {train,test}/<class>/ image-folder copy of CIFAR-10 (scripts/cifar_folder_to_pickles.py)
 #     into --root. Say which copy a number used (e.g. "CIFAR-10, JPEG q75 copy"): --data_note.
@@ -80,9 +80,9 @@ case "$preset" in
   cifar10)
     dataset="cifar10ood"
     [[ -n "$root" ]] || die "--preset=cifar10 needs --root=DIR (cifar-10-batches-py in DIR)"
-    recipes=("rotation|--train_steps=1000 --precision=float32"
-      "contrastive_da|--train_steps=1000")
-    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10 (rotation 1,000 steps float32; contrastive + rotation DA 1,000 steps, --precision=auto; seed $seed).}"
+    recipes=("rotation|--train_steps=1500 --precision=float32"
+      "contrastive_da|--train_steps=1500")
+    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10 (rotation 1,500 steps float32; contrastive + rotation DA 1,500 steps, --precision=auto; seed $seed).}"
     ;;
   *) die "unknown --preset '$preset' (fmnist or cifar10)" ;;
 esac
@@ -123,13 +123,20 @@ for recipe in "${recipes[@]}"; do
     ${dry_run[@]+"${dry_run[@]}"} -- ${root_flag[@]+"${root_flag[@]}"} "${recipe_flags[@]}" \
     ${extra[@]+"${extra[@]}"} || status=$?
 done
+# Two tables: the pool features f (the paper's) and the embed features g(f) (the head's output,
+# which validation preferred for rotation on Fashion-MNIST: results/selection/fmnist.md).
+common=(--seeds "$seed" --where "dataset=$dataset" --note "$data_note")
 aggregate=("${python_cmd[@]}" -m deep_representation_one_class.aggregate "$out"
-  --out "$results" --seeds "$seed" --where "dataset=$dataset" --note "$data_note")
+  --out "$results" "${common[@]}")
+aggregate_embed=("${python_cmd[@]}" -m deep_representation_one_class.aggregate "$out"
+  --out "${results}_embed" --feature embed "${common[@]}")
 if ((${#dry_run[@]} > 0)); then
+  echo "${aggregate_embed[*]}"
   echo "${aggregate[*]}"
   exit "$status"
 fi
 echo "sweep wall time: $(($(date +%s) - start)) s"
+(cd "$repo_root" && "${aggregate_embed[@]}") || status=$?
 (cd "$repo_root" && "${aggregate[@]}") || status=$?
 for method in "${methods[@]}"; do
   "${python_cmd[@]}" "$repo_root/scripts/preset_summary.py" "$out" "$method" "$dataset" \

@@ -15,7 +15,7 @@ import os
 import statistics
 import sys
 
-KEYS = ("pool.kde", "pool.gde", "pool.kocsvm", "pool.auc", "dscore.auc")  # auc: 1-NN
+KEYS = ("pool.kde", "pool.gde", "pool.kocsvm", "pool.auc", "embed.gde", "dscore.auc")  # auc: 1-NN
 
 
 def main() -> int:
