@@ -12,12 +12,13 @@
 #                 defaults (750 steps, --precision=auto), contrastive 1250 steps, and the CPU
 #                 preset's rotation recipe (1500 steps of 32 x 4, float32).
 #   budget_small  a 500-image folder (--root, e.g. from scripts/make_folder_subset.py) and
-#   budget_large  a 5,000-image folder (--root, e.g. the CIFAR-10 JPEG copy), category cat:
-#                 the bare contrastive defaults (750 steps) against 375 and 1500 steps.
+#   budget_large  a 5,000-image folder (--root, e.g. the CIFAR-10 JPEG copy), one category
+#                 (--category, default ship): the bare contrastive defaults (750 steps) against
+#                 375 and 1500 steps. These go to <plan>_<category> folders and tables.
 #
 # Usage:
 #   scripts/select_recipes.sh --plan=fmnist [--out=runs/selection] [--results=results/selection]
-#       [--root=DIR] [--seeds="0"] [--dry_run] [trainer flags...]
+#       [--root=DIR] [--category=NAME] [--seeds="0"] [--dry_run] [trainer flags...]
 # Environment: PYTHON (default python).
 set -euo pipefail
 
@@ -31,6 +32,7 @@ plan=""
 out="runs/selection"
 results="results/selection"
 root=""
+category="ship"
 seeds="0"
 dry_run=()
 extra=()
@@ -44,6 +46,7 @@ for arg in "$@"; do
     --out=*) out="${arg#*=}" ;;
     --results=*) results="${arg#*=}" ;;
     --root=*) root="${arg#*=}" ;;
+    --category=*) category="${arg#*=}" ;;
     --seeds=*) seeds="${arg#*=}" ;;
     --dry_run | --dry-run) dry_run=(--dry_run) ;;
     --is_validation* | --model_dir=*) die "$arg is fixed by the selection" ;;
@@ -60,8 +63,10 @@ case "$plan" in
     ;;
   budget_small | budget_large)
     [[ -n "$root" ]] || die "--plan=$plan needs --root (an image folder with train/ and test/)"
-    [[ -d "$root/train/cat" ]] || die "--root $root has no train/cat folder"
-    dataset="folder" categories="cat"
+    [[ "$category" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad --category '$category'"
+    [[ -d "$root/train/$category" ]] || die "--root $root has no train/$category folder"
+    dataset="folder" categories="$category"
+    plan="${plan}_$category"
     extra=("--root=$root" "--input_shape=32,32,3" ${extra[@]+"${extra[@]}"})
     recipes=("contrastive_375|contrastive|--train_steps=375"
       "contrastive_750|contrastive|"
