@@ -10,7 +10,8 @@
 #     paper's rotation + KDE after 2048 GPU epochs, Table 7) within 10 minutes per class.
 #   --preset=cifar10: rotation prediction (1,500 steps, float32) and contrastive learning with
 #     rotation distribution augmentation (1,500 steps of 64, --precision=auto) on the 10
-#     CIFAR-10 classes -> results/cpu_preset_cifar10{,_embed}.{md,csv}. --root names a folder with
+#     CIFAR-10 classes -> results/cpu_preset_cifar10{,_embed}.{md,csv}; the rotation runs also
+#     score the raw-pixel and untrained-network baselines (--baselines, in the per-class lines). --root names a folder with
 #     cifar-10-batches-py (or the archive); --from_folder=DIR first writes one from a
 #     {train,test}/<class>/ image-folder copy of CIFAR-10 (scripts/cifar_folder_to_pickles.py)
 #     into --root. Say which copy a number used (e.g. "CIFAR-10, JPEG q75 copy"): --data_note.
@@ -80,7 +81,9 @@ case "$preset" in
   cifar10)
     dataset="cifar10ood"
     [[ -n "$root" ]] || die "--preset=cifar10 needs --root=DIR (cifar-10-batches-py in DIR)"
-    recipes=("rotation|--train_steps=1500 --precision=float32"
+    # --baselines once per class (they do not depend on the method): raw-pixel and
+    # untrained-network scores with the same protocol, to compare every number with.
+    recipes=("rotation|--train_steps=1500 --precision=float32 --baselines"
       "contrastive_da|--train_steps=1500")
     data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10 (rotation 1,500 steps float32; contrastive + rotation DA 1,500 steps, --precision=auto; seed $seed).}"
     ;;

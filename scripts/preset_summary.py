@@ -15,7 +15,17 @@ import os
 import statistics
 import sys
 
-KEYS = ("pool.kde", "pool.gde", "pool.kocsvm", "pool.auc", "embed.gde", "dscore.auc")  # auc: 1-NN
+# auc: 1-NN; baseline_*: raw pixels and the untrained network (--baselines), where scored.
+KEYS = (
+    "pool.kde",
+    "pool.gde",
+    "pool.kocsvm",
+    "pool.auc",
+    "embed.gde",
+    "dscore.auc",
+    "baseline_pixels.gde",
+    "baseline_random.pool.gde",
+)
 
 
 def main() -> int:
@@ -39,7 +49,7 @@ def main() -> int:
     keys = [k for i, k in enumerate(KEYS) if any(not math.isnan(r[2][i]) for r in rows)]
     idx = [KEYS.index(k) for k in keys]
     print(f"{args.method} on {args.dataset}")
-    print("class  minutes  " + "  ".join(f"{k:>10}" for k in keys))
+    print("class  minutes  " + "  ".join(f"{k.replace('baseline_', 'b_'):>10}" for k in keys))
     for cat, minutes, vals in sorted(rows, key=lambda r: str(r[0]).zfill(4)):
         print(f"{cat:>5}  {minutes:7.1f}  " + "  ".join(f"{vals[i]:10.2f}" for i in idx))
     means = [statistics.fmean(r[2][i] for r in rows) for i in idx]

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from deep_representation_one_class.utils import io as io_utils
 
-FEATURES = ("pool.", "embed.", "dscore.")
+FEATURES = ("pool.", "embed.", "dscore.", "baseline_")  # baseline_*: --baselines
 
 
 def collect(runs: str):

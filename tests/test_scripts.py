@@ -372,6 +372,7 @@ def test_cpu_preset_cifar10_dry_run_and_refusals(tmp_path):
     assert len(cmds) == 20 and {c["root"] for c in cmds} == {str(root)}
     assert {c["train_steps"] for c in cmds} == {"1500"}
     assert [c.get("precision") for c in cmds[::10]] == ["float32", None]  # auto for contrastive
+    assert [c.get("baselines") for c in cmds[::10]] == [True, None]
     assert "results/cpu_preset_cifar10" in lines[-1] and "--where dataset=cifar10ood" in lines[-1]
     proc = run("cpu_preset.sh", "--preset=fmnist", f"--root={root}", "--dry_run", env=env)
     assert proc.returncode == 2 and "drop --root" in proc.stderr
