@@ -274,3 +274,40 @@ def test_write_pickles_round_trips_through_the_loader(tmp_path):
         np.testing.assert_array_equal(have, want)
     with pytest.raises(DataError, match=r"\[N,32,32,3\]"):
         cifar.write_pickles(tmp_path / "bad", (train_x[:, :16], train_y), (test_x, test_y))
+
+
+def test_folder_copy_to_pickles_script(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    root = tmp_path / "copy"
+    want = {}
+    for split, n in (("train", 2), ("test", 1)):
+        for name in cifar.CIFAR10_CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                x = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(x).save(root / split / name / f"{i:04d}.png")
+                want.setdefault(split, []).append(x)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cifar_folder_to_pickles.py"
+    out = tmp_path / "pickles"
+    args = [sys.executable, str(script), "--root", str(root), "--out", str(out)]
+    proc = subprocess.run(
+        [*args, "--cache", str(tmp_path / "cache")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    train_x, train_y, test_x, test_y = cifar.load_arrays(out, "cifar10")
+    np.testing.assert_array_equal(train_x, np.stack(want["train"]))
+    np.testing.assert_array_equal(train_y, np.repeat(np.arange(10), 2))
+    np.testing.assert_array_equal(test_x, np.stack(want["test"]))
+    np.testing.assert_array_equal(test_y, np.arange(10))
+    # A folder with other classes is refused in one line.
+    (root / "test" / "zebra").mkdir()
+    Image.fromarray(want["test"][0]).save(root / "test" / "zebra" / "0000.png")
+    proc = subprocess.run(
+        [*args[:-2], "--out", str(tmp_path / "o2")], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "expected the ten CIFAR-10 class folders" in proc.stderr
