@@ -442,6 +442,7 @@ def test_real_bottle_short_run(shared_data, tmp_path):
         classifiers=("gde", "kde", "auc"),
         patch_stride=16,
         patch_bank=2000,
+        precision="float32",
     )
     result = runner.run(cfg)
     m = result.metrics
