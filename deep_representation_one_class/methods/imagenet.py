@@ -131,11 +131,16 @@ def build_imagenet_model(
     backbone.trainable = False
     inputs = keras.Input(shape=(None, None, channels), name="images")
     pools = backbone(ImageNetPreprocess(size, name="imagenet_preprocess")(inputs), training=False)
-    outputs = {
-        name: layers.Activation("linear", dtype="float32", name=f"{name}_out")(pools)
+    return keras.Model(inputs, frozen_outputs(pools), name="resnet50_imagenet")
+
+
+def frozen_outputs(features):
+    """The model outputs of an evaluation-only method: its features as pools, embeds and logits
+    (float32), the names the extraction and evaluation read."""
+    return {
+        name: layers.Activation("linear", dtype="float32", name=f"{name}_out")(features)
         for name in ("pools", "embeds", "logits")
     }
-    return keras.Model(inputs, outputs, name="resnet50_imagenet")
 
 
 @METHODS.register("imagenet")

@@ -31,6 +31,7 @@ from deep_representation_one_class.methods.imagenet import (
     WEIGHTS_HINT,
     WEIGHTS_OPTION,
     ImageNetPreprocess,
+    frozen_outputs,
     resolve_weights,
 )
 from deep_representation_one_class.registry import Option
@@ -80,11 +81,7 @@ def build_patchcore_model(weights, channels: int = 3, size: int = 64) -> keras.M
     inputs = keras.Input(shape=(None, None, channels), name="images")
     maps = trunk(ImageNetPreprocess(size, name="imagenet_preprocess")(inputs), training=False)
     feats = LocalAggregate(name="local_aggregate")(maps)
-    outputs = {
-        name: layers.Activation("linear", dtype="float32", name=f"{name}_out")(feats)
-        for name in ("pools", "embeds", "logits")
-    }
-    return keras.Model(inputs, outputs, name="patchcore_resnet50")
+    return keras.Model(inputs, frozen_outputs(feats), name="patchcore_resnet50")
 
 
 @METHODS.register("patchcore")
