@@ -1,9 +1,9 @@
 """Train a representation on inliers, then fit and evaluate one-class classifiers.
 
     python train_and_eval_loop.py --method=contrastive        # quick CPU run on Fashion-MNIST
-    python train_and_eval_loop.py --helpfull                  # every flag
+    python train_and_eval_loop.py --help                      # every flag of a run
 
-A thin shim over ``deep_representation_one_class.main`` (also installed as ``droc-train``).
+The same command as ``droc train`` (a thin alias of ``deep_representation_one_class.main``).
 """
 
 from deep_representation_one_class.main import run_cli

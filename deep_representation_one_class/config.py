@@ -1,50 +1,53 @@
-"""The one typed, immutable run configuration: its fields, how it is built, checked and stored.
+"""The settings schema of a run: the typed, immutable ``Config``, its fields and their checks.
 
 ``Config`` holds every common setting of a run, with its help text (the command-line flags are
 generated from these fields, see ``main.py``), plus ``options``: the settings that belong to
 the run's method or task (``--temperature`` for contrastive, ``--patch_size`` for patch tasks),
 declared next to their registrations. ``config.temperature`` reads an option like a field.
 
-``build(**given)`` is the one way to make a config from what a user set: the global defaults
-below, then the method's registered defaults, then the dataset's, then ``given``; the result
-is validated and never mutated. It is written to ``<run>/config.json`` with the options at the
-top level (the reference's flat layout) and read back by ``Config.from_dict``.
+This module is a leaf: it imports nothing of the methods, datasets, tasks or TensorFlow, so
+any module (and a tool that only reads a run's ``config.json``) can use the schema without
+loading the registrations. What depends on the registered plug-ins (their defaults, their
+options, canonical names, their checks, ``--precision=auto``) lives in ``resolve.py``:
+``resolve.build(**given)`` is the one way to make a run's config from what a user set.
+
+``check_fields`` checks every field on its own (ranges, choices, shapes); ``resolve.validate``
+runs it and then the plug-ins' checks.
 
 Longer than the package's ~450-line module budget on purpose: every field carries its flag's
-help text and every check sits in ``validate``, so a setting is declared, documented and checked
-in this one place (the flags are generated from it).
+help text and every field check sits in ``check_fields``, so a setting is declared, documented
+and checked in this one place (the flags are generated from it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from deep_representation_one_class import datasets, methods, tasks
-from deep_representation_one_class.augment import grammar
-from deep_representation_one_class.datasets.images import RESIZE_POLICIES
 from deep_representation_one_class.errors import ConfigError
-from deep_representation_one_class.evaluation import scorers
-from deep_representation_one_class.models import NETWORKS
-from deep_representation_one_class.registry import Option
-from deep_representation_one_class.utils import hardware, schedules
 
 __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
+    "PRECISION_CHOICES",
+    "RESIZE_POLICIES",
     "RESNET_STAGES",
     "SCHED_FREQS",
     "STRATEGIES",
     "Config",
     "ConfigError",
-    "build",
-    "option_owners",
-    "validate",
+    "check_fields",
+    "flag_fields",
 ]
 
+# What a run computes in (config.json always records one of these) ...
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# ... and what --precision accepts: "auto" is resolved to one of PRECISIONS by resolve.build.
+PRECISION_CHOICES = (*PRECISIONS, "auto")
+# How images of other sizes or aspects reach --input_shape (datasets/images.py implements them).
+RESIZE_POLICIES = ("squash", "fit", "same_scale")
 RESNET_STAGES = ("conv2", "conv3", "conv4", "conv5")
 OPTIMIZERS = ("sgd", "adam")
 SCHED_FREQS = ("epoch", "step")
@@ -214,7 +217,7 @@ class Config:
         "Compute precision: float32, mixed_bfloat16, mixed_float16, or auto (mixed_bfloat16 "
         "where the hardware computes bfloat16 natively, float32 elsewhere; the quick defaults). "
         "Mixed modes keep losses, normalisation and similarities in float32.",
-        choices=PRECISIONS,
+        choices=PRECISION_CHOICES,
     )
     # The last stage produces the features every classifier reads; training it in bfloat16 cost
     # 1.1-1.6 AUROC points on the Fashion-MNIST main job (results/precision_parity.md).
@@ -263,17 +266,18 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Config:
+    def from_dict(cls, d: Mapping[str, Any], options: Collection[str] | None = None) -> Config:
         """Rebuilds a config from ``to_dict`` output (a run's ``config.json``).
 
-        Keys that are not fields are options; an option no registration declares any more is
-        an error. Older files lack newer fields, which take their defaults; their
-        ``aug_list_for_test: null`` means "the un-augmented image", now written "".
+        Keys that are not fields are options. With ``options`` (the option names the registered
+        plug-ins declare, ``resolve.load`` passes them) any other key is an error. Older files
+        lack newer fields, which take their defaults; their ``aug_list_for_test: null`` means
+        "the un-augmented image", now written "".
         """
         if not isinstance(d, Mapping):
             raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)} - {"options"}
-        owners = option_owners()
+        owners = set(d) - names if options is None else set(options)
         unknown = sorted(k for k in d if k not in names and k not in owners)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}")
@@ -290,13 +294,11 @@ class Config:
             raise ConfigError(f"malformed config: {e}") from None
 
     def replace(self, **kw: Any) -> Config:
-        """A copy with fields (or options) replaced; not validated."""
+        """A copy with fields (or options) replaced; not validated (``resolve.validate`` checks
+        that every option is declared by a registered plug-in)."""
         fields = {f.name for f in dataclasses.fields(self)}
         opts = {k: v for k, v in kw.items() if k not in fields}
         if opts:
-            unknown = sorted(set(opts) - set(option_owners()))
-            if unknown:
-                raise ConfigError(f"unknown config keys {unknown}")
             kw = {k: v for k, v in kw.items() if k in fields}
             kw["options"] = {**self.options, **opts}
         return dataclasses.replace(self, **kw)
@@ -307,121 +309,20 @@ def flag_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(Config) if f.metadata.get("flag", True)]
 
 
-def _declared_options(registration: Any) -> tuple[Option, ...]:
-    return tuple(getattr(registration, "options", ()) or ())
-
-
-def option_owners() -> dict[str, tuple[Option, list[str]]]:
-    """Every registered option: name -> (its declaration, the registrations that own it)."""
-    owners: dict[str, tuple[Option, list[str]]] = {}
-    sources = [(f"method {m}", methods.METHODS.get(m)) for m in methods.METHODS.names()]
-    sources += [(f"task {t}", tasks.TASKS.get(t)) for t in tasks.TASKS.names()]
-    for who, reg in sources:
-        for opt in _declared_options(reg):
-            if opt.name in owners:
-                known, who_else = owners[opt.name]
-                if known.type is not opt.type or known.default != opt.default:
-                    raise TypeError(
-                        f"option --{opt.name} is declared differently by {who_else[0]} and {who}"
-                    )
-                who_else.append(who)
-            else:
-                owners[opt.name] = (opt, [who])
-    return owners
-
-
-def _canonical(registry, value: str) -> str:
-    try:
-        return registry.canonical(value)
-    except KeyError as e:
-        raise ConfigError(str(e.args[0])) from None
-
-
-def build(**given: Any) -> Config:
-    """The validated config of a run from the settings a user gave.
-
-    Precedence, lowest first: ``Config``'s defaults, the method's registered ``defaults``, the
-    dataset's registered ``defaults`` (e.g. MVTec's patch training), the method's ``fixed``
-    settings (evaluation-only methods train 0 steps whatever the dataset), then ``given``. Giving
-    ``num_epoch`` or ``num_batch`` without ``train_steps`` means epoch-based training
-    (``train_steps=0``), as in the paper scripts.
-
-    Args:
-      **given: field or option names (flag names) -> values, e.g. ``method="rotation"``.
-
-    Returns:
-      A validated ``Config`` (canonical names, options of its method and task filled in).
-
-    Raises:
-      ConfigError: an unknown name, an option of another method or task, or a bad value.
-    """
-    defaults = Config()
-    method = _canonical(methods.METHODS, given.get("method", defaults.method))
-    dataset = _canonical(datasets.DATASETS, given.get("dataset", defaults.dataset))
-    method_cls = methods.METHODS.get(method)
-    spec = datasets.DATASETS.get(dataset)
-    task_cls = tasks.TASKS.get(spec.task)
-    values: dict[str, Any] = {}
-    values.update(method_cls.defaults_for(given))
-    if "input_shape" not in given:
-        values["input_shape"] = tuple(spec.default_input_shape)
-    values.update(spec.defaults)
-    values.update(method_cls.fixed)
-    if ("num_epoch" in given or "num_batch" in given) and "train_steps" not in given:
-        values["train_steps"] = 0
-    values.update(given)
-    # Resolved here, so config.json records what the run computed in.
-    values["precision"] = hardware.resolve_precision(values.get("precision", defaults.precision))
-    values["method"], values["dataset"] = method, dataset
-
-    fields = {f.name for f in dataclasses.fields(Config)} - {"options"}
-    own = {o.name: o for o in (*_declared_options(method_cls), *_declared_options(task_cls))}
-    options = {name: opt.default for name, opt in own.items()}
-    owners = option_owners()
-    kw: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in fields:
-            kw[key] = value
-        elif key in own:
-            options[key] = value
-        elif key in owners:
-            if key in given:
-                raise ConfigError(
-                    f"--{key} is an option of {' and '.join(owners[key][1])}; it does nothing "
-                    f"for --method={method} on --dataset={dataset}"
-                )
-        else:
-            raise ConfigError(f"unknown setting '{key}'")
-    try:
-        cfg = Config(**kw, options=options)
-    except TypeError as e:
-        raise ConfigError(str(e)) from None
-    return validate(cfg)
-
-
 def _need(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
 
 
-def validate(cfg: Config) -> Config:
-    """Checks every field and option; returns ``cfg`` with canonical names.
+def check_fields(cfg: Config) -> None:
+    """Checks every field on its own: ranges, choices and shapes (not the plug-ins' names or
+    options: ``resolve.validate`` runs this and then those checks).
 
-    Nothing here reads data or writes files, so a run can check everything before its first
-    side effect (a deleted or created file).
+    ``cfg.precision`` must be resolved already (``auto`` is resolved by ``resolve.validate``).
 
     Raises:
       ConfigError: with a one-line message naming the flag, the bad value and what is valid.
     """
-    method = _canonical(methods.METHODS, cfg.method)
-    dataset = _canonical(datasets.DATASETS, cfg.dataset)
-    net = _canonical(NETWORKS, cfg.net_type)
-    try:
-        sched = schedules.canonical_schedule(cfg.sched_type)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    for c in cfg.classifiers:
-        _canonical(scorers.SCORERS, c)
     _need(
         len(cfg.input_shape) == 3 and all(int(v) > 0 for v in cfg.input_shape),
         f"--input_shape must be three positive integers H,W,C, got {cfg.input_shape}",
@@ -473,11 +374,9 @@ def validate(cfg: Config) -> Config:
         f"--sched_level must be in 1..{MAX_SCHED_LEVEL} (above it the halfcos learning rate "
         f"jumps between 0 and its base), got {cfg.sched_level}",
     )
-    # "auto" is resolved here, so config.json records what the run computes in.
-    precision = hardware.resolve_precision(cfg.precision)
     _need(
-        precision in PRECISIONS,
-        f"unknown --precision '{cfg.precision}'; valid: {', '.join(PRECISIONS)}, auto",
+        cfg.precision in PRECISIONS,
+        f"unknown --precision '{cfg.precision}'; valid: {', '.join(PRECISION_CHOICES)}",
     )
     _need(
         set(cfg.float32_stages) <= set(RESNET_STAGES),
@@ -494,31 +393,3 @@ def validate(cfg: Config) -> Config:
     _need(cfg.eval_every >= 0, f"--eval_every must be >= 0, got {cfg.eval_every}")
     _need(cfg.max_cls > 0, f"--max_cls must be > 0, got {cfg.max_cls}")
     _need(0 <= cfg.cls_holdout < 0.5, f"--cls_holdout must be in [0, 0.5), got {cfg.cls_holdout}")
-    try:
-        views = grammar.parse(cfg.aug_list)
-        if cfg.aug_list_for_test:
-            grammar.parse(cfg.aug_list_for_test)
-        distaug = datasets.validate_distaug(cfg.distaug_type)
-        category = datasets.validate_category(dataset, cfg.category)
-    except ValueError as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
-    task_cls = tasks.TASKS.get(datasets.DATASETS.get(dataset).task)
-    canonical = cfg.replace(
-        method=method,
-        dataset=dataset,
-        precision=precision,
-        net_type=net,
-        sched_type=sched,
-        distaug_type=distaug,
-        category=category,
-    )
-    try:
-        methods.METHODS.get(method).check_config(cfg, len(views))
-        task_cls.check_config(cfg)
-        # Op parameters that depend on the image size (crop999999 at 32 px) are only checked
-        # when the views are built; build them here (no TensorFlow op runs, ~1 ms) so that
-        # they fail before --force_init deletes anything.
-        task_cls(canonical).views()
-    except ValueError as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
-    return canonical

@@ -1,11 +1,12 @@
 """Command line of training: the only module that defines absl flags.
 
-``python train_and_eval_loop.py --method=contrastive`` (or the ``droc-train`` console script)
-parses the flags, builds one validated ``Config`` from the flags the user gave
-(``config.build``: the method's and the dataset's registered defaults fill the rest) and calls
-``training.runner.run``. The flags are generated from ``Config``'s fields and from every
-registered method's and task's options, so a new setting is declared once. Every flag of the
-reference keeps its name and meaning (spec §2); ``--helpfull`` lists them all.
+``droc train --method=contrastive`` (or its aliases ``python train_and_eval_loop.py``,
+``python -m deep_representation_one_class.train`` and ``droc-train``) parses the flags, builds
+one validated ``Config`` from the flags the user gave (``resolve.build``: the method's and the
+dataset's registered defaults fill the rest) and calls ``training.runner.run``. The flags are
+generated from ``Config``'s fields and from every registered method's and task's options, so a
+new setting is declared once. Every flag of the reference keeps its name and meaning (spec §2);
+``--help`` lists them all.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from absl import app, flags, logging
 
 from deep_representation_one_class import cli
 
-# Before TensorFlow is first imported: the config imports the registries, which import it.
+# Before TensorFlow is first imported: resolve imports the registries, which import it.
 cli.quiet_tensorflow()
 cli.require_tensorflow()
 
 from deep_representation_one_class import config as config_lib  # noqa: E402
+from deep_representation_one_class import resolve  # noqa: E402
 from deep_representation_one_class.errors import ConfigError  # noqa: E402
 from deep_representation_one_class.training import runner  # noqa: E402
 
@@ -88,7 +90,7 @@ def _define_all() -> None:
         _define(
             field.name, kind, field.default, field.metadata["help"], field.metadata.get("choices")
         )
-    for name, (opt, owners) in sorted(config_lib.option_owners().items()):
+    for name, (opt, owners) in sorted(resolve.option_owners().items()):
         kind, elem = _flag_kind(opt.type.__name__, opt.default)
         if kind == "list":
             _SEQUENCE_FIELDS[name] = elem or str
@@ -114,7 +116,7 @@ def _parse_list(name: str, values: list[str]) -> tuple:
 
 def given_settings(f=FLAGS) -> dict[str, Any]:
     """The settings the user gave on the command line (flag name -> typed value)."""
-    names = {fl.name for fl in config_lib.flag_fields()} | set(config_lib.option_owners())
+    names = {fl.name for fl in config_lib.flag_fields()} | set(resolve.option_owners())
     given: dict[str, Any] = {}
     for name in sorted(names):
         if not f[name].present:
@@ -134,7 +136,7 @@ def default_model_dir(method: str, dataset: str, category: str, seed: int, dista
 
 def config_from_flags(f=FLAGS) -> config_lib.Config:
     """Builds and validates the Config from parsed flags (registered defaults filled in)."""
-    cfg = config_lib.build(**given_settings(f))
+    cfg = resolve.build(**given_settings(f))
     model_dir = f.model_dir or default_model_dir(
         cfg.method, cfg.dataset, cfg.category, cfg.seed, cfg.distaug_type
     )
@@ -160,11 +162,30 @@ def main(argv) -> int:
     return 0
 
 
+_HELP = ("-h", "-?", "--help", "--helpshort")
+
+
+def usage(prog: str) -> str:
+    """``--help``: what the command does and every flag of a run (absl's own ``--help`` lists
+    only the flags of ``__main__``, which defines none here)."""
+    flags_help = FLAGS.module_help(__name__).split("\n", 2)[-1]  # without the module's name
+    return (
+        f"usage: {prog} [--flag=value ...]\n\n"
+        "Trains a representation on the inliers of --dataset/--category, then fits and "
+        "evaluates\none-class classifiers on it; prints the AUROC table and writes the run "
+        "folder.\n\nflags (--helpfull adds absl's and TensorFlow's own):\n"
+        f"{flags_help}\n"
+    )
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """Parses the command line; a bad flag ends in one 'error:' line and exit code 2.
 
     (absl's own parser prints "FATAL Flags parsing error" and exits with 1.)
     """
+    if any(a in _HELP for a in argv[1:]):
+        sys.stdout.write(usage(os.path.basename(argv[0]) if argv else "droc train"))
+        sys.exit(0)
     try:
         return FLAGS(argv)
     except flags.Error as e:

@@ -58,7 +58,7 @@ def tiny_config(method: str = "contrastive", **overrides):
     """A seconds-long run config: the fake dataset, ResNet-10 at width 1/16, head 16-8, batch 8,
     one epoch, float32, no report.html, the method's registered defaults otherwise; ``overrides``
     replace any setting."""
-    from deep_representation_one_class import config as config_lib
+    from deep_representation_one_class import resolve
 
     fields = dict(
         method=method,
@@ -74,7 +74,7 @@ def tiny_config(method: str = "contrastive", **overrides):
     )
     fields.update(overrides)
     model_dir = fields.pop("model_dir", "")
-    return config_lib.build(**fields).replace(model_dir=model_dir)
+    return resolve.build(**fields).replace(model_dir=model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from deep_representation_one_class import config as config_lib
+from deep_representation_one_class import resolve
 from deep_representation_one_class.augment.grammar import ROTATIONS
 from deep_representation_one_class.methods import METHODS, denoising, imagenet
 from deep_representation_one_class.reports import run_records
@@ -38,7 +39,7 @@ def tiny(root, method, name=None, **kw) -> config_lib.Config:
         report=False,
     )
     base.update(kw)
-    return config_lib.build(**base).replace(model_dir=str(root / (name or method)))
+    return resolve.build(**base).replace(model_dir=str(root / (name or method)))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from deep_representation_one_class import config as config_lib
+from deep_representation_one_class import resolve
 from deep_representation_one_class.benchmarks import bench, cases, measure, perf
 from deep_representation_one_class.models import build_model
 from deep_representation_one_class.models.resnet import FusedBatchNorm
@@ -285,7 +286,7 @@ def test_resnet_keeps_explicit_padding_only_for_strided_convs():
 
 
 def test_jit_compiled_train_step_runs():
-    cfg = config_lib.build(
+    cfg = resolve.build(
         dataset="fake",
         net_type="resnet10",
         net_width=0.0625,
@@ -349,12 +350,12 @@ def test_float32_stages_under_mixed_precision(dtype, stages, expected):
 
 
 def test_float32_stages_are_validated_and_round_trip():
-    from deep_representation_one_class import config as config_lib
+    from deep_representation_one_class import resolve
 
     cfg = config_lib.Config()
     assert cfg.float32_stages == ("conv5",)
     with pytest.raises(config_lib.ConfigError, match=r"float32_stages.*valid: any of conv2"):
-        config_lib.validate(cfg.replace(float32_stages=("conv6",)))
+        resolve.validate(cfg.replace(float32_stages=("conv6",)))
     back = config_lib.Config.from_dict(cfg.replace(float32_stages=()).to_dict())
     assert back.float32_stages == ()
     # Runs written before the option existed load with the default.

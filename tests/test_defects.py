@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deep_representation_one_class import cli, datasets
+from deep_representation_one_class import cli, datasets, resolve
 from deep_representation_one_class import config as config_lib
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.augment.cutpaste import cutpaste_image, scar_image
@@ -118,7 +118,7 @@ def test_cutpaste_pastes_image_content_and_scar_is_thin():
     "variant,views,classes", [("3way", 3, 3), ("binary", 2, 2), ("scar", 2, 2)]
 )
 def test_cutpaste_variant_sets_views_and_classes(variant, views, classes):
-    cfg = config_lib.build(method="cutpaste", dataset="fake", cutpaste_variant=variant)
+    cfg = resolve.build(method="cutpaste", dataset="fake", cutpaste_variant=variant)
     assert len(grammar.parse(cfg.aug_list)) == views and cfg.latent_dim == classes
     assert cfg.aug_list.endswith(
         {"3way": "+cutpaste,+scar", "binary": "+cutpaste"}.get(variant, "+scar")
@@ -127,11 +127,11 @@ def test_cutpaste_variant_sets_views_and_classes(variant, views, classes):
 
 def test_cutpaste_config_errors_are_one_line():
     with pytest.raises(config_lib.ConfigError, match="unknown --cutpaste_variant 'five'"):
-        config_lib.build(method="cutpaste", dataset="fake", cutpaste_variant="five")
+        resolve.build(method="cutpaste", dataset="fake", cutpaste_variant="five")
     with pytest.raises(config_lib.ConfigError, match="needs --aug_list views"):
-        config_lib.build(method="cutpaste", dataset="fake", aug_list="x,+rotate90", latent_dim=2)
+        resolve.build(method="cutpaste", dataset="fake", aug_list="x,+rotate90", latent_dim=2)
     with pytest.raises(config_lib.ConfigError, match="--latent_dim equal to the number"):
-        config_lib.build(method="cutpaste", dataset="fake", latent_dim=5)
+        resolve.build(method="cutpaste", dataset="fake", latent_dim=5)
 
 
 def test_cutpaste_learns_to_spot_pastes_at_image_level(tmp_path):
@@ -212,7 +212,7 @@ def test_valid_windows_aggregate_and_pixel_metrics_ignore_padding():
 @pytest.mark.parametrize("with_masks", [True, False])
 def test_mixed_size_user_category_defects_are_found(tmp_path, with_masks):
     root = make_mixed_tree(tmp_path / "data", masks=with_masks)
-    cfg = config_lib.build(
+    cfg = resolve.build(
         method="cutpaste",
         dataset="mvtec",
         category="my_part",
@@ -327,7 +327,7 @@ def test_pretrained_fails_fast_offline_without_weights(method):
     with pytest.raises(
         config_lib.ConfigError, match=r"needs --imagenet_weights=PATH .* unreachable"
     ):
-        config_lib.build(method=method, dataset="mvtec", category="bottle")
+        resolve.build(method=method, dataset="mvtec", category="bottle")
     assert time.time() - t0 < 5
 
 
@@ -347,7 +347,7 @@ def test_pretrained_weight_sources(monkeypatch, r50_weights, tmp_path):
 
 def test_patchcore_patch_run_from_a_local_weights_file(tmp_path, r50_weights):
     root = make_mixed_tree(tmp_path / "data")
-    cfg = config_lib.build(
+    cfg = resolve.build(
         method="patchcore",
         dataset="mvtec",
         category="my_part",
@@ -379,7 +379,7 @@ def test_patchcore_patch_run_from_a_local_weights_file(tmp_path, r50_weights):
 
 def test_folder_runs_report_baselines_and_warn_about_squashing(tmp_path, caplog):
     root = make_mixed_tree(tmp_path / "data") / "my_part"  # train/good, test/{good,blob}
-    cfg = config_lib.build(
+    cfg = resolve.build(
         method="contrastive",
         dataset="folder",
         category="good",

@@ -13,8 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deep_representation_one_class import config as config_lib
-from deep_representation_one_class import datasets
+from deep_representation_one_class import datasets, resolve
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.datasets import mvtec as mvtec_data
 from deep_representation_one_class.evaluation import scorers as scorers_lib
@@ -216,7 +215,7 @@ def _coordinate_image(size: int = 40) -> np.ndarray:
 
 
 def test_patch_view_fn_one_window_shared_by_all_views():
-    cfg = config_lib.build(dataset="mvtec", category="tile", patch_size=16)
+    cfg = resolve.build(dataset="mvtec", category="tile", patch_size=16)
     views = grammar.parse("x,+")  # two un-augmented copies of the same window
     fn = patches.patch_view_fn(views, cfg)
     img = tf.constant(_coordinate_image())
@@ -236,7 +235,7 @@ def test_patch_view_fn_one_window_shared_by_all_views():
 
 
 def test_patch_view_fn_augments_each_view_and_runs_in_tf_data():
-    cfg = config_lib.build(dataset="mvtec", category="tile", patch_size=16)
+    cfg = resolve.build(dataset="mvtec", category="tile", patch_size=16)
     fn = patches.patch_view_fn(grammar.parse("cnr0.5+hflip+gray0.5,+"), cfg)
     ds = tf.data.Dataset.from_tensors(_coordinate_image()).repeat(4)
     ds = ds.enumerate().map(lambda i, im: fn(im, tf.stack([tf.cast(i, tf.int32), 1])))
@@ -351,7 +350,7 @@ def _tb_tags(tb_dir: str) -> set[str]:
 
 
 def test_train_and_localise_synthetic_defects(mvtec_root, tmp_path):
-    cfg = config_lib.build(
+    cfg = resolve.build(
         method="contrastive",
         dataset="mvtec",
         category="tile",
@@ -423,7 +422,7 @@ def test_real_bottle_short_run(shared_data, tmp_path):
     root = shared_data / "mvtec_ad"
     if not (root / "bottle" / "train" / "good").is_dir():
         pytest.skip(f"MVTec AD bottle is absent under {root}")
-    cfg = config_lib.build(
+    cfg = resolve.build(
         method="contrastive",
         dataset="mvtec",
         category="bottle",

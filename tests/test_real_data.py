@@ -13,8 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from deep_representation_one_class import config as config_lib
-from deep_representation_one_class import datasets
+from deep_representation_one_class import datasets, resolve
 from deep_representation_one_class.datasets import cifar
 from deep_representation_one_class.training import runner
 
@@ -67,7 +66,7 @@ def test_short_training_run_on_real_cifar(cifar_routes, tmp_path, route):
         kw = dict(dataset="folder", root=str(root), category="airplane", cache_dir=cache)
     else:
         kw = dict(dataset="cifar10ood", root=os.path.dirname(pickles), category="0")
-    cfg = config_lib.build(
+    cfg = resolve.build(
         **kw,
         net_type="resnet10",
         net_width=0.125,

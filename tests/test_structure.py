@@ -1,10 +1,13 @@
-"""The package's shape: no import circles, no function-local imports of package modules, small
-modules, and registrations that carry their own configuration."""
+"""The package's shape: no import circles (annotation-only imports included), a settings schema
+that loads neither the plug-ins nor TensorFlow, no function-local imports of package modules,
+small modules, and registrations that carry their own configuration."""
 
 from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -56,15 +59,19 @@ def _targets(module: str, node: ast.ImportFrom | ast.Import) -> list[str]:
     return out
 
 
-def _imports(module: str) -> tuple[set[str], list[tuple[int, str]]]:
-    """(module-level package imports, function-local package imports as (line, target))."""
+def _imports(module: str, type_checking: bool = False) -> tuple[set[str], list[tuple[int, str]]]:
+    """(module-level package imports, function-local package imports as (line, target)).
+
+    With ``type_checking`` the imports under ``if TYPE_CHECKING:`` count as module-level ones:
+    they never run, but a circle through them still means that two modules each need the
+    other to be understood (the old config <-> methods/tasks circle ran through them)."""
     tree = ast.parse(MODULES[module].read_text())
     top: set[str] = set()
     local: list[tuple[int, str]] = []
 
     def visit(node, in_function: bool):
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
+            if isinstance(child, ast.If) and _is_type_checking(child) and not type_checking:
                 continue  # annotations only: never executed
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 for target in _targets(module, child):
@@ -82,8 +89,9 @@ def _imports(module: str) -> tuple[set[str], list[tuple[int, str]]]:
     return top, local
 
 
-def test_no_import_circles():
-    graph = {m: _imports(m)[0] for m in MODULES}
+@pytest.mark.parametrize("type_checking", [False, True], ids=["runtime", "with_type_checking"])
+def test_no_import_circles(type_checking):
+    graph = {m: _imports(m, type_checking)[0] for m in MODULES}
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -102,6 +110,42 @@ def test_no_import_circles():
     for m in sorted(MODULES):
         if m not in state:
             dfs(m)
+
+
+def test_the_circle_check_finds_a_circle_through_type_checking(tmp_path, monkeypatch):
+    # The check above must see annotation-only imports: a two-module circle through one.
+    (tmp_path / "a.py").write_text(f"from {NAME} import b\n")
+    (tmp_path / "b.py").write_text(
+        f"from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from {NAME} import a\n"
+    )
+    monkeypatch.setitem(MODULES, f"{NAME}.a", tmp_path / "a.py")
+    monkeypatch.setitem(MODULES, f"{NAME}.b", tmp_path / "b.py")
+    assert _imports(f"{NAME}.b", type_checking=False)[0] == set()
+    assert _imports(f"{NAME}.b", type_checking=True)[0] == {f"{NAME}.a"}
+
+
+def _modules_loaded_by(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(out.stdout.split())
+
+
+def test_the_settings_schema_loads_no_plug_ins_and_no_tensorflow():
+    loaded = _modules_loaded_by(f"import {NAME}.config")
+    assert "tensorflow" not in loaded
+    assert "keras" not in loaded
+    ours = {m for m in loaded if m.startswith(NAME + ".")}
+    assert ours == {f"{NAME}.config", f"{NAME}.errors"}, ours
+
+
+def test_config_imports_nothing_of_the_package_but_errors():
+    assert _imports(f"{NAME}.config", type_checking=True)[0] == {f"{NAME}.errors"}
 
 
 def test_no_function_local_imports_of_package_modules():
@@ -137,20 +181,21 @@ def test_top_level_holds_only_the_config_registry_and_commands():
         "main",
         "registry",
         "report",
+        "resolve",
         "score",
     ]
 
 
 def test_every_method_and_dataset_carries_its_defaults():
     from deep_representation_one_class import config as config_lib
-    from deep_representation_one_class import datasets, methods, tasks
+    from deep_representation_one_class import datasets, methods, resolve, tasks
 
     fields = {f.name for f in config_lib.flag_fields()}
     for name in methods.METHODS.names():
         method = methods.METHODS.get(name)
         assert method.defaults.get("aug_list"), name  # no silent fall-back to another method's
         assert set(method.defaults) <= fields, name
-    options = set(config_lib.option_owners())
+    options = set(resolve.option_owners())
     for name in datasets.DATASETS.names():
         spec = datasets.DATASETS.get(name)
         assert spec.task in tasks.TASKS, name

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from deep_representation_one_class import config as config_lib
+from deep_representation_one_class import resolve
 from deep_representation_one_class.errors import RunError
 from deep_representation_one_class.training import runner
 
@@ -225,7 +226,6 @@ def test_a_start_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path)
 
 
 def test_precision_auto_follows_the_hardware(tmp_path, monkeypatch):
-    from deep_representation_one_class import config as config_lib
     from deep_representation_one_class.utils import hardware
 
     flags = tmp_path / "cpuinfo"
@@ -236,6 +236,6 @@ def test_precision_auto_follows_the_hardware(tmp_path, monkeypatch):
     for native, want in ((True, "mixed_bfloat16"), (False, "float32")):
         monkeypatch.setattr(hardware, "fast_bfloat16", lambda native=native: native)
         # The contrastive quick default is "auto"; config.json records the resolved precision.
-        assert config_lib.build(dataset="fake").precision == want
-        assert config_lib.build(dataset="fake", precision="float32").precision == "float32"
-        assert config_lib.build(dataset="fake", method="rotation").precision == "float32"
+        assert resolve.build(dataset="fake").precision == want
+        assert resolve.build(dataset="fake", precision="float32").precision == "float32"
+        assert resolve.build(dataset="fake", method="rotation").precision == "float32"

@@ -6,7 +6,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from deep_representation_one_class import config as config_lib
+from deep_representation_one_class import resolve
 from deep_representation_one_class.errors import UserError
 
 # The reference's numbers as first measured on the 2-core development CPU (AMD EPYC,
@@ -165,7 +165,7 @@ def _device_kind() -> str:
 # ----------------------------------------------------------------------------- config glue
 def make_config(case: BenchCase, steps_per_call: int, jit_compile: bool, strategy: str):
     """The run ``Config`` of a case (method defaults for augmentations and logits)."""
-    return config_lib.build(
+    return resolve.build(
         method=case.method,
         dataset="fake",
         category="0",

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+# The policy names are part of the settings schema (the --resize_policy flag's choices).
+from deep_representation_one_class.config import RESIZE_POLICIES
 from deep_representation_one_class.datasets.base import DataError
 
 __all__ = [
@@ -327,7 +329,6 @@ def resize_images(
 # With fit and same_scale the content sits at the top-left corner and the rest of the canvas is
 # mirrored content (``np.pad(mode="symmetric")``, so training windows there still look like the
 # surface); the content size travels with the arrays and the evaluation ignores the padding.
-RESIZE_POLICIES = ("squash", "fit", "same_scale")
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

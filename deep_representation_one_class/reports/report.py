@@ -33,8 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from deep_representation_one_class import cli
-from deep_representation_one_class.config import Config
+from deep_representation_one_class import cli, resolve
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.reports import html_page as H
 from deep_representation_one_class.reports import maps, plots, sweep_report
@@ -78,7 +77,7 @@ def _load_test_data(run: RunArtifacts, data: Any) -> tuple[Any, str]:
     """(the run's test data or None, why not), checked against the run's labels."""
     if data is None:
         try:
-            data = build.load_data(Config.from_dict(run.config))
+            data = build.load_data(resolve.load(run.config))
         except (UserError, ValueError, OSError, KeyError, TypeError) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             return None, f"the test images could not be loaded ({reason})"

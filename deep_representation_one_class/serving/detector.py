@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import config as config_lib
+from deep_representation_one_class import resolve
 from deep_representation_one_class.datasets import pipeline
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
@@ -50,7 +51,7 @@ def read_run_config(run_dir: str) -> config_lib.Config:
             "run"
         )
     try:
-        return config_lib.Config.from_dict(io.read_json(path, expect=dict))
+        return resolve.load(io.read_json(path, expect=dict))
     except io.CorruptFileError:
         raise
     except (ValueError, TypeError) as e:

@@ -23,8 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from deep_representation_one_class import cli
-from deep_representation_one_class import config as config_lib
+from deep_representation_one_class import cli, resolve
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.reports import report
 from deep_representation_one_class.tasks import image as image_task
@@ -78,7 +77,7 @@ def evaluate_run(
     if not os.path.exists(cfg_path):
         raise ConfigError(f"{run_path} is not a run folder (no config.json)")
     try:
-        cfg = config_lib.Config.from_dict(io.read_json(cfg_path, expect=dict))
+        cfg = resolve.load(io.read_json(cfg_path, expect=dict))
     except (TypeError, ValueError) as e:
         if isinstance(e, io.CorruptFileError):
             raise
@@ -91,7 +90,7 @@ def evaluate_run(
         if not reextract:
             raise ConfigError("--precision changes how features are extracted; add --reextract")
         cfg = cfg.replace(precision=precision)
-    cfg = config_lib.validate(cfg)
+    cfg = resolve.validate(cfg)
     task = build.task_for(cfg)
     patches = not isinstance(task, image_task.ImageTask)
     if patches and not reextract:

@@ -29,8 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deep_representation_one_class.config import Config, option_owners
+from deep_representation_one_class.config import Config
 from deep_representation_one_class.errors import NonFiniteLossError, RunError
+from deep_representation_one_class.resolve import option_owners
 from deep_representation_one_class.training.lock import LOCK, Lock
 from deep_representation_one_class.utils import io
 

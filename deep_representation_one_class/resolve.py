@@ -1,0 +1,190 @@
+"""From what a user set to a run's validated ``Config``: the registered plug-ins' part of it.
+
+``config.py`` is the settings schema and imports none of the plug-ins; this module is where the
+schema meets them. Importing it registers every method, dataset, task, network and scorer (by
+importing their packages), so the entry points, ``training``, ``serving`` and the tools call it
+instead of importing a registry for its side effect.
+
+Defaults are resolved here, in this order (lowest precedence first), by ``build``:
+
+1. ``Config``'s field defaults (``config.py``);
+2. the method's registered ``defaults`` (``Method.defaults_for``: its quick CPU budget);
+3. the dataset's input shape, then its registered ``defaults`` (e.g. MVTec's patch training);
+4. the method's ``fixed`` settings (evaluation-only methods train 0 steps whatever the dataset);
+5. the epoch switch: ``num_epoch`` or ``num_batch`` given without ``train_steps`` means
+   epoch-based training (``train_steps=0``), as in the paper scripts;
+6. what the user gave;
+7. the options of the run's method and task take their declared defaults where not given;
+8. ``validate``: canonical names (``UnsupEmbed`` -> ``rotation``) and ``--precision=auto``
+   resolved to what this machine computes fast, so ``config.json`` records what the run
+   computed in. Precision is resolved here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from deep_representation_one_class import datasets, methods, tasks
+from deep_representation_one_class.augment import grammar
+from deep_representation_one_class.config import Config, check_fields
+from deep_representation_one_class.errors import ConfigError
+from deep_representation_one_class.evaluation import scorers
+from deep_representation_one_class.models import NETWORKS
+from deep_representation_one_class.registry import Option
+from deep_representation_one_class.utils import hardware, schedules
+
+__all__ = ["build", "load", "option_owners", "resolve_precision", "validate"]
+
+
+def _declared_options(registration: Any) -> tuple[Option, ...]:
+    return tuple(getattr(registration, "options", ()) or ())
+
+
+def option_owners() -> dict[str, tuple[Option, list[str]]]:
+    """Every registered option: name -> (its declaration, the registrations that own it)."""
+    owners: dict[str, tuple[Option, list[str]]] = {}
+    sources = [(f"method {m}", methods.METHODS.get(m)) for m in methods.METHODS.names()]
+    sources += [(f"task {t}", tasks.TASKS.get(t)) for t in tasks.TASKS.names()]
+    for who, reg in sources:
+        for opt in _declared_options(reg):
+            if opt.name in owners:
+                known, who_else = owners[opt.name]
+                if known.type is not opt.type or known.default != opt.default:
+                    raise TypeError(
+                        f"option --{opt.name} is declared differently by {who_else[0]} and {who}"
+                    )
+                who_else.append(who)
+            else:
+                owners[opt.name] = (opt, [who])
+    return owners
+
+
+def load(d: Mapping[str, Any]) -> Config:
+    """A run's ``config.json`` as a ``Config``; a key no field or registration declares is an
+    error (not validated: an old run's values load as they were written)."""
+    return Config.from_dict(d, options=option_owners())
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``mixed_bfloat16`` where this machine computes bfloat16 natively, else
+    ``float32``; any other value is returned as given (``check_fields`` checks it)."""
+    return hardware.resolve_precision(precision)
+
+
+def _canonical(registry, value: str) -> str:
+    try:
+        return registry.canonical(value)
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from None
+
+
+def build(**given: Any) -> Config:
+    """The validated config of a run from the settings a user gave (the module docstring lists
+    the order in which defaults are resolved).
+
+    Args:
+      **given: field or option names (flag names) -> values, e.g. ``method="rotation"``.
+
+    Returns:
+      A validated ``Config`` (canonical names, resolved precision, options of its method and
+      task filled in).
+
+    Raises:
+      ConfigError: an unknown name, an option of another method or task, or a bad value.
+    """
+    defaults = Config()
+    method = _canonical(methods.METHODS, given.get("method", defaults.method))
+    dataset = _canonical(datasets.DATASETS, given.get("dataset", defaults.dataset))
+    method_cls = methods.METHODS.get(method)
+    spec = datasets.DATASETS.get(dataset)
+    task_cls = tasks.TASKS.get(spec.task)
+    values: dict[str, Any] = {}
+    values.update(method_cls.defaults_for(given))
+    if "input_shape" not in given:
+        values["input_shape"] = tuple(spec.default_input_shape)
+    values.update(spec.defaults)
+    values.update(method_cls.fixed)
+    if ("num_epoch" in given or "num_batch" in given) and "train_steps" not in given:
+        values["train_steps"] = 0
+    values.update(given)
+    values["method"], values["dataset"] = method, dataset
+
+    fields = {f.name for f in dataclasses.fields(Config)} - {"options"}
+    own = {o.name: o for o in (*_declared_options(method_cls), *_declared_options(task_cls))}
+    options = {name: opt.default for name, opt in own.items()}
+    owners = option_owners()
+    kw: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in fields:
+            kw[key] = value
+        elif key in own:
+            options[key] = value
+        elif key in owners:
+            if key in given:
+                raise ConfigError(
+                    f"--{key} is an option of {' and '.join(owners[key][1])}; it does nothing "
+                    f"for --method={method} on --dataset={dataset}"
+                )
+        else:
+            raise ConfigError(f"unknown setting '{key}'")
+    try:
+        cfg = Config(**kw, options=options)
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+    return validate(cfg)
+
+
+def validate(cfg: Config) -> Config:
+    """Checks every field and option; returns ``cfg`` with canonical names and its precision
+    resolved (``auto`` -> what this machine computes fast).
+
+    Nothing here reads data or writes files, so a run can check everything before its first
+    side effect (a deleted or created file).
+
+    Raises:
+      ConfigError: with a one-line message naming the flag, the bad value and what is valid.
+    """
+    method = _canonical(methods.METHODS, cfg.method)
+    dataset = _canonical(datasets.DATASETS, cfg.dataset)
+    net = _canonical(NETWORKS, cfg.net_type)
+    try:
+        sched = schedules.canonical_schedule(cfg.sched_type)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for c in cfg.classifiers:
+        _canonical(scorers.SCORERS, c)
+    unknown = sorted(set(cfg.options) - set(option_owners()))
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}")
+    precision = resolve_precision(cfg.precision)
+    check_fields(cfg.replace(precision=precision))
+    try:
+        views = grammar.parse(cfg.aug_list)
+        if cfg.aug_list_for_test:
+            grammar.parse(cfg.aug_list_for_test)
+        distaug = datasets.validate_distaug(cfg.distaug_type)
+        category = datasets.validate_category(dataset, cfg.category)
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    task_cls = tasks.TASKS.get(datasets.DATASETS.get(dataset).task)
+    canonical = cfg.replace(
+        method=method,
+        dataset=dataset,
+        precision=precision,
+        net_type=net,
+        sched_type=sched,
+        distaug_type=distaug,
+        category=category,
+    )
+    try:
+        methods.METHODS.get(method).check_config(cfg, len(views))
+        task_cls.check_config(cfg)
+        # Op parameters that depend on the image size (crop999999 at 32 px) are only checked
+        # when the views are built; build them here (no TensorFlow op runs, ~1 ms) so that
+        # they fail before --force_init deletes anything.
+        task_cls(canonical).views()
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    return canonical
