@@ -174,6 +174,7 @@ def test_top_level_holds_only_the_config_registry_and_commands():
         "bench",
         "cli",
         "config",
+        "droc",
         "errors",
         "evaluate",
         "explain",
@@ -183,6 +184,7 @@ def test_top_level_holds_only_the_config_registry_and_commands():
         "report",
         "resolve",
         "score",
+        "train",
     ]
 
 
