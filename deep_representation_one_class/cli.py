@@ -162,7 +162,7 @@ def format_table(metrics: dict[str, float]) -> str:
 
     Patch runs add a pixel-AUROC table; rows marked [baseline] are the raw-pixel and untrained
     network baselines and rows marked [synthetic] the AUROC on synthetic anomalies of held-out
-    normal images (README "Defect detection beyond one category").
+    normal images (docs/defects.md, "Synthetic-anomaly validation").
     """
     plain = {k: v for k, v in metrics.items() if k.rpartition(".")[2] not in _KIND_SUFFIXES}
     rows = _table(plain, "AUROC")

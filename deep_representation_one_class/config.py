@@ -61,7 +61,7 @@ def _field(default: Any, help: str, **meta: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
-_BY_METHOD = " Default: depends on --method (README, 'Using it')."
+_BY_METHOD = " Default: depends on --method (docs/usage.md)."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +86,8 @@ class Config:
         "a folder name (folder, mvtec).",
     )
     root: str | None = _field(
-        None, "Data root: the folder with the dataset's files. Default: per dataset (README)."
+        None,
+        "Data root: the folder with the dataset's files. Default: per dataset (docs/datasets.md).",
     )
     is_validation: bool = _field(
         False,
@@ -102,8 +103,8 @@ class Config:
         "squash",
         "How images of other sizes/aspects reach --input_shape (folder, mvtec): squash (resize, "
         "aspect lost), fit (per image, aspect kept, padded) or same_scale (one factor for all "
-        "images, aspect and relative scale kept, padded; the mvtec default). README 'Images of "
-        "any size'.",
+        "images, aspect and relative scale kept, padded; the mvtec default). docs/defects.md, "
+        "'Images of any size'.",
         choices=RESIZE_POLICIES,
     )
     max_cls: int = _field(20000, "Cap on the classifier-train inliers (reference: 20,000).")
@@ -118,7 +119,8 @@ class Config:
     # Augmentation.
     aug_list: str = _field(
         "",
-        "Training views: comma-separated augmentation strings (grammar in README)." + _BY_METHOD,
+        "Training views: comma-separated augmentation strings (grammar: docs/usage.md)."
+        + _BY_METHOD,
     )
     aug_list_for_test: str = _field(
         "",
@@ -136,7 +138,7 @@ class Config:
         False,
         "Reproduce every augmentation behaviour of the reference: blur never applied, colour "
         "jitter unclipped with one component order per view for the whole run. Off: the fixed "
-        "behaviours (README, 'Differences').",
+        "behaviours (docs/differences.md).",
     )
     # Model.
     net_type: str = _field(
@@ -157,7 +159,7 @@ class Config:
     regularize_bn: bool = _field(
         True,
         "Include BatchNorm gamma/beta in the L2 term (the reference's flag worked backwards; "
-        "see README).",
+        "see docs/differences.md).",
     )
     sched_type: str = _field("cos", "LR schedule: cos, const, linear, step, halfcos.")
     sched_freq: str = _field(

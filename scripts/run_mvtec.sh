@@ -5,7 +5,7 @@
 # Paper, mean over the 15 categories (detection = image AUROC / localisation = pixel AUROC):
 #   contrastive + DA (DisAug CLR) 86.5 / 90.4;  rotation prediction (RotNet, MLP head) 86.3 / 93.0.
 # Expected time with the CPU defaults below: about 12 minutes per category on 2 CPU cores
-# (3 hours for all 15); see README "MVTec AD".
+# (3 hours for all 15); see docs/defects.md.
 #
 # Usage:
 #   scripts/run_mvtec.sh --root=/path/to/mvtec_ad [--category=all | --category="bottle cable"]
@@ -69,7 +69,7 @@ done
 [[ -d "$root" ]] || die "--root folder '$root' does not exist"
 [[ "$seed" =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer, got '$seed'"
 
-# Method -> trainer flags. The CPU defaults for patches (see README "MVTec AD"): a width-0.25
+# Method -> trainer flags. The CPU defaults for patches (see docs/defects.md): a width-0.25
 # ResNet-18 on 32x32 patches, batch 32, 1500 steps, test stride 8, a 10k-patch bank.
 case "$method" in
   contrastive) method_flags=(--method=contrastive) ;;

@@ -3,7 +3,7 @@
 This is the class of bug the reference had (spec §11 item 3: the contrastive loss divided by
 the local batch, so two GPUs took a twice-too-large step). BatchNorm is synchronised here,
 because unsynchronised BN computes statistics over half the batch on each replica and is
-therefore *meant* to differ (see README, "Multi-replica training").
+therefore *meant* to differ (see docs/operations.md).
 """
 
 from __future__ import annotations

@@ -161,7 +161,8 @@ def load_class_folder(
     if policy == "squash" and aspects.size and (aspects.max() > 1.1 or aspects.min() < 1 / 1.1):
         logger.warning(
             "%s: image aspect ratios (h/w) range %.2f-%.2f but are squashed to %dx%d; pass "
-            "--resize_policy=fit or same_scale to keep them (README 'Images of any size').",
+            "--resize_policy=fit or same_scale to keep them (docs/defects.md, 'Images of any "
+            "size').",
             folder,
             arrays["aspects"].min(),
             arrays["aspects"].max(),

@@ -5,7 +5,7 @@ Everything returns uint8 arrays at a requested (H, W, C) with C in {1, 3}: palet
 layouts. Decoding errors become a :class:`DataError` naming the file. Decoding runs in a thread
 pool because Pillow releases the GIL inside its codecs.
 
-Memory bounds (README, "Failure and resume"): only regular files are opened (a named pipe
+Memory bounds (docs/failure_and_resume.md): only regular files are opened (a named pipe
 would block forever); an image whose decoded size exceeds the pixel cap (default 100
 megapixels, ``$DROC_MAX_IMAGE_PIXELS``) is refused from its header, before any pixel is
 decoded. Images above ``REDUCE_ABOVE`` pixels without a dataset-specific transform are decoded

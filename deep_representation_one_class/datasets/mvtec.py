@@ -387,7 +387,7 @@ register_dataset(
         # 1-NN ("auc", listed first: it makes the maps) scored highest on synthetic anomalies
         # for every method, and contrastive above rotation and the untrained network, more
         # steps above fewer. CutPaste's synthetic scores are not comparable (it is trained to
-        # spot local corruptions; README "Synthetic-anomaly validation").
+        # spot local corruptions; docs/defects.md, "Synthetic-anomaly validation").
         defaults={
             "batch_size": 32,
             "train_steps": 1500,

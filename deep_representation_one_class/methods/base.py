@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 METHODS: Registry = Registry("method")
 
 # The quick CPU budget of the bare commands, in training steps (whatever the dataset's size; see
-# README "The bare commands, measured"). The paper scripts train by epochs instead.
+# docs/usage.md, "Runs and their settings"). The paper scripts train by epochs instead.
 QUICK_STEPS = 750
 
 

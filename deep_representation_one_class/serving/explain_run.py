@@ -133,7 +133,7 @@ def explain_run(
         plots.save_png(path, grid)
         written.append(path)
         grids[tag] = grid
-    # Both grids in one figure (anomalous on top), the form shown in the README.
+    # Both grids in one figure (anomalous on top), the form shown in docs/serving.md.
     width = max(g.shape[1] for g in grids.values())
     both = np.concatenate(
         [

@@ -35,7 +35,7 @@ def check_tf_config(raw: str | None) -> dict:
     """
     hint = (
         'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
-        '"task": {"type": "worker", "index": 0}}\' (README, "Several machines")'
+        '"task": {"type": "worker", "index": 0}}\' (docs/operations.md)'
     )
     if not raw:
         raise ConfigError(

@@ -1,6 +1,6 @@
 """The run folder: what may be read, written and deleted there, its lock, and its checkpoints.
 
-Guarantees (README, "Failure and resume"):
+Guarantees (docs/failure_and_resume.md):
 
 * Checks come before side effects. ``inspect`` only reads; the runner then validates the data;
   only after that does ``RunFolder.start`` take the lock and write anything.
