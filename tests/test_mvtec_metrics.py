@@ -1,7 +1,7 @@
 """MVTec localisation metrics against naive reference implementations on tiny hand-made arrays.
 
 The references loop over every threshold, label regions with their own flood fill and
-integrate with explicit loops, so they share no code with ``mvtec.metrics``.
+integrate with explicit loops, so they share no code with ``evaluation.localization``.
 """
 
 from __future__ import annotations
