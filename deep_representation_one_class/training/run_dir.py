@@ -50,6 +50,7 @@ RUN_FILES = (
     "classifiers.npz",
     "classifiers.json",
     "thresholds.json",
+    "preprocessing.json",
     "plots",
     "maps",
     "explain",
