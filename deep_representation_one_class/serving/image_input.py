@@ -34,7 +34,7 @@ class DetectorError(UserError, ValueError):
 
 
 # ----------------------------------------------------------------------------- image input
-def _expand_source(source: PathSource) -> list[tuple[str, str | None]]:
+def expand_source(source: PathSource) -> list[tuple[str, str | None]]:
     """(path, None) for each image file of a file, a folder (recursive), a glob pattern or a
     list of those, in order; (path, why) for image-named entries that are not regular files
     (named pipes, dangling symlinks, symlink loops), which are never opened."""
@@ -111,7 +111,7 @@ def load_images(
       DetectorError: nothing found (or nothing usable), or mismatched native sizes.
       DataError: an unusable file (unless ``skip_corrupt``).
     """
-    entries = _expand_source(source)
+    entries = expand_source(source)
     spec = input_shape if isinstance(input_shape, Prep) else None
 
     def decode(entry: tuple[str, str | None]):
@@ -287,6 +287,7 @@ __all__ = [
     "DataError",
     "DetectorError",
     "PathSource",
+    "expand_source",
     "fit_to_input",
     "load_images",
     "prepare_batch",

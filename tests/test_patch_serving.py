@@ -1,0 +1,165 @@
+"""Serving patch-level runs: ``Detector.load`` of an MVTec-layout run, image scores and maps at
+each image's own resolution that reproduce the run's summary, thresholds at both levels, the
+``score`` command with map PNGs, the SavedModel export and tiling (plus a slow bottle run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from PIL import Image
+
+from deep_representation_one_class.datasets import mvtec as mvtec_data
+from deep_representation_one_class.evaluation import localization, metrics
+
+SIZES = ((64, 64), (48, 64))  # (h, w): two image sizes in one part
+
+
+def _texture(rng, h, w):
+    yy, xx = np.mgrid[0:h, 0:w]
+    stripes = 0.04 * np.sin(2 * np.pi * (yy + xx) / 8.0 + rng.uniform(0, 2 * np.pi))
+    img = np.array([0.55, 0.5, 0.45]) + stripes[..., None] + rng.normal(0, 0.03, (h, w, 3))
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
+
+def _defect(rng, img):
+    h, w = img.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    side = int(rng.integers(8, 13))
+    y, x = int(rng.integers(2, h - side - 2)), int(rng.integers(2, w - side - 2))
+    yy, xx = np.mgrid[0:side, 0:side]
+    blob = (yy - side / 2) ** 2 + (xx - side / 2) ** 2 <= (side / 2) ** 2
+    mask[y : y + side, x : x + side][blob] = 255
+    img[mask > 0] = (150, 20, 20)
+    return img, mask
+
+
+def make_part(root: Path, category: str = "part", seed: int = 0, n_train: int = 20) -> Path:
+    """An MVTec-layout part whose images come in two sizes (``SIZES``)."""
+    rng = np.random.default_rng(seed)
+    base = root / category
+
+    def save(path, arr):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(path)
+
+    for i in range(n_train):
+        save(base / "train" / "good" / f"{i:03d}.png", _texture(rng, *SIZES[i % 2]))
+    for i in range(6):
+        save(base / "test" / "good" / f"{i:03d}.png", _texture(rng, *SIZES[i % 2]))
+        img, mask = _defect(rng, _texture(rng, *SIZES[(i + 1) % 2]))
+        save(base / "test" / "stain" / f"{i:03d}.png", img)
+        save(base / "ground_truth" / "stain" / f"{i:03d}_mask.png", mask)
+    return base
+
+
+@pytest.fixture(scope="module")
+def patch_run(tmp_path_factory):
+    from deep_representation_one_class.training import runner
+
+    tmp = tmp_path_factory.mktemp("patch_serving")
+    make_part(tmp / "data")
+    cfg = tiny_config(
+        dataset="mvtec",
+        category="part",
+        root=str(tmp / "data"),
+        input_shape=(64, 64, 3),
+        cache_dir="",
+        strategy="default",
+        batch_size=16,
+        num_batch=3,
+        train_steps=0,
+        classifiers=("auc", "kde"),
+        patch_size=16,
+        patch_stride=4,
+        patch_bank=1000,
+        smooth_sigma=2.0,
+        synthetic_holdout=4,
+        baselines=False,
+        model_dir=str(tmp / "run"),
+    )
+    assert runner.run(cfg).status == "complete"
+    return tmp
+
+
+def _test_files(base: Path) -> list[str]:
+    return [str(p) for p in sorted((base / "test").rglob("*.png"))]
+
+
+def own_masks(paths):
+    out = []
+    for p in paths:
+        mp = mvtec_data.mask_path(p)
+        with Image.open(p) as img:
+            shape = (img.height, img.width)
+        m = np.zeros(shape, np.uint8)
+        if mp is not None:
+            with Image.open(mp) as mimg:
+                m = (np.asarray(mimg.convert("L")) > 127).astype(np.uint8)
+        out.append(m)
+    return out
+
+
+def served_metrics(maps, masks, labels, scores):
+    """Image AUROC, and pixel AUROC and PRO over maps of several sizes (padded, masked out)."""
+    h = max(m.shape[0] for m in maps)
+    w = max(m.shape[1] for m in maps)
+    big_maps = np.zeros((len(maps), h, w), np.float32)
+    big_masks = np.zeros((len(maps), h, w), np.uint8)
+    valid = np.zeros((len(maps), h, w), bool)
+    for i, (a, m) in enumerate(zip(maps, masks)):
+        big_maps[i, : a.shape[0], : a.shape[1]] = a
+        big_masks[i, : m.shape[0], : m.shape[1]] = m
+        valid[i, : a.shape[0], : a.shape[1]] = True
+    loc = localization.localization_metrics(big_masks, big_maps, max_fpr=0.3, valid=valid)
+    return metrics.auroc(labels, scores), loc["pixel_auroc"], loc["pro"]
+
+
+def test_patch_run_is_served_and_reproduces_its_summary(patch_run):
+    from deep_representation_one_class.serving.detector import Detector
+    from deep_representation_one_class.serving.patch_detector import PatchDetector
+
+    run_dir = str(patch_run / "run")
+    summary = json.loads((patch_run / "run" / "summary.json").read_text())["metrics"]
+    det = Detector.load(run_dir)
+    assert isinstance(det, PatchDetector) and det.classifiers == ["auc", "kde"]
+    assert det.spec.resize_policy == "same_scale" and det.spec.scale == pytest.approx(1.0)
+    paths = _test_files(patch_run / "data" / "part")
+    images, _ = det.load_images(paths)
+    assert {im.shape[:2] for im in images} == set(SIZES)
+    labels = np.array(["/good/" not in p for p in paths], np.int64)
+    masks = own_masks(paths)
+    for name in det.classifiers:
+        scores, maps = det.score_and_maps(images, name)
+        assert [m.shape for m in maps] == [im.shape[:2] for im in images]
+        image, pixel, pro = served_metrics(maps, masks, labels, scores[name])
+        # Within 0.01 (AUROC and PRO as fractions; the summary holds percent).
+        assert abs(image - summary[f"pool.{name}.image_auroc"]) < 1.0, (name, image)
+        assert abs(pixel - summary[f"pool.{name}.pixel_auroc"]) < 1.0, (name, pixel)
+        assert abs(pro - summary[f"pool.{name}.pro"]) < 1.0, (name, pro)
+    # The image scores are the run's own (same windows, same scorers, same aggregation).
+    with np.load(patch_run / "run" / "embeddings.npz") as npz:
+        ref = npz["pool_auc_image_score"]
+    np.testing.assert_allclose(det.score(images)["auc"], ref, rtol=1e-4, atol=1e-5)
+    # Float input in [0, 1] and a single image of its own size work the same way.
+    one = det.anomaly_map([images[1].astype(np.float32) / 255.0])
+    assert one[0].shape == images[1].shape[:2]
+
+
+def test_patch_thresholds_from_held_out_normals(patch_run):
+    from deep_representation_one_class.serving.patch_detector import PatchDetector, normalize
+
+    th = json.loads((patch_run / "run" / "thresholds.json").read_text())
+    assert th["level"] == "patches" and th["source"] == "holdout_normals"
+    assert th["num_holdout"] == 4 and "pool.auc" in th["pixel_quantiles"]
+    det = PatchDetector.load(str(patch_run / "run"), ["auc"])
+    q95 = det.threshold("auc")
+    assert q95 == th["quantiles"]["pool.auc"]["q95"]
+    assert det.pixel_threshold("auc", "q99") == th["pixel_quantiles"]["pool.auc"]["q99"]
+    assert det.threshold("auc", 0.25) == 0.25
+    ref = det.reference("auc")
+    norm = normalize([q95, ref["max"] + 100, -1e9], q95, ref)
+    assert norm.tolist() == [0.5, 1.0, 0.0]
