@@ -4,6 +4,7 @@ each image's own resolution that reproduce the run's summary, thresholds at both
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -163,3 +164,88 @@ def test_patch_thresholds_from_held_out_normals(patch_run):
     ref = det.reference("auc")
     norm = normalize([q95, ref["max"] + 100, -1e9], q95, ref)
     assert norm.tolist() == [0.5, 1.0, 0.0]
+
+
+def _score_cli(argv):
+    from deep_representation_one_class.serving import score
+
+    return score.main(argv)
+
+
+def test_score_command_writes_scores_decisions_and_map_pngs(patch_run, tmp_path, capsys):
+    run_dir = str(patch_run / "run")
+    part = patch_run / "data" / "part"
+    out = tmp_path / "s.csv"
+    rc = _score_cli(
+        [f"--model_dir={run_dir}", f"--images={part / 'test'}", f"--out={out}",
+         f"--maps={tmp_path / 'maps'}", "--normalized"]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 12
+    assert {"auc_score", "auc_normalized", "auc_anomalous", "auc_threshold"} <= set(rows[0])
+    assert rows[0]["threshold_rule"] == "q95 of 4 held-out normal images"
+    th = json.loads((patch_run / "run" / "thresholds.json").read_text())
+    for r in rows:
+        s, t = float(r["auc_score"]), float(r["auc_threshold"])
+        assert t == th["quantiles"]["pool.auc"]["q95"]
+        assert int(r["auc_anomalous"]) == int(s >= t)
+        assert (float(r["auc_normalized"]) >= 0.5) == (s >= t)
+    pngs = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert len(pngs) == 12 and "stain_000.png" in pngs and "good_000.png" in pngs
+    with Image.open(tmp_path / "maps" / "good_001.png") as img:  # a 48x64 image
+        assert img.size == (3 * 64 + 4, 48 + 14)
+    # The defects are found: the stains score above the normals on average.
+    stain = [float(r["auc_score"]) for r in rows if "/stain/" in r["path"]]
+    good = [float(r["auc_score"]) for r in rows if "/good/" in r["path"]]
+    assert np.mean(stain) > np.mean(good)
+
+
+def test_f1_thresholds_on_labelled_images(patch_run, tmp_path, capsys):
+    from deep_representation_one_class.serving.patch_detector import PatchDetector
+    from deep_representation_one_class.serving.score_patches import f1_threshold, f1_thresholds
+
+    t, f1 = f1_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    assert (t, round(f1, 4)) == (0.35, 0.8)
+    val = make_part(tmp_path / "val", seed=5, n_train=2)
+    det = PatchDetector.load(str(patch_run / "run"), ["auc"])
+    th = f1_thresholds(det, str(val), "auc")
+    assert th["n"] == 12 and th["pixel"] is not None and 0 < th["pixel_f1"] <= 1
+    out = tmp_path / "f1.csv"
+    rc = _score_cli(
+        [f"--model_dir={patch_run / 'run'}", f"--images={val / 'test'}", f"--out={out}",
+         "--threshold=f1", f"--val_images={val}", "--classifiers=auc"]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(out.open()))
+    assert rows[0]["threshold_rule"].startswith("F1-optimal on 12 --val_images")
+    assert float(rows[0]["auc_threshold"]) == th["image"]
+    assert float(rows[0]["pixel_threshold"]) == th["pixel"]
+    # Without --val_images, or on an image-level run, f1 is refused in one line.
+    rc = _score_cli([f"--model_dir={patch_run / 'run'}", f"--images={val}", f"--out={out}x",
+                     "--threshold=f1"])  # fmt: skip
+    assert rc == 2 and "needs --val_images" in capsys.readouterr().err
+
+
+def test_tiling_stitches_a_large_image(patch_run, tmp_path):
+    from deep_representation_one_class.serving.patch_detector import PatchDetector
+    from deep_representation_one_class.serving.tiling import score_tiled, tile_positions
+
+    assert tile_positions(100, 40) == [0, 30, 60]
+    assert tile_positions(30, 40) == [0]
+    rng = np.random.default_rng(3)
+    big = _texture(rng, 200, 300)  # a "large" image: 4.7x the canvas side
+    big, mask = _defect(rng, big)
+    det = PatchDetector.load(str(patch_run / "run"), ["auc"])
+    scores, maps = score_tiled(det, [big], 64, "auc")
+    assert maps[0].shape == (200, 300) and np.isfinite(maps[0]).all()
+    # The defect is where the stitched map is high.
+    assert maps[0][mask > 0].mean() > np.percentile(maps[0][mask == 0], 95)
+    whole, _ = det.score_and_maps([big], "auc", with_maps=False)
+    assert np.isfinite(scores["auc"]).all() and np.isfinite(whole["auc"]).all()
+    out = tmp_path / "t.csv"
+    Image.fromarray(big).save(tmp_path / "big.png")
+    assert _score_cli([f"--model_dir={patch_run / 'run'}", f"--images={tmp_path / 'big.png'}",
+                       f"--out={out}", "--tile=64", f"--maps={tmp_path / 'm'}"]) == 0  # fmt: skip
+    with Image.open(tmp_path / "m" / f"{tmp_path.name}_big.png") as img:
+        assert img.size == (3 * 300 + 4, 200 + 14)
