@@ -249,3 +249,32 @@ def test_tiling_stitches_a_large_image(patch_run, tmp_path):
                        f"--out={out}", "--tile=64", f"--maps={tmp_path / 'm'}"]) == 0  # fmt: skip
     with Image.open(tmp_path / "m" / f"{tmp_path.name}_big.png") as img:
         assert img.size == (3 * 300 + 4, 200 + 14)
+
+
+def test_savedmodel_export_matches_in_process(patch_run, tmp_path):
+    import tensorflow as tf
+    from scipy import ndimage
+
+    from deep_representation_one_class.serving import export
+    from deep_representation_one_class.serving.export_patches import _smooth, gaussian_kernel
+    from deep_representation_one_class.serving.patch_detector import PatchDetector
+
+    rough = np.random.default_rng(0).normal(size=(2, 20, 30)).astype(np.float32)
+    ref = np.stack([ndimage.gaussian_filter(r, 2.0, mode="nearest") for r in rough])
+    np.testing.assert_allclose(_smooth(rough, gaussian_kernel(2.0)).numpy(), ref, atol=1e-5)
+    out = export.export_saved_model(str(patch_run / "run"), str(tmp_path / "sm"))
+    info = json.loads((tmp_path / "sm" / "assets.extra" / "droc_export.json").read_text())
+    assert info["level"] == "patches" and info["classifiers"] == ["auc", "kde"]
+    assert info["preprocessing"]["resize_policy"] == "same_scale"
+    m = tf.saved_model.load(out)
+    det = PatchDetector.load(str(patch_run / "run"))
+    # 64x64 test images fill the canvas: the exported scores and maps are the in-process ones.
+    paths = _test_files(patch_run / "data" / "part")
+    images, _ = det.load_images(paths)
+    full = [im for im in images if im.shape[:2] == (64, 64)]
+    canvases, _, _ = det.prepare(full)
+    got = m.signatures["serving_default"](images=tf.constant(canvases / np.float32(255.0)))
+    scores, maps = det.score_and_maps(full, "auc")
+    for name in ("auc", "kde"):
+        np.testing.assert_allclose(got[f"{name}_score"].numpy(), scores[name], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(got["anomaly_map"].numpy(), np.stack(maps), rtol=1e-3, atol=1e-4)
