@@ -164,6 +164,24 @@ def test_patch_thresholds_from_held_out_normals(patch_run):
     ref = det.reference("auc")
     norm = normalize([q95, ref["max"] + 100, -1e9], q95, ref)
     assert norm.tolist() == [0.5, 1.0, 0.0]
+    # The run's report says which thresholds `score` applies, at both levels.
+    from deep_representation_one_class.reports import report
+
+    page = Path(report.write_run_report(str(patch_run / "run"))).read_text()
+    assert "pixel threshold (map outline)" in page and "4 held-out normal" in page
+    assert f"{th['pixel_quantiles']['pool.auc']['q95']:.4g}" in page
+
+
+def test_embed_feature_reproduces_its_image_aurocs(patch_run):
+    from deep_representation_one_class.serving.patch_detector import PatchDetector
+
+    summary = json.loads((patch_run / "run" / "summary.json").read_text())["metrics"]
+    det = PatchDetector.load(str(patch_run / "run"), feature="embed")
+    paths = _test_files(patch_run / "data" / "part")
+    labels = np.array(["/good/" not in p for p in paths], np.int64)
+    scores = det.score(det.load_images(paths)[0])
+    for name, s in scores.items():
+        assert abs(metrics.auroc(labels, s) - summary[f"embed.{name}"]) < 1.0, name
 
 
 def _score_cli(argv):
@@ -278,3 +296,62 @@ def test_savedmodel_export_matches_in_process(patch_run, tmp_path):
     for name in ("auc", "kde"):
         np.testing.assert_allclose(got[f"{name}_score"].numpy(), scores[name], rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(got["anomaly_map"].numpy(), np.stack(maps), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_real_bottle_scores_reproduce_the_run(shared_data, tmp_path):
+    """A short bottle run; `score`'s own outputs reproduce its image AUROC, pixel AUROC and PRO.
+
+    Pixel metrics of the served maps are measured at 300x300 (the 900x900 maps and masks
+    resized, bilinear / nearest) to bound the memory of the pixel sort.
+    """
+    from deep_representation_one_class.serving.detector import Detector
+    from deep_representation_one_class.training import runner
+
+    root = shared_data / "mvtec_ad"
+    if not (root / "bottle" / "train" / "good").is_dir():
+        pytest.skip(f"MVTec AD bottle is absent under {root}")
+    cfg = tiny_config(
+        dataset="mvtec",
+        category="bottle",
+        root=str(root),
+        input_shape=(256, 256, 3),
+        cache_dir=str(tmp_path / "cache"),
+        net_type="resnet18",
+        net_width=0.25,
+        head_dims=(512, 512, 128),
+        batch_size=32,
+        learning_rate=0.01,
+        num_epoch=1,
+        num_batch=100,
+        train_steps=0,
+        strategy="default",
+        model_dir=str(tmp_path / "run"),
+        classifiers=("auc", "kde"),
+        patch_stride=16,
+        patch_bank=2000,
+        baselines=False,
+    )
+    assert runner.run(cfg).status == "complete"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["metrics"]
+    det = Detector.load(cfg.model_dir, ["auc"])
+    paths = _test_files(root / "bottle")
+    labels = np.array(["/good/" not in p for p in paths], np.int64)
+    masks = [
+        np.asarray(Image.fromarray(m).resize((300, 300), Image.Resampling.NEAREST))
+        for m in own_masks(paths)
+    ]
+    scores, maps = [], []
+    for start in range(0, len(paths), 16):
+        images = det.load_images(paths[start : start + 16])[0]
+        s, m = det.score_and_maps(images, "auc")
+        scores.append(s["auc"])
+        maps += [np.asarray(Image.fromarray(a).resize((300, 300), Image.Resampling.BILINEAR))
+                 for a in m]  # fmt: skip
+    image, pixel, pro = served_metrics(maps, masks, labels, np.concatenate(scores))
+    print(f"bottle served: image {image:.2f} pixel {pixel:.2f} PRO {pro:.2f}; run "
+          f"{summary['pool.auc.image_auroc']:.2f} {summary['pool.auc.pixel_auroc']:.2f} "
+          f"{summary['pool.auc.pro']:.2f}")  # fmt: skip
+    assert abs(image - summary["pool.auc.image_auroc"]) < 1.0
+    assert abs(pixel - summary["pool.auc.pixel_auroc"]) < 1.0
+    assert abs(pro - summary["pool.auc.pro"]) < 1.0
