@@ -176,7 +176,11 @@ def export_saved_model(
                 "classifiers": detector.classifiers,
                 "feature": detector.feature,
                 "input_shape": list(detector.input_shape),
-                "input": "uint8 [B, H, W, C] at input_shape; scores: higher = more anomalous",
+                "input": (
+                    "uint8 [B, H, W, C] at input_shape, each image prepared by 'preprocessing'; "
+                    "scores: higher = more anomalous"
+                ),
+                "preprocessing": detector.spec.to_dict(),
                 "thresholds": detector.thresholds,
             },
         )
