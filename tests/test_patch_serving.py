@@ -298,14 +298,27 @@ def test_savedmodel_export_matches_in_process(patch_run, tmp_path):
     np.testing.assert_allclose(got["anomaly_map"].numpy(), np.stack(maps), rtol=1e-3, atol=1e-4)
 
 
+def _check_serving():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "check_serving.py"
+    spec = importlib.util.spec_from_file_location("check_serving", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_serving_script_on_a_generated_part(patch_run):
+    result = _check_serving().check(str(patch_run / "run"))
+    served = result["served_vs_run"]
+    assert {"pool.auc", "pool.auc.pixel_auroc", "embed.kde.pro"} <= set(served)
+    assert result["test_images"] == 12 and result["max_abs_diff"] < 1.0, served
+
+
 @pytest.mark.slow
 def test_real_bottle_scores_reproduce_the_run(shared_data, tmp_path):
-    """A short bottle run; `score`'s own outputs reproduce its image AUROC, pixel AUROC and PRO.
-
-    Pixel metrics of the served maps are measured at 300x300 (the 900x900 maps and masks
-    resized, bilinear / nearest) to bound the memory of the pixel sort.
-    """
-    from deep_representation_one_class.serving.detector import Detector
+    """A short bottle run; served scores and maps reproduce its image AUROC, pixel AUROC and
+    PRO (every feature and scorer) within 0.01."""
     from deep_representation_one_class.training import runner
 
     root = shared_data / "mvtec_ad"
@@ -333,25 +346,6 @@ def test_real_bottle_scores_reproduce_the_run(shared_data, tmp_path):
         baselines=False,
     )
     assert runner.run(cfg).status == "complete"
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["metrics"]
-    det = Detector.load(cfg.model_dir, ["auc"])
-    paths = _test_files(root / "bottle")
-    labels = np.array(["/good/" not in p for p in paths], np.int64)
-    masks = [
-        np.asarray(Image.fromarray(m).resize((300, 300), Image.Resampling.NEAREST))
-        for m in own_masks(paths)
-    ]
-    scores, maps = [], []
-    for start in range(0, len(paths), 16):
-        images = det.load_images(paths[start : start + 16])[0]
-        s, m = det.score_and_maps(images, "auc")
-        scores.append(s["auc"])
-        maps += [np.asarray(Image.fromarray(a).resize((300, 300), Image.Resampling.BILINEAR))
-                 for a in m]  # fmt: skip
-    image, pixel, pro = served_metrics(maps, masks, labels, np.concatenate(scores))
-    print(f"bottle served: image {image:.2f} pixel {pixel:.2f} PRO {pro:.2f}; run "
-          f"{summary['pool.auc.image_auroc']:.2f} {summary['pool.auc.pixel_auroc']:.2f} "
-          f"{summary['pool.auc.pro']:.2f}")  # fmt: skip
-    assert abs(image - summary["pool.auc.image_auroc"]) < 1.0
-    assert abs(pixel - summary["pool.auc.pixel_auroc"]) < 1.0
-    assert abs(pro - summary["pool.auc.pro"]) < 1.0
+    result = _check_serving().check(cfg.model_dir)
+    print(json.dumps(result["served_vs_run"], indent=1))
+    assert result["test_images"] == 83 and result["max_abs_diff"] < 1.0
