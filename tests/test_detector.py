@@ -150,17 +150,6 @@ def test_load_images_modes_and_sources(tmp_path):
         load_images(str(tmp_path / "*.tif"))
 
 
-def test_fashion_mnist_native_size_is_padded_not_resized():
-    from deep_representation_one_class.serving.detector import fit_to_input
-
-    x = np.full((2, 28, 28), 200, np.uint8)
-    out = fit_to_input(x, (32, 32, 3), "fmnistood")
-    assert out.shape == (2, 32, 32, 3)
-    assert (out[:, :2] == 0).all() and (out[:, 2:30, 2:30] == 200).all()
-    resized = fit_to_input(x, (32, 32, 3), "cifar10ood")
-    assert (resized == 200).all()
-
-
 # ----------------------------------------------------------------------------- thresholds
 def _blobs(n=1000, d=6, seed=0):
     return np.random.default_rng(seed).normal(size=(n, d)) + 3.0

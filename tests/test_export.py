@@ -60,6 +60,9 @@ def test_export_round_trip_matches_detector(exported, images_and_scores):
     assert info["classifiers"] == list(CLASSIFIERS)
     assert info["input_shape"] == [32, 32, 3] and info["feature"] == "pool"
     assert "pool.kde" in info["thresholds"]["quantiles"]
+    # How images must be prepared before they go in (the run's preprocessing spec).
+    assert info["preprocessing"]["input_shape"] == [32, 32, 3]
+    assert info["preprocessing"]["resize_policy"] == "squash"
 
 
 _LOADER = r"""

@@ -72,6 +72,8 @@ class OneClassData:
         padding), or None when every image fills the canvas.
       holdout_x, holdout_sizes: normal training images a task held out of training and of the
         classifiers (the patch task's synthetic-anomaly validation), else None.
+      scale: the one resize factor of ``--resize_policy=same_scale`` (recorded in the run's
+        preprocessing spec so that new images are brought to the same scale), else None.
     """
 
     name: str
@@ -88,6 +90,7 @@ class OneClassData:
     test_sizes: np.ndarray | None = None
     holdout_x: np.ndarray | None = None
     holdout_sizes: np.ndarray | None = None
+    scale: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +101,8 @@ class SourceArrays:
     ``inlier`` is the id of the requested category. A loader may omit the training images of
     the other classes when ``need_outliers`` is False (they only serve the validation mode).
     ``test_masks`` ([T, H, W] uint8 {0, 1}) are pixel-level ground truth where the data has it.
-    ``train_sizes``/``test_sizes`` ([N, 2] int64) are the content sizes of padded canvases.
+    ``train_sizes``/``test_sizes`` ([N, 2] int64) are the content sizes of padded canvases;
+    ``scale`` the ``same_scale`` factor the loader chose (None for the other policies).
     """
 
     train_x: np.ndarray
@@ -113,6 +117,7 @@ class SourceArrays:
     test_masks: np.ndarray | None = None
     train_sizes: np.ndarray | None = None
     test_sizes: np.ndarray | None = None
+    scale: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +137,10 @@ class DatasetSpec:
       defaults: quick defaults of ``Config`` fields (or task options) for this dataset; they
         override the method's defaults and are overridden by the user's flags.
       label: the column label in result tables (the paper's name), '' for the key itself.
+      preprocessing: how the loader prepares one image beyond the plain resize, as fields of
+        ``datasets.preprocessing.PreprocessingSpec`` (``native_pad``, ``crop``, ``cover_crop``,
+        ``resample``, and ``resize_policy: True`` when it honours ``--resize_policy``); the
+        run records it so that served images are prepared the same way.
     """
 
     name: str
@@ -142,6 +151,7 @@ class DatasetSpec:
     task: str = "image"
     defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
     label: str = ""
+    preprocessing: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -432,4 +442,5 @@ def load_one_class(
         test_masks=masks,
         train_sizes=train_sizes,
         test_sizes=test_sizes,
+        scale=src.scale,
     )

@@ -331,5 +331,7 @@ register_dataset(
         default_input_shape=NATIVE_SHAPE,
         loader=_load,
         description="CelebA, inliers = faces without the attribute (e.g. Eyeglasses), 64x64x3",
+        # crop_face's margins (left, top, right, bottom), then a bicubic resize.
+        preprocessing={"crop": (10, 40, 10, 20), "resample": "bicubic"},
     )
 )

@@ -235,6 +235,8 @@ register_dataset(
         default_input_shape=NATIVE_SHAPE,
         loader=_load,
         description="Kaggle Dogs vs. Cats, 2 classes (0=cat, 1=dog), 64x64x3",
+        # cover_and_crop to the native 64x64, then the resize to the run's input shape.
+        preprocessing={"cover_crop": (64, 64)},
     ),
     "dvcood",
     class_names=CLASS_NAMES,

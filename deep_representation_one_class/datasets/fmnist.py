@@ -200,6 +200,8 @@ SPEC = register_dataset(
         default_input_shape=(32, 32, 3),
         loader=_load,
         description="Fashion-MNIST, 10 classes, 28x28 gray zero-padded to 32x32x3",
+        # New 28x28 images get the same 2-pixel zero border before the resize.
+        preprocessing={"native_pad": (28, 28, 2)},
     ),
     "fashion_mnistood",
     class_names=CLASS_NAMES,

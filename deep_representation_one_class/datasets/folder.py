@@ -293,6 +293,7 @@ def _load(
         category=cat,
         test_paths=tuple(test_paths),
         train_paths=tuple(train_paths),
+        scale=scale,
     )
 
 
@@ -306,5 +307,6 @@ register_dataset(
         # A user's own data: show at once whether training beats raw pixels and random features.
         # Also hold out 16 normal images for the synthetic-anomaly validation score.
         defaults={"baselines": True, "synthetic_holdout": 16},
+        preprocessing={"resize_policy": True},
     )
 )

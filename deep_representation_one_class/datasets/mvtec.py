@@ -345,6 +345,7 @@ def _load(
         test_masks=arrays["test_masks"] if with_masks else None,
         train_sizes=arrays["train_sizes"] if padded else None,
         test_sizes=arrays["test_sizes"] if padded else None,
+        scale=float(arrays["scale"]) if float(arrays["scale"]) > 0 else None,
     )
 
 
@@ -399,6 +400,7 @@ register_dataset(
             "synthetic_holdout": 16,
         },
         label="MVTec AD",
+        preprocessing={"resize_policy": True},
     ),
     "mvtec_ad",
     category_aliases={c: c for c in CATEGORIES},

@@ -136,6 +136,20 @@ def _threshold_table(run: RunArtifacts) -> str:
         f"scores ({th.get('source')}: {th.get('note', '')}). TPR = outliers flagged, FPR = "
         f"inliers flagged, on the {where} set."
     )
+    if th.get("level") == "patches":
+        # Patch runs: image and pixel thresholds of held-out normal images, what `score`
+        # applies by default (its CSV and output name the threshold in force).
+        pixel = th.get("pixel_quantiles", {})
+        header.insert(3, "pixel threshold (map outline)")
+        for row in rows:
+            row.insert(3, f"{pixel[row[0]][spec]:.4g}" if row[0] in pixel else "")
+        text = (
+            f"Thresholds `score` applies by default: an image is flagged when its score >= the "
+            f"{spec} quantile of the image scores of {th.get('num_holdout')} held-out normal "
+            f"images; map pixels >= the {spec} quantile of their map pixels are outlined. "
+            "--threshold=f1 --val_images=DIR picks F1-optimal ones on labelled images instead. "
+            f"TPR = defective images flagged, FPR = normal images flagged, on the {where} set."
+        )
     return H.paragraph(text) + H.table(header, rows)
 
 
@@ -279,7 +293,8 @@ def write_run_report(run_dir: str, data: Any = None, k: int = 8, key: str | None
     where = f"Run folder {run_dir}; report written {when}."
     body = [f"<h1>{H.esc(title)}</h1>", H.paragraph(where, True), _info_table(run)]
     body += [H.section("AUROC", _auroc_table(run), anchor="auroc")]
-    body += [H.section("Thresholds", _threshold_table(run))] if not run.patch else []
+    patch_th = run.patch and (run.thresholds or {}).get("level") == "patches"
+    body += [H.section("Thresholds", _threshold_table(run))] if not run.patch or patch_th else []
     # What the engineer came for first: which test images look anomalous; then the curves.
     if key is not None and run.patch and run.maps is not None:
         body.append(

@@ -5,11 +5,13 @@ checkpoint (model weights only) and loads the one-class classifiers the run fitt
 (``classifiers.npz``): nothing is refitted, so the scores are those behind the run's
 ``summary.json`` AUROCs and ``thresholds.json``, and no training data is needed. New images go
 through the run's test-time preprocessing: decoded to 'L'/'RGB', converted to the run's
-channels, resized (bilinear) to its ``input_shape`` as the dataset loaders do, then view 0 of
-the test views (the un-rotated, un-augmented image). Scores follow the package convention
-(higher = more anomalous); ``decide`` flags ``score >= threshold``, where a threshold is a
-number or an inlier-score quantile such as ``q95`` (see ``evaluation/thresholds.py`` for where
-the quantiles come from).
+channels and brought to its canvas by the run's preprocessing spec (``preprocessing.json``: the
+resize policy and the dataset's own steps, as the loaders did), then view 0 of the test views
+(the un-rotated, un-augmented image). Patch-level runs load as a ``PatchDetector``
+(``serving/patch_detector.py``): image scores and per-pixel anomaly maps. Scores follow the
+package convention (higher = more anomalous); ``decide`` flags ``score >= threshold``, where a
+threshold is a number or an inlier-score quantile such as ``q95`` (see
+``evaluation/thresholds.py`` for where the quantiles come from).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import tensorflow as tf
 from deep_representation_one_class import config as config_lib
 from deep_representation_one_class import resolve
 from deep_representation_one_class.datasets import pipeline
+from deep_representation_one_class.datasets import preprocessing as prep_lib
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
@@ -33,7 +36,6 @@ from deep_representation_one_class.serving.image_input import (
     PathSource,
     fit_to_input,
     load_images,
-    pad_transform,
 )
 from deep_representation_one_class.training import build
 from deep_representation_one_class.utils import io
@@ -44,18 +46,38 @@ FEATURES = ("pool", "embed")
 # ----------------------------------------------------------------------------- run loading
 def read_run_config(run_dir: str) -> config_lib.Config:
     """The ``Config`` of a run folder (``config.json``)."""
+    return _read_config(run_dir)[0]
+
+
+def _read_config(run_dir: str) -> tuple[config_lib.Config, dict]:
     path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(path):
         raise DetectorError(
             f"{run_dir} is not a run folder (no config.json); pass the --model_dir of a training "
             "run"
         )
+    raw = io.read_json(path, expect=dict)
     try:
-        return resolve.load(io.read_json(path, expect=dict))
+        return resolve.load(raw), raw
     except io.CorruptFileError:
         raise
     except (ValueError, TypeError) as e:
         raise DetectorError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+
+
+def read_preprocessing(run_dir: str, cfg: config_lib.Config | None = None):
+    """The run's ``PreprocessingSpec`` (``preprocessing.json``, or derived from ``config.json``
+    for a folder that predates it; ``DetectorError`` saying how to upgrade when it cannot be)."""
+    raw = None
+    if cfg is None:
+        cfg, raw = _read_config(run_dir)
+    else:
+        path = os.path.join(run_dir, "config.json")
+        raw = io.read_json(path, expect=dict) if os.path.isfile(path) else None
+    try:
+        return prep_lib.for_run(run_dir, cfg, raw)
+    except prep_lib.PreprocessingError as e:
+        raise DetectorError(str(e)) from None
 
 
 def restore_model(run_dir: str, cfg: config_lib.Config):
@@ -114,8 +136,9 @@ class Detector:
       thresholds: the run's ``thresholds.json`` (quantiles of these same fits).
     """
 
-    def __init__(self, run_dir, config, model, feature, scorers, thresholds):
+    def __init__(self, run_dir, config, model, feature, scorers, thresholds, spec=None):
         self.run_dir = run_dir
+        self.spec = spec if spec is not None else prep_lib.from_config(config, source="config.json")
         self.config = config
         self.model = model
         self.feature = feature
@@ -149,13 +172,18 @@ class Detector:
         """
         if feature not in FEATURES:
             raise DetectorError(f"unknown feature '{feature}'; valid: {', '.join(FEATURES)}")
-        cfg = read_run_config(run_dir)
+        cfg, raw = _read_config(run_dir)
         task = build.task_for(cfg)
         if not task.servable:
-            raise DetectorError(
-                f"{task.name}-level runs (dataset {cfg.dataset}) score densely and are not served "
-                "by the detector; their maps and scores are in the run folder"
-            )
+            # Patch-level runs score densely: served by the patch detector (image scores and
+            # anomaly maps).
+            from deep_representation_one_class.serving.patch_detector import PatchDetector
+
+            return PatchDetector.load(run_dir, classifiers, feature)  # type: ignore[return-value]
+        try:
+            spec = prep_lib.for_run(run_dir, cfg, raw)
+        except prep_lib.PreprocessingError as e:
+            raise DetectorError(str(e)) from None
         requested = classifiers if classifiers is not None else cfg.classifiers
         try:
             names = classifiers_lib.canonical_names(requested)
@@ -169,7 +197,7 @@ class Detector:
         except UserError as e:
             raise DetectorError(str(e)) from None
         model = restore_model(run_dir, cfg)
-        return cls(run_dir, cfg, model, feature, cset.for_feature(feature), thresholds)
+        return cls(run_dir, cfg, model, feature, cset.for_feature(feature), thresholds, spec)
 
     # ------------------------------------------------------------------------- properties
     @property
@@ -189,18 +217,13 @@ class Detector:
         skip_corrupt: bool = False,
         skipped: list[tuple[str, str]] | None = None,
     ) -> tuple[np.ndarray, list[str]]:
-        """``load_images`` at this run's input shape (with its dataset's native padding)."""
-        return load_images(
-            source,
-            self.input_shape,
-            transform=pad_transform(self.config.dataset),
-            skip_corrupt=skip_corrupt,
-            skipped=skipped,
-        )
+        """``load_images`` prepared by this run's preprocessing spec (its canvas, resize policy
+        and dataset steps)."""
+        return load_images(source, self.spec, skip_corrupt=skip_corrupt, skipped=skipped)
 
     def prepare(self, images: Any) -> np.ndarray:
-        """``fit_to_input`` with this run's input shape and dataset."""
-        return fit_to_input(images, self.input_shape, self.config.dataset)
+        """``fit_to_input`` with this run's preprocessing spec."""
+        return fit_to_input(images, self.spec)
 
     # ------------------------------------------------------------------------- scoring
     def features(self, images: Any, batch_size: int | None = None) -> np.ndarray:
@@ -292,7 +315,7 @@ __all__ = [
     "DetectorError",
     "fit_to_input",
     "load_images",
-    "pad_transform",
+    "read_preprocessing",
     "read_run_config",
     "restore_model",
     "view0_fn",

@@ -127,6 +127,12 @@ class Explainer:
                 valid = ", ".join((*exportable(), *ROTATION_SCORES))
                 raise ExplainError(f"cannot explain classifier '{classifier}'; valid: {valid}")
             self.detector = detector_lib.Detector.load(run_dir, [name], feature)
+            if getattr(self.detector, "level", "image") == "patches":
+                raise ExplainError(
+                    f"{run_dir} is a patch-level run: its anomaly maps already localise; write "
+                    "them with: python -m deep_representation_one_class.score --model_dir="
+                    f"{run_dir} --images=DIR --out=scores.csv --maps=MAPS_DIR"
+                )
             self.config = self.detector.config
             self.model = self.detector.model
             self.classifier = self.detector.classifiers[0]

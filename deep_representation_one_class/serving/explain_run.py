@@ -99,8 +99,9 @@ def explain_run(
         raise ExplainError(f"--k must be >= 1, got {k}")
     explainer = Explainer(run_dir, classifier, feature)
     if images is not None:
-        transform = detector_lib.pad_transform(explainer.config.dataset)
-        raw, paths = detector_lib.load_images(images, explainer.input_shape, transform=transform)
+        # Prepared as the run prepared its images (preprocessing.json).
+        spec = detector_lib.read_preprocessing(explainer.run_dir, explainer.config)
+        raw, paths = detector_lib.load_images(images, spec)
         x_all = raw.astype(np.float32) / 255.0
         scores = explainer.scores(x_all)
         captions = [os.path.basename(p) for p in paths]

@@ -9,6 +9,7 @@ non-trainable variables). Loading it needs only TensorFlow::
     scores = m.serve(images)                     # or m.signatures["serving_default"](images=...)
 
 The scores equal ``Detector.score``: the same classifiers the run fitted and evaluated.
+Patch-level runs export image scores and the anomaly map instead (``export_patches.py``).
 ``assets.extra/droc_export.json`` records the classifiers, the feature, the input shape and the
 run's inlier-score thresholds. Every scorer with a ``tf_score`` (``Scorer.tf_state`` non-empty)
 can be exported; a new scorer needs nothing here.
@@ -90,6 +91,14 @@ def build_module(detector: Detector) -> tf.Module:
     return module
 
 
+def _is_patch_run(run_dir: str) -> bool:
+    """Whether the run is patch-level (served densely by ``export_patches.py``)."""
+    from deep_representation_one_class.serving.detector import read_run_config
+    from deep_representation_one_class.training import build
+
+    return not build.task_for(read_run_config(run_dir)).servable
+
+
 def _check_out(run_dir: str, out_dir: str, overwrite: bool) -> None:
     """Refuses an existing ``out_dir`` unless ``overwrite`` and it is an earlier export."""
     if is_run_output(run_dir, out_dir):
@@ -135,6 +144,14 @@ def export_saved_model(
       ExportError: a classifier without a TF version, or an ``out_dir`` that may not be used.
       DetectorError: unusable run folder.
     """
+    if _is_patch_run(run_dir):
+        # Patch-level runs: image in, image scores and the anomaly map out.
+        from deep_representation_one_class.serving.export_patches import (
+            export_patch_saved_model,
+        )
+
+        names = None if tuple(classifiers) == DEFAULT_CLASSIFIERS else list(classifiers)
+        return export_patch_saved_model(run_dir, out_dir, names, feature, overwrite)
     unknown = [n for n in classifiers if n not in SCORERS]
     names = classifiers_lib.canonical_names([n for n in classifiers if n in SCORERS])
     bad = unknown + [n for n in names if not SCORERS.get(n).tf_state]
@@ -159,7 +176,11 @@ def export_saved_model(
                 "classifiers": detector.classifiers,
                 "feature": detector.feature,
                 "input_shape": list(detector.input_shape),
-                "input": "uint8 [B, H, W, C] at input_shape; scores: higher = more anomalous",
+                "input": (
+                    "uint8 [B, H, W, C] at input_shape, each image prepared by 'preprocessing'; "
+                    "scores: higher = more anomalous"
+                ),
+                "preprocessing": detector.spec.to_dict(),
                 "thresholds": detector.thresholds,
             },
         )

@@ -3,7 +3,9 @@
     python -m deep_representation_one_class.score --model_dir=RUN --images=DIR_OR_GLOB \\
         --out=scores.csv [--classifiers=kde,gde] [--threshold=q95] [--feature=pool]
 
-(also installed as ``droc-score``). The CSV has one row per image, in file order: ``path``,
+(also installed as ``droc-score``). Patch-level runs (MVTec layout) are scored by
+``score_patches.py``: image scores and decisions, ``--maps`` PNGs, ``--threshold=f1``,
+``--normalized`` and ``--tile``. The CSV has one row per image, in file order: ``path``,
 then ``<classifier>_score`` for each classifier (higher = more anomalous), then
 ``<classifier>_anomalous`` (1 when ``score >= threshold``). With ``--skip_corrupt``,
 unusable files (undecodable, not regular files, above the pixel cap) follow with empty scores
@@ -133,6 +135,32 @@ def build_parser() -> argparse.ArgumentParser:
         "pixel cap) instead of failing; they are listed after the scored rows with empty "
         "scores and the reason in a 'skipped' column",
     )
+    # Patch-level runs (MVTec layout): maps, F1 thresholds, normalised scores, tiles.
+    p.add_argument(
+        "--maps",
+        default=None,
+        help="patch-level runs: folder for one PNG per image (image | anomaly map | overlay "
+        "with the region at or above the pixel threshold outlined)",
+    )
+    p.add_argument(
+        "--val_images",
+        default=None,
+        help="patch-level runs with --threshold=f1: labelled images in the MVTec layout "
+        "(DIR/test/good, DIR/test/<defect>, DIR/ground_truth/<defect>/<stem>_mask.png)",
+    )
+    p.add_argument(
+        "--normalized",
+        action="store_true",
+        help="patch-level runs: add <scorer>_normalized columns, scores on [0, 1] with the "
+        "image threshold at 0.5",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=0,
+        help="patch-level runs: cut each image into overlapping NxN tiles of its own pixels, "
+        "score them at one scale and stitch the maps (large images; 0 = whole images)",
+    )
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     return p
 
@@ -161,9 +189,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.classifiers:
             names = [n.strip() for n in args.classifiers.split(",") if n.strip()]
         # Check the threshold syntax before the (slower) model load.
-        if "=" not in args.threshold:
+        if "=" not in args.threshold and args.threshold.strip().lower() != "f1":
             thresholds_lib.parse_spec(args.threshold)
+        if args.tile < 0:
+            raise DetectorError(f"--tile must be >= 0 (0 = whole images), got {args.tile}")
         det = Detector.load(args.model_dir, names, args.feature)
+        if getattr(det, "level", "image") == "patches":
+            from deep_representation_one_class.serving.score_patches import run_patch_score
+
+            return run_patch_score(args, det)
+        patch_only = [
+            flag
+            for flag, used in (
+                ("--maps", args.maps),
+                ("--val_images", args.val_images),
+                ("--normalized", args.normalized),
+                ("--tile", args.tile),
+                ("--threshold=f1", args.threshold.strip().lower() == "f1"),
+            )
+            if used
+        ]
+        if patch_only:
+            raise DetectorError(
+                f"{', '.join(patch_only)} serve patch-level runs (dataset mvtec); "
+                f"{args.model_dir} is an image-level run"
+            )
         specs = parse_threshold_arg(args.threshold, det.classifiers)
         thresholds = {n: det.threshold(n, specs[n]) for n in det.classifiers}
         skipped: list[tuple[str, str]] = []

@@ -295,13 +295,20 @@ class DenseScorer:
             keep = coreset(first, round(coreset_ratio * len(first)), seed)
             feats = {f: v[keep] for f, v in feats.items()}
         self.bank_size = len(next(iter(feats.values())))
-        self.cset = classifiers_lib.fit(
+        cset = classifiers_lib.fit(
             feats,
             self.classifiers,
             classifiers_lib.split_rows(self.bank_size, seed, 0.0),
             on_error="raise",
         )
-        for key, scorer in self.cset.scorers.items():
+        return self.use(cset)
+
+    def use(self, cset: classifiers_lib.ClassifierSet):
+        """Scores with already fitted scorers (``fit``'s, or a run's saved ``classifiers.npz``
+        for serving: nothing is refit)."""
+        self.cset = cset
+        self.fitted = {}
+        for key, scorer in cset.scorers.items():
             f, c = key.split(".", 1)
             self.fitted[f, c] = _SimilarityScorer(c, scorer) if c in ("kde", "auc") else scorer
         return self

@@ -45,6 +45,7 @@ import numpy as np
 from deep_representation_one_class.reports import maps as visualize
 from deep_representation_one_class.tasks import baselines as baselines_lib
 from deep_representation_one_class.tasks import patch_grid as patches_lib
+from deep_representation_one_class.tasks import patch_serving
 from deep_representation_one_class.tasks import patch_synthetic as synthetic_lib
 from deep_representation_one_class.tasks.patch_dense import (
     CHUNK_PATCHES,
@@ -171,8 +172,9 @@ def evaluate_patches(
         ``holdout_x`` the normals of the synthetic check, or None).
       cfg: uses patch_size, patch_stride, patch_bank, patch_coreset, patch_agg, smooth_sigma,
         baselines, classifiers, eval_batch_size, seed and the model settings (baselines).
-      run_dir: PNG panels go to ``<run_dir>/maps/`` and the fitted bank classifiers to
-        ``classifiers.npz`` (None: nothing is written).
+      run_dir: PNG panels go to ``<run_dir>/maps/``, the fitted bank classifiers to
+        ``classifiers.npz`` and the serving thresholds to ``thresholds.json`` (None: nothing
+        is written).
       writer: a ``tf.summary`` writer for a few panels (None: no TensorBoard images).
       step: the TensorBoard step of those images (default: the writer's current step or 0).
       model_shape: the model input (P, P, C) of the untrained baseline (None: no baselines).
@@ -262,6 +264,9 @@ def evaluate_patches(
     else:
         metrics.update(_synthetic_metrics(main, synth, cfg, "", per_kind=True))
     timings["synthetic"] = time.time() - t0
+    if run_dir is not None:
+        # Image and pixel thresholds of the held-out normals, for serving (patch_serving.py).
+        patch_serving.write_thresholds(run_dir, main, data, cfg, image_scores)
 
     # 9. Baselines.
     if cfg.baselines and model_shape is not None:

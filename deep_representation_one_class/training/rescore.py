@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import cli, resolve
+from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.reports import report
 from deep_representation_one_class.tasks import image as image_task
@@ -104,6 +105,7 @@ def evaluate_run(
     try:
         if patches:
             data = build.load_data(cfg)
+            preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
             model = _restored_model(cfg, run_path)
             metrics = task.evaluate(model, data, with_logits=False, run_dir=run_path).metrics
         elif reextract:
@@ -147,6 +149,8 @@ def _restored_model(cfg, run_path):
 
 def _reextract(cfg, run_path, task):
     data = build.load_data(cfg)
+    # Records (or upgrades an older folder with) how the images were prepared.
+    preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
     model = _restored_model(cfg, run_path)
     with_logits = build.method_for(cfg).extra_eval != ()
     return task.extract(model, data, with_logits)

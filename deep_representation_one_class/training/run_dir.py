@@ -51,6 +51,7 @@ RUN_FILES = (
     "classifiers.npz",
     "classifiers.json",
     "thresholds.json",
+    "preprocessing.json",
     "plots",
     "maps",
     "explain",

@@ -32,6 +32,7 @@ from absl import logging
 
 from deep_representation_one_class import datasets
 from deep_representation_one_class.config import Config
+from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import RunError
 from deep_representation_one_class.reports import hparams, report
 from deep_representation_one_class.training import build, distribute, loop, run_dir
@@ -97,6 +98,9 @@ def run(cfg: Config) -> RunResult:
     folder = run_dir.RunFolder(cfg, state) if chief else None
     if folder is not None:
         folder.start()
+        # How the images were prepared, for everything that serves the run (served ==
+        # evaluated); rewritten on resume, since the evaluation uses the data as loaded now.
+        preprocessing.write(cfg.model_dir, preprocessing.from_config(cfg, data.scale))
     try:
         return _train_and_evaluate(
             cfg, strategy, chief, any_worker, data, train_x, plan, (t_start, cpu_start)
