@@ -105,6 +105,7 @@ def evaluate_run(
     try:
         if patches:
             data = build.load_data(cfg)
+            run_dir.check_data_record(run_path, data)
             model = _restored_model(cfg, run_path)
             metrics = task.evaluate(model, data, with_logits=False, run_dir=run_path).metrics
         elif reextract:
@@ -148,6 +149,7 @@ def _restored_model(cfg, run_path):
 
 def _reextract(cfg, run_path, task):
     data = build.load_data(cfg)
+    run_dir.check_data_record(run_path, data)  # the class evaluated is the run's, or refused
     model = _restored_model(cfg, run_path)
     with_logits = build.method_for(cfg).extra_eval != ()
     return task.extract(model, data, with_logits)
