@@ -130,9 +130,9 @@ done
 # which validation preferred for rotation on Fashion-MNIST: results/selection/fmnist.md).
 common=(--seeds "$seed" --where "dataset=$dataset" --note "$data_note")
 aggregate=("${python_cmd[@]}" -m deep_representation_one_class.aggregate "$out"
-  --out "$results" "${common[@]}")
+  --out "$results" --overwrite "${common[@]}")
 aggregate_embed=("${python_cmd[@]}" -m deep_representation_one_class.aggregate "$out"
-  --out "${results}_embed" --feature embed "${common[@]}")
+  --out "${results}_embed" --overwrite --feature embed "${common[@]}")
 if ((${#dry_run[@]} > 0)); then
   echo "${aggregate_embed[*]}"
   echo "${aggregate[*]}"

@@ -335,4 +335,7 @@ def test_fingerprint_changes_with_source(tmp_path):
     os.utime(f, ns=(1, 1))
     key2 = D.fingerprint([f], (32, 32, 3))
     os.utime(f, ns=(2, 2))
+    assert key2 == D.fingerprint([f], (32, 32, 3))  # the content is the key, not the mtime
+    f.write_bytes(b"4321")  # same size ...
+    os.utime(f, ns=(2, 2))  # ... and mtime: still noticed
     assert key2 != D.fingerprint([f], (32, 32, 3))

@@ -200,7 +200,7 @@ def test_sweep_report_aggregates_and_links_runs(fake_run, tmp_path):
     page = read_page(page_path)
     assert_self_contained(page_path, page)
     assert any("81.5" in c for c in page.cells), page.cells
-    assert "contrastive/fake/c0/s1/report.html" in page.links
+    assert "./contrastive/fake/c0/s1/report.html" in page.links  # always ./-relative
     assert any(os.path.basename(s).startswith("per_class_") for s in page.images)
     assert 'c0/s2 <span class="muted">(no report.html)</span>' in page_path.read_text()
 

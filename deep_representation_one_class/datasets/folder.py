@@ -4,10 +4,13 @@
 ``root/test/<category>/`` holds the normal test images and every other ``root/test/<name>/``
 holds anomalous ones (the MVTec AD layout ``train/good``, ``test/good``, ``test/<defect>`` fits).
 Other ``root/train/<name>/`` folders are only read by the validation mode, as outliers.
-PNG, JPEG and BMP files (any case) in any mode and size are decoded, converted to the requested
-channels and resized bilinearly; other files and dot-files are ignored; files are sorted for
-determinism. Each class folder is decoded once and cached, keyed by its file list, sizes,
-mtimes and the input shape.
+PNG, JPEG, BMP and TIFF files (any case) in any mode and size are decoded (``images``: EXIF
+orientation applied, 16-bit by bit depth), converted to the requested channels and resized
+bilinearly; dot-files are ignored; files are sorted for determinism. A class folder that holds
+files but no readable image (all of an unsupported type) is refused, naming it; an empty one is
+skipped with a warning. Run folders (``.droc_run``) inside the data are never read as images.
+Each class folder is decoded once and cached, keyed by its file list and their content
+(``cache.fingerprint``) and the input shape.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from deep_representation_one_class.datasets.cache import (
     cached_arrays,
     fingerprint,
 )
+from deep_representation_one_class.utils.io import RUN_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +45,16 @@ def scan_images(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
       named pipes, devices, dangling symlinks and symlink loops with an image extension are
       never opened (a pipe would block forever) but reported, so that a strict load fails
       naming them and ``skip_corrupt`` skips them. Symlinked folders are not followed (no
-      loops); dot-files and dot-folders are ignored. Names need not be valid UTF-8.
+      loops); dot-files and dot-folders are ignored, and so are run folders (marked
+      ``.droc_run``: a run's report thumbnails are not data). Names need not be valid UTF-8.
     """
     found, bad = [], []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if not d.startswith(".") and not os.path.lexists(os.path.join(dirpath, d, RUN_MARKER))
+        ]
         for name in filenames:
             if name.startswith(".") or not name.lower().endswith(images.IMAGE_EXTENSIONS):
                 continue
@@ -91,6 +100,41 @@ def list_images(folder: Path, skip_corrupt: bool = False) -> list[Path]:
             _some(p.name for p, _ in bad),
         )
     return found
+
+
+SUPPORTED = "/".join(images.IMAGE_EXTENSIONS)
+
+
+def other_files(folder: Path, limit: int = 3) -> tuple[int, list[str]]:
+    """(number of non-dot files under ``folder`` without an image extension, a few names)."""
+    count, names = 0, []
+    for _, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in sorted(filenames):
+            if not name.startswith(".") and not name.lower().endswith(images.IMAGE_EXTENSIONS):
+                count += 1
+                if len(names) < limit:
+                    names.append(name)
+    return count, names
+
+
+def check_class_yield(folder: Path, n_images: int) -> None:
+    """Refuses a class folder that yields no image although it holds files (all of a type
+    that is not read), so that a class never vanishes from the test set unnoticed; an empty
+    folder only costs a warning.
+
+    Raises:
+      DataError: naming the folder, what it holds and the supported types.
+    """
+    if n_images:
+        return
+    count, names = other_files(folder)
+    if count:
+        raise DataError(
+            f"{folder} holds {count} file(s) but no image of a supported type ({SUPPORTED}), "
+            f"e.g. {', '.join(names)}; convert them or move the folder away"
+        )
+    logger.warning("%s holds no image; it adds nothing to the data.", folder)
 
 
 def _subfolders(folder: Path) -> list[str]:
@@ -262,9 +306,11 @@ def _load(
     train_parts, train_ids, train_paths = [], [], []
     for name in [cat] + ([c for c in train_classes if c != cat] if need_outliers else []):
         x, paths = load_class_folder(train_dir / name, input_shape, **opts)
+        if name == cat and len(x) == 0 and other_files(train_dir / cat)[0]:
+            check_class_yield(train_dir / cat, 0)
         if name == cat and len(x) == 0:
             raise DataError(
-                f"no images (.png/.jpg/.jpeg/.bmp) under {train_dir / cat}; "
+                f"no images ({SUPPORTED}) under {train_dir / cat}; "
                 f"available categories: {', '.join(train_classes)}"
             )
         train_parts.append(x)
@@ -273,6 +319,8 @@ def _load(
     test_parts, test_ids, test_paths = [], [], []
     for name in test_classes:
         x, paths = load_class_folder(test_dir / name, input_shape, **opts)
+        if not paths and not list_images(test_dir / name, skip_corrupt=True):
+            check_class_yield(test_dir / name, 0)
         test_parts.append(x)
         test_ids.append(np.full(len(x), class_names.index(name), np.int64))
         test_paths += paths

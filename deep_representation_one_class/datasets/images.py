@@ -5,6 +5,13 @@ Everything returns uint8 arrays at a requested (H, W, C) with C in {1, 3}: palet
 layouts. Decoding errors become a :class:`DataError` naming the file. Decoding runs in a thread
 pool because Pillow releases the GIL inside its codecs.
 
+The one reading rule (docs/failure_and_resume.md): every loader and ``serving`` decode through
+``_decode``, so that the same file gives the same array everywhere: the EXIF orientation is
+applied (the image as every viewer shows it); 16-bit images are converted by their bit depth
+(``value >> 8``, the same for every image, never by the image's own maximum); 32-bit float
+images are read as intensities in [0, 1]; masks (``open_mask``) mark every non-zero pixel as
+defect.
+
 Memory bounds (docs/failure_and_resume.md): only regular files are opened (a named pipe
 would block forever); an image whose decoded size exceeds the pixel cap (default 100
 megapixels, ``$DROC_MAX_IMAGE_PIXELS``) is refused from its header, before any pixel is
@@ -45,12 +52,13 @@ __all__ = [
     "map_threaded",
     "max_pixels",
     "open_image",
+    "open_mask",
     "pil_to_array",
     "place_image",
     "resize_images",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MAX_PIXELS_ENV = "DROC_MAX_IMAGE_PIXELS"
 # 100 megapixels: a 10000x10000 photo still decodes (300 MB as RGB), a crafted 280 KB PNG that
 # claims 12000x12000 16-bit pixels (3.7 GB as float64 before) is refused from its header.
@@ -143,11 +151,14 @@ def _decode(
     label: str,
     finish: Callable[[Image.Image], Any],
     target_hw: tuple[int, int] | None = None,
+    mask: bool = False,
 ) -> Any:
-    """Opens, checks and decodes one image; returns ``finish(<'L'/'RGB' image>)``.
+    """Opens, checks and decodes one image; returns ``finish(<'L'/'RGB' image>)``, upright
+    (EXIF orientation applied).
 
     ``target_hw`` allows a reduced decode of images above ``REDUCE_ABOVE`` pixels (to no less
-    than twice the target size, the final resize does the rest).
+    than twice the target size, the final resize does the rest). ``mask``: ``finish`` gets an
+    'L' image of 0 (background) and 255 (any non-zero pixel of the file, in any channel).
     """
     if not isinstance(source, bytes):
         check_regular_file(source, label)
@@ -164,6 +175,7 @@ def _decode(
             if w * h > cap:
                 raise _above_cap(label, cap, f"{w}x{h} = {w * h / 1e6:.1f} megapixels")
             img.load()  # Image.open is lazy; load() is where truncated data fails.
+            turn = _ORIENTATION.get(_orientation(img))
             out = img
             if large:
                 factor = min(w // (2 * target_hw[1]), h // (2 * target_hw[0]))
@@ -171,7 +183,10 @@ def _decode(
                     if out.mode not in _REDUCIBLE:
                         out = _normalise_mode(out)
                     out = out.reduce(factor)
-            return finish(_normalise_mode(out))
+            out = _nonzero_mask(out) if mask else _normalise_mode(out)
+            if turn is not None:
+                out = out.transpose(turn)
+            return finish(out)
     except DataError:
         raise
     except Image.DecompressionBombError as e:  # refused by Pillow while reading the header
@@ -196,25 +211,76 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
     return _decode(source, label, lambda img: img.copy())
 
 
+def open_mask(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
+    """A defect mask as an 'L' image of 0 and 255: every pixel that is non-zero in any colour
+    channel of the file is defect (masks drawn as 0/1, 0/255, 16-bit or in colour all work).
+
+    Raises:
+      DataError: as ``open_image``.
+    """
+    label = name if name is not None else _label(source)
+    return _decode(source, label, lambda img: img, mask=True)
+
+
+# EXIF orientation (tag 0x0112) -> the transpose that shows the image upright, the mapping of
+# Pillow's ImageOps.exif_transpose (applied here after any reduction, without a copy of the
+# full-size image when there is nothing to turn).
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError):
+        return 1  # an unreadable EXIF block: the pixels are still the image
+    return value if isinstance(value, int) else 1
+
+
+def _nonzero_mask(img: Image.Image) -> Image.Image:
+    """Any mode -> 'L' 0/255 with 255 wherever a colour channel is non-zero (alpha ignored)."""
+    if img.mode == "P":
+        img = img.convert("RGBA")  # palette index 0 need not be black
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        if img.mode.endswith(("A", "a")):
+            arr = arr[..., :-1]
+        arr = arr.any(axis=-1)
+    return Image.fromarray(np.where(arr != 0, 255, 0).astype(np.uint8))
+
+
 def _label(source: str | os.PathLike | bytes) -> str:
     return "<bytes>" if isinstance(source, bytes) else os.fsdecode(source)
 
 
 def _to_gray8(img: Image.Image) -> Image.Image:
-    """16-bit/32-bit/float image -> 'L', in row strips (never a whole float64 copy).
+    """16-bit/32-bit/float image -> 'L' by its bit depth, in row strips (never a whole float64
+    copy).
 
-    Pillow's own I;16 -> L conversion clips at 255 instead of rescaling, which turns a 16-bit
-    scan white; values are rescaled by 255/65535 when the maximum exceeds 255.
+    The rule is the same for every image, whatever its content: 16-bit values (I;16 modes, and
+    the 32-bit integer mode 'I' that some readers use for 16-bit files, clipped to 0..65535)
+    keep their high byte (``value >> 8``, so 0..255 -> 0, 65535 -> 255); float images ('F')
+    are intensities in [0, 1] (clipped, times 255, rounded). Pillow's own I;16 -> L conversion
+    clips at 255, which turns a 16-bit scan white; rescaling by the image's own maximum would
+    make a dark image bright and a value of 256 black.
     """
-    _, hi = img.getextrema()
-    scale = 255.0 / 65535.0 if hi > 255 else 1.0
     w, h = img.size
     out = np.empty((h, w), np.uint8)
     rows = max(1, _STRIP_PIXELS // max(w, 1))
     for top in range(0, h, rows):
         bottom = min(h, top + rows)
-        strip = np.asarray(img.crop((0, top, w, bottom)), dtype=np.float64)
-        out[top:bottom] = np.clip(np.rint(strip * scale), 0, 255).astype(np.uint8)
+        strip = np.asarray(img.crop((0, top, w, bottom)))
+        if img.mode == "F":
+            out[top:bottom] = np.rint(np.clip(np.nan_to_num(strip), 0.0, 1.0) * 255.0)
+        else:
+            out[top:bottom] = np.clip(strip.astype(np.int64), 0, 65535) >> 8
     return Image.fromarray(out)
 
 
@@ -332,10 +398,13 @@ def resize_images(
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(H, W) of an image file from its header (nothing decoded); DataError if unreadable."""
+    """(H, W) of an image file, upright (EXIF orientation applied), from its header (nothing
+    decoded); DataError if unreadable."""
     try:
         with Image.open(path) as img:
             w, h = img.size
+            if _orientation(img) in (5, 6, 7, 8):  # turned by 90 degrees
+                w, h = h, w
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(
             f"cannot decode image {path}: {e}; fix or delete the file, or pass skip_corrupt=True"
@@ -394,8 +463,9 @@ def decode_placed(
     name: str | None = None,
     mask: bool = False,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """``decode_image`` under a resize policy; masks use nearest resampling and zero padding."""
-    img = open_image(source, name)
+    """``decode_image`` under a resize policy; masks (``open_mask``: 0/255) use nearest
+    resampling and zero padding."""
+    img = open_mask(source, name) if mask else open_image(source, name)
     return place_image(
         img,
         input_shape,

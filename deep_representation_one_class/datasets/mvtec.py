@@ -13,10 +13,12 @@ Any category folder is accepted (the 15 official names are canonicalised as befo
 Images reach the ``input_shape`` canvas (default 256x256x3; grayscale is tiled to 3 channels)
 under ``--resize_policy`` (``images.place_image``: squash, fit or same_scale, the default here;
 the official categories have one size per category, where all three agree); masks follow the
-same geometry with nearest-neighbour resampling and zero padding, then are binarised (> 127),
-and the content size of every padded canvas travels as ``train_sizes``/``test_sizes``. Good
-test images have no mask: theirs is all zeros. The test order is the sorted class
-folders (``good`` first, then the defect types alphabetically) and the sorted files inside each.
+same geometry as their own image (a mask of another size is first scaled to its image's size,
+nearest-neighbour), with nearest-neighbour resampling and zero padding; every non-zero mask
+pixel is defect (0/1, 0/255, 16-bit and colour masks all work), and the content size of
+every padded canvas travels as ``train_sizes``/``test_sizes``. Good test images have no
+mask: theirs is all zeros. The test order is the sorted class folders (``good`` first, then
+the defect types alphabetically) and the sorted files inside each.
 The masks travel with the data (``OneClassData.test_masks``, aligned with ``test_x``). Decoded
 arrays are cached on disk like the other image loaders. The MVTec AD data are licensed
 CC BY-NC-SA 4.0 (c) MVTec Software GmbH; cite Bergmann et al., "MVTec AD: A Comprehensive
@@ -43,7 +45,7 @@ from deep_representation_one_class.datasets.cache import (
     cached_arrays,
     fingerprint,
 )
-from deep_representation_one_class.datasets.folder import list_images
+from deep_representation_one_class.datasets.folder import SUPPORTED, check_class_yield, list_images
 
 logger = logging.getLogger(__name__)
 
@@ -89,18 +91,32 @@ def mask_path(test_image: str | Path) -> Path | None:
 
 
 def _decode_mask(
-    path: Path, shape: tuple[int, int], policy: str = "squash", scale: float | None = None
-) -> np.ndarray:
-    """[H, W] uint8 in {0, 1}: resized like its image (nearest, zero padding), then ``> 127``."""
+    path: Path,
+    shape: tuple[int, int],
+    policy: str = "squash",
+    scale: float | None = None,
+    image_wh: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, bool]:
+    """([H, W] uint8 in {0, 1}, whether the mask had to be scaled to its image's size).
+
+    Any non-zero pixel of the file is defect (``images.open_mask``). A mask whose size differs
+    from its image's (``image_wh``, upright) is first scaled to the image's size
+    (nearest-neighbour), then placed on the canvas exactly like the image (``policy``,
+    ``scale``, zero padding), so that the defect lands where it is in the image.
+    """
     if not path.is_file():
         raise DataError(
             f"missing ground-truth mask {path}; MVTec AD expects every test/<defect>/<stem>.png "
             "to have ground_truth/<defect>/<stem>_mask.png"
         )
-    arr, _ = images.decode_placed(path, (shape[0], shape[1], 1), policy, scale, mask=True)
-    # Nearest-neighbour keeps the 0/255 values of the official masks; the threshold also
-    # copes with masks that were resized with a smoothing filter elsewhere.
-    return (arr[..., 0] > 127).astype(np.uint8)
+    img = images.open_mask(path)
+    rescaled = image_wh is not None and img.size != tuple(image_wh)
+    if rescaled:
+        img = img.resize(tuple(image_wh), resample=images.RESAMPLE["nearest"])
+    arr, _ = images.place_image(
+        img, (shape[0], shape[1], 1), policy, scale, resample="nearest", pad="constant"
+    )
+    return (arr[..., 0] > 0).astype(np.uint8), rescaled
 
 
 def masks_for_paths(
@@ -127,7 +143,8 @@ def masks_for_paths(
     for i, p in enumerate(test_paths):
         mp = mask_path(p)
         if mp is not None:
-            out[i] = _decode_mask(mp, (h, w), policy, scale)
+            ih, iw = images.image_size(p)
+            out[i] = _decode_mask(mp, (h, w), policy, scale, (iw, ih))[0]
     return out
 
 
@@ -207,25 +224,34 @@ def _decode_all(
 ) -> tuple[list, list]:
     """Decodes images (and masks) in a thread pool; failures come back as DataError objects.
 
-    Each result is (image [H, W, C], mask [H, W], (h, w) content size).
+    Each result is (image [H, W, C], mask [H, W], (h, w) content size, mask rescaled).
     """
 
     def work(path: Path):
         try:
-            image, size = images.decode_placed(path, shape, policy, scale, name=str(path))
+            img = images.open_image(path, str(path))
+            image, size = images.place_image(img, shape, policy, scale)
             mp = mask_path(path) if with_masks else None
-            mask = (
-                _decode_mask(mp, shape[:2], policy, scale)
+            mask, rescaled = (
+                _decode_mask(mp, shape[:2], policy, scale, img.size)
                 if mp is not None
-                else np.zeros(shape[:2], np.uint8)
+                else (np.zeros(shape[:2], np.uint8), False)
             )
-            return image, mask, size
+            return image, mask, size, rescaled
         except DataError as e:
             return e
 
     results = images.map_threaded(work, files)
     good = [(p, r) for p, r in zip(files, results) if not isinstance(r, DataError)]
     bad = [(p, r) for p, r in zip(files, results) if isinstance(r, DataError)]
+    rescaled = [p for p, r in good if r[3]]
+    if rescaled:
+        logger.warning(
+            "%d mask(s) differ in size from their image (e.g. %s); each was scaled to its "
+            "image's size before the image's resize, so the defects stay where they are.",
+            len(rescaled),
+            mask_path(rescaled[0]),
+        )
     return good, bad
 
 
@@ -257,11 +283,14 @@ def _load(
     classes, with_masks = _test_folders(base)
     train_files = list_images(base / "train" / GOOD, skip_corrupt)
     if not train_files:
-        raise DataError(f"no training images (.png/.jpg/.bmp) in {base / 'train' / GOOD}")
+        check_class_yield(base / "train" / GOOD, 0)
+        raise DataError(f"no training images ({SUPPORTED}) in {base / 'train' / GOOD}")
     test_files: list[Path] = []
     test_ids: list[int] = []
     for cid, name in enumerate(classes):
         found = list_images(base / "test" / name, skip_corrupt)
+        if not found:
+            check_class_yield(base / "test" / name, 0)
         test_files += found
         test_ids += [cid] * len(found)
     mask_files = [m for m in (mask_path(p) for p in test_files) if m is not None and m.is_file()]

@@ -52,6 +52,51 @@ class ClassifierError(UserError, ValueError):
     """Saved classifiers are missing, stale or unreadable; the message says what to do."""
 
 
+# The saved arrays of every scorer, their shapes in rows ``n`` (at least one) and the feature
+# dimension ``d`` recorded in classifiers.json; scalars are ``()``. Checked on load, so that a
+# damaged or edited file is refused naming itself and the array, instead of scoring NaN.
+_STATE_SHAPES: dict[str, tuple[str, ...]] = {
+    "train_features": ("n", "d"),
+    "support_vectors": ("n", "d"),
+    "dual_coef": ("n",),
+    "mean": ("d",),
+    "precision_cholesky": ("d", "d"),
+    "coef": ("d",),
+    "gamma": (),
+    "offset": (),
+    "log_norm": (),
+}
+_POSITIVE = ("gamma",)
+
+
+def _check_state(path: str, key: str, dim: Any, state: Mapping[str, np.ndarray]) -> str | None:
+    """The first problem of one classifier's saved arrays (None when they are sound)."""
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        return f"{key} has dim {dim!r} in {META_FILENAME}, expected a positive integer"
+    rows: int | None = None
+    for name, arr in state.items():
+        what = f"{key} array '{name}'"
+        if arr.dtype.kind not in "fiu":
+            return f"{what} has dtype {arr.dtype}, expected numbers"
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            return f"{what} holds NaN or Inf"
+        want = _STATE_SHAPES.get(name)
+        if want is not None:
+            sizes = []
+            for letter in want:
+                if letter == "d":
+                    sizes.append(dim)
+                else:
+                    rows = rows if rows is not None else (arr.shape[0] if arr.ndim else 0)
+                    sizes.append(rows)
+            if arr.shape != tuple(sizes) or (want and want[0] == "n" and rows < 1):
+                shown = "x".join(str(v) for v in sizes) or "a scalar"
+                return f"{what} has shape {arr.shape}, expected {shown} (at least one row)"
+        if name in _POSITIVE and not float(arr) > 0:
+            return f"{what} is {float(arr)}, expected a positive number"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class FitSplit:
     """Which classifier-train rows every classifier is fit on, and which are held out.
@@ -244,6 +289,7 @@ class ClassifierSet:
                 )
             scorers: dict[str, Scorer] = {}
             reading = npz_path
+            io.check_npz_headers(npz_path)
             with np.load(npz_path, allow_pickle=False) as npz:
                 split = FitSplit(
                     npz["split/fit_rows"].astype(np.int64),
@@ -256,9 +302,12 @@ class ClassifierSet:
                 for key in wanted:
                     entry = entries[key]
                     state = {name: npz[ref] for name, ref in entry["arrays"].items()}
+                    problem = _check_state(npz_path, key, entry["dim"], state)
+                    if problem is not None:
+                        raise ClassifierError(f"{npz_path}: {problem}; {hint}")
                     scorer_cls = SCORERS.get(entry["scorer"])
                     scorers[key] = scorer_cls.from_arrays(state, entry["params"], entry["dim"])
-        except ClassifierError:
+        except (ClassifierError, io.CorruptFileError):
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
             # A tampered or truncated file: name it (meta or arrays) rather than the folder.

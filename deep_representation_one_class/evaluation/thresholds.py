@@ -260,4 +260,13 @@ def load_thresholds(run_dir: str) -> dict[str, Any] | None:
             f"{path}: 'quantiles' must map each classifier to numbers; restore it or "
             "re-evaluate the run (python -m deep_representation_one_class.evaluate)"
         )
+    for key, q in quantiles.items():
+        for name, value in q.items():
+            # NaN flags nothing, +Inf (or 1e400, read as Inf) nothing, -Inf everything.
+            if not math.isfinite(value):
+                raise io.CorruptFileError(
+                    f"{path}: quantiles[{key!r}][{name!r}] is {value}, not a finite number; "
+                    "restore it or re-evaluate the run (python -m "
+                    "deep_representation_one_class.evaluate)"
+                )
     return table

@@ -238,8 +238,11 @@ def aggregate(
     )
 
 
-def write_outputs(report: Report, prefix: str) -> list[str]:
+def write_outputs(report: Report, prefix: str, overwrite: bool = True) -> list[str]:
     """Writes ``PREFIX.md``, ``PREFIX.csv`` (long format) and ``PREFIX_summary.csv``.
+
+    Without ``overwrite`` an existing file (or one another command writes meanwhile) is
+    refused (``io.Output``, ``OutputExistsError``) before anything is written.
 
     Returns:
         The written paths.
@@ -250,8 +253,13 @@ def write_outputs(report: Report, prefix: str) -> list[str]:
         f"{prefix}.csv": render_csv(report),
         f"{prefix}_summary.csv": render_summary_csv(report),
     }
+    targets = {path: io.Output(path, overwrite).check() for path in outputs}
     for path, text in outputs.items():
-        io.write_text(path, text)
+        with (
+            targets[path].open(os.path.splitext(path)[1]) as tmp,
+            open(tmp, "w", encoding="utf-8") as f,
+        ):
+            f.write(text)
     return list(outputs)
 
 
@@ -291,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FEATURES,
         default="pool",
         help="features the classifiers ran on: pool = f (the paper's, default), embed = g(f)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing --out files (refused otherwise)"
     )
     p.add_argument("--seeds", help="expected seeds, e.g. '1 2 3 4 5'; every gap is listed")
     p.add_argument(
@@ -338,11 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         report.note = args.note.strip()
         if args.out:
-            for path in write_outputs(report, args.out):
+            for path in write_outputs(report, args.out, args.overwrite):
                 print(f"wrote {path}")
         else:
             sys.stdout.write(render_markdown(report))
-    except AggregateError as e:
+    except (AggregateError, io.OutputExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(

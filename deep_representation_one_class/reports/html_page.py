@@ -36,8 +36,14 @@ details { margin: 6px 0; } summary { cursor: pointer; }
 
 
 def esc(value: Any) -> str:
-    """HTML-escaped text of any value."""
-    return html.escape(str(value), quote=True)
+    """HTML-escaped text of any value; bytes of names that are not valid UTF-8 (surrogate
+    escapes) are shown as ``\\xNN``."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return html.escape(text, quote=True)
 
 
 def table(
@@ -111,6 +117,7 @@ def page(title: str, body: Sequence[str]) -> str:
     """A complete standalone HTML document."""
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="generator" content="deep_representation_one_class">\n'
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"

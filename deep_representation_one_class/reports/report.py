@@ -36,7 +36,7 @@ from PIL import Image
 from deep_representation_one_class import cli, resolve
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.reports import html_page as H
-from deep_representation_one_class.reports import maps, plots, sweep_report
+from deep_representation_one_class.reports import maps, plots, publish, sweep_report
 from deep_representation_one_class.reports.run_artifacts import (
     ReportError,
     RunArtifacts,
@@ -47,12 +47,13 @@ from deep_representation_one_class.reports.run_artifacts import (
     read_scalars,
 )
 from deep_representation_one_class.training import build
+from deep_representation_one_class.training import run_dir as run_dir_lib
 from deep_representation_one_class.utils import io
 
 logger = logging.getLogger(__name__)
 
-REPORT = "report.html"
-FILES = "report_files"
+REPORT = publish.REPORT
+FILES = publish.FILES
 _THUMB = 128  # largest side of a test-image thumbnail (pixels)
 _PANELS = 4  # anomaly-map panels per group (patch runs)
 
@@ -83,6 +84,13 @@ def _load_test_data(run: RunArtifacts, data: Any) -> tuple[Any, str]:
             return None, f"the test images could not be loaded ({reason})"
     if len(data.test_x) != len(run.labels) or not np.array_equal(data.test_y, run.labels):
         return None, "the test data loaded now differ from the run's embeddings.npz"
+    try:
+        record = run_dir_lib.read_data_record(run.run_dir)
+    except UserError:
+        record = None
+    if record and record.get("test_digest") not in (None, run_dir_lib.data_digest(data)):
+        # Same count and labels, other pixels: thumbnails would show images the run never saw.
+        return None, "the test images changed since the run (their content digest differs)"
     return data, ""
 
 
@@ -280,10 +288,19 @@ def write_run_report(run_dir: str, data: Any = None, k: int = 8, key: str | None
     key = key or default_key(run)
     if key is not None and key not in run.scores:
         raise ReportError(f"no scores for '{key}' in {run_dir}; valid: {', '.join(run.scores)}")
-    folder = os.path.join(run_dir, FILES)
-    shutil.rmtree(folder, ignore_errors=True)  # the page is rewritten below; stale files go
-    os.makedirs(folder)
+    publish.check_owned(run_dir, _our_file_name)
     data, why = _load_test_data(run, data)
+    return publish.write_page(
+        run_dir, lambda folder: _render(run, run_dir, data, why, k, key, folder)
+    )
+
+
+def _our_file_name(name: str) -> bool:
+    return name.endswith(".png")  # every figure of a run's page is a PNG
+
+
+def _render(run, run_dir, data, why, k, key, folder) -> str:
+    """Writes the figures into ``folder`` and returns the page."""
     c = run.config
     title = (
         f"{c.get('method')} on {c.get('dataset')} category {c.get('category')}, "
@@ -313,9 +330,7 @@ def write_run_report(run_dir: str, data: Any = None, k: int = 8, key: str | None
     for note in run.notes:
         body.append(H.paragraph(note, True))
     body.append(H.section("Config", _config_table(run)))
-    path = os.path.join(run_dir, REPORT)
-    io.write_text(path, H.page(title, body))
-    return path
+    return H.page(title, body)
 
 
 def try_write_run_report(run_dir: str, data: Any = None) -> str | None:

@@ -4,16 +4,20 @@ The tables are those of ``python -m deep_representation_one_class.aggregate`` (m
 seeds beside the paper's numbers, missing and unfinished runs listed), plus the MVTec image /
 pixel / PRO table when the folder holds patch runs. One figure per (representation,
 classifier, dataset) shows the per-class AUROC next to the paper's per-class number, and every
-run that has its own ``report.html`` is linked (relative links: the folder can be moved).
+run that has its own ``report.html`` is linked (relative links, always starting with ``./`` and
+percent-encoded, so that a run folder named like a URL scheme stays a relative link: the folder
+can be moved). A ``report.html`` or ``report_files/`` of the user's is never written over, and
+the new page replaces the old one only once it is complete (``publish``).
 """
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections import defaultdict
 
 from deep_representation_one_class.reports import html_page as H
-from deep_representation_one_class.reports import mvtec_table, plots
+from deep_representation_one_class.reports import mvtec_table, plots, publish
 from deep_representation_one_class.reports.aggregate import aggregate
 from deep_representation_one_class.reports.run_artifacts import ReportError
 from deep_representation_one_class.reports.run_records import scan_runs, sort_key
@@ -22,10 +26,9 @@ from deep_representation_one_class.reports.tables import (
     paper_category_value,
     render_markdown,
 )
-from deep_representation_one_class.utils import io
 
-REPORT = "report.html"
-FILES = "report_files"
+REPORT = publish.REPORT
+FILES = publish.FILES
 
 
 def _slug(*parts: str) -> str:
@@ -57,8 +60,9 @@ def _run_links(root: str, runs, unfinished) -> str:
     for run in sorted(runs, key=lambda r: r.path):
         rel = os.path.relpath(run.path, root)
         page = os.path.join(run.path, REPORT)
+        href = "./" + urllib.parse.quote(os.fsencode(os.path.join(rel, REPORT)), safe="/")
         link = (
-            f'<a href="{H.esc(os.path.join(rel, REPORT))}">{H.esc(rel)}</a>'
+            f'<a href="{H.esc(href)}">{H.esc(rel)}</a>'
             if os.path.isfile(page)
             else H.esc(rel) + ' <span class="muted">(no report.html)</span>'
         )
@@ -89,11 +93,11 @@ def write_sweep_report(root: str) -> str:
             "the --out folder of scripts/sweep.sh"
         )
     report = aggregate(runs, unfinished, warnings, roots=[root])
-    folder = os.path.join(root, FILES)
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):
-        if name.startswith("per_class_"):
-            os.remove(os.path.join(folder, name))
+    publish.check_owned(root, lambda name: name.startswith("per_class_"))
+    return publish.write_page(root, lambda folder: _render(root, runs, unfinished, report, folder))
+
+
+def _render(root, runs, unfinished, report, folder) -> str:
     title = f"Sweep {os.path.basename(os.path.abspath(root))}"
     body = [f"<h1>{H.esc(title)}</h1>"]
     body.append(H.paragraph(f"{len(runs)} finished, {len(unfinished)} unfinished run(s).", True))
@@ -108,6 +112,4 @@ def write_sweep_report(root: str) -> str:
     if figs:
         body.append(H.section("Per-class AUROC next to the paper", H.figures(figs)))
     body.append(H.section("Runs", _run_links(root, runs, unfinished)))
-    path = os.path.join(root, REPORT)
-    io.write_text(path, H.page(title, body))
-    return path
+    return H.page(title, body)

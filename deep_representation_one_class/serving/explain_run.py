@@ -71,6 +71,7 @@ def explain_run(
     images: str | Sequence[str] | None = None,
     out_dir: str | None = None,
     log_tensorboard: bool = True,
+    overwrite: bool = False,
 ) -> list[str]:
     """Writes explanation grids of the k most anomalous and the k most normal images.
 
@@ -88,6 +89,8 @@ def explain_run(
         needs the run's data to be loadable).
       out_dir: where the PNGs go (default ``<run_dir>/explain``).
       log_tensorboard: also write the grids to ``<run_dir>/tb``.
+      overwrite: replace PNGs that exist in a given ``out_dir`` (refused otherwise, before
+        any work; the run's own ``explain/`` folder is always rewritten).
 
     Returns:
       The paths of the PNG files written: ``<classifier>_<method>_most_anomalous.png``,
@@ -98,6 +101,10 @@ def explain_run(
     if k < 1:
         raise ExplainError(f"--k must be >= 1, got {k}")
     explainer = Explainer(run_dir, classifier, feature)
+    if out_dir is not None:
+        for tag in ("_most_anomalous", "_most_normal", ""):
+            name = f"{explainer.classifier}_{method}{tag}.png"
+            io.Output(os.path.join(out_dir, name), overwrite).check()
     if images is not None:
         # Prepared as the run prepared its images (preprocessing.json).
         spec = detector_lib.read_preprocessing(explainer.run_dir, explainer.config)
@@ -188,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="explain these files (file, folder or glob) instead of the run's test set",
     )
     p.add_argument("--out", help="output folder (default: <model_dir>/explain)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace PNGs that already exist in --out"
+    )
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     return p
 
@@ -207,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             baseline=args.baseline,
             images=args.images,
             out_dir=args.out,
+            overwrite=args.overwrite,
         )
         for path in paths:
             print(f"wrote {path}")

@@ -105,6 +105,13 @@ def _check_out(run_dir: str, out_dir: str, overwrite: bool) -> None:
         raise ExportError(
             f"--out {out_dir} is the run folder or one of its own files; pick another"
         )
+    inner = os.path.relpath(os.path.realpath(run_dir), os.path.realpath(out_dir))
+    if not (inner == os.pardir or inner.startswith(os.pardir + os.sep)):
+        # The other direction: replacing --out would delete the run inside it.
+        raise ExportError(
+            f"--model_dir {run_dir} lies inside --out {out_dir}; replacing it would delete the "
+            "run; pick another --out"
+        )
     if not os.path.lexists(out_dir):
         return
     if not os.path.isdir(out_dir):

@@ -181,10 +181,10 @@ def _as_images(images: Any) -> list[np.ndarray]:
     x = np.asarray(images)
     if x.ndim == 3:
         x = x[..., None]
-    if x.ndim != 4 or x.shape[0] == 0 or x.shape[-1] not in (1, 3, 4):
+    if x.ndim != 4 or 0 in x.shape[:3] or x.shape[-1] not in (1, 3, 4):
         raise DetectorError(
-            f"images must be a non-empty [N, H, W, C] (C = 1, 3 or 4) or [N, H, W] array, got "
-            f"shape {x.shape}"
+            f"images must be a non-empty [N, H, W, C] (C = 1, 3 or 4, H and W at least 1) or "
+            f"[N, H, W] array, got shape {x.shape}"
         )
     return list(x)
 

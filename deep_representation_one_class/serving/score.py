@@ -62,18 +62,20 @@ def write_csv(
     scores: Mapping[str, Sequence[float]],
     flags: Mapping[str, Sequence[bool]],
     skipped: Sequence[tuple[str, str]] | None = None,
+    output: io.Output | None = None,
 ) -> None:
     """Writes the score table atomically (columns: path, <clf>_score…, <clf>_anomalous…).
 
     With ``skipped`` (``--skip_corrupt``), a last column ``skipped`` holds the reason for each
     left-out file, listed after the scored ones with empty scores. File names that are not
     valid UTF-8 are written with their original bytes (``surrogateescape``), so the CSV names
-    exactly the files on disk.
+    exactly the files on disk. ``output`` (``io.Output``) puts the file into place without
+    losing another command's file; default: replace ``path``.
     """
     names = list(scores)
     extra = ["skipped"] if skipped is not None else []
     with (
-        io.atomic_path(path, ".csv") as tmp,
+        (output or io.Output(path, overwrite=True)).open(".csv") as tmp,
         open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f,
     ):
         writer = csv.writer(f)
@@ -185,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.batch_size is not None and args.batch_size < 1:
             raise DetectorError(f"--batch_size must be >= 1, got {args.batch_size}")
         check_out(args.out, args.model_dir, args.overwrite)
+        output = io.Output(args.out, args.overwrite).check()
         names = None
         if args.classifiers:
             names = [n.strip() for n in args.classifiers.split(",") if n.strip()]
@@ -220,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         images, paths = det.load_images(args.images, args.skip_corrupt, skipped)
         scores = det.score(images, args.batch_size)
         flags = {n: scores[n] >= thresholds[n] for n in det.classifiers}
-        write_csv(args.out, paths, scores, flags, skipped if args.skip_corrupt else None)
+        write_csv(args.out, paths, scores, flags, skipped if args.skip_corrupt else None, output)
         summary = ", ".join(
             f"{n} {int(flags[n].sum())} (>= {specs[n]} = {thresholds[n]:.4g})"
             for n in det.classifiers

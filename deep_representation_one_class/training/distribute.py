@@ -67,6 +67,16 @@ def make_strategy(name: str = "mirrored") -> tf.distribute.Strategy:
     when several were configured, as the tests do); ``multi_worker`` reads ``TF_CONFIG``;
     ``default`` is the no-op strategy.
     """
+    raw = os.environ.get("TF_CONFIG")
+    if raw and name != "multi_worker":
+        # TensorFlow parses TF_CONFIG for every strategy and fails with a bare JSONDecodeError.
+        try:
+            json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ConfigError(
+                f"the TF_CONFIG environment variable is not valid JSON ({e.msg}); fix it, or "
+                "unset it for a run on one machine"
+            ) from None
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "multi_worker":

@@ -105,6 +105,7 @@ def evaluate_run(
     try:
         if patches:
             data = build.load_data(cfg)
+            run_dir.check_data_record(run_path, data)
             preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
             model = _restored_model(cfg, run_path)
             metrics = task.evaluate(model, data, with_logits=False, run_dir=run_path).metrics
@@ -149,6 +150,7 @@ def _restored_model(cfg, run_path):
 
 def _reextract(cfg, run_path, task):
     data = build.load_data(cfg)
+    run_dir.check_data_record(run_path, data)  # the class evaluated is the run's, or refused
     # Records (or upgrades an older folder with) how the images were prepared.
     preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
     model = _restored_model(cfg, run_path)

@@ -12,13 +12,19 @@ Guarantees (docs/failure_and_resume.md):
   killed process (same host, pid gone or reused) is taken over.
 * A finished run is never retrained; changed settings are refused once the folder holds a
   checkpoint or results (a start that failed before its first checkpoint can be corrected by
-  rerunning with other settings).
+  rerunning with other settings, and leaves no partial checkpoint behind).
+* What the data resolved to is recorded at the start (``data.json``: the category as given
+  and as resolved, e.g. '0' -> 'good', the class list, a digest of the test images):
+  config.json stores the resolved category, and a command that loads the data again
+  (resume, ``evaluate --reextract``) refuses data that no longer match.
+* A run folder never lies inside the data root (its report thumbnails would become data).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
@@ -40,10 +46,12 @@ logger = logging.getLogger(__name__)
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
+DATA_RECORD = "data.json"
 # Everything a run writes into its folder; --force_init deletes these and nothing else.
 RUN_FILES = (
     io.RUN_MARKER,
     CONFIG,
+    DATA_RECORD,
     SUMMARY,
     CHECKPOINTS,
     "tb",
@@ -152,6 +160,77 @@ def _check_writable(run_dir: str) -> None:
         raise RunError(f"cannot write to --model_dir {run_dir}: {why}")
 
 
+def _inside(path: str, folder: str) -> bool:
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(folder))
+    return rel == os.curdir or not (rel == os.pardir or rel.startswith(os.pardir + os.sep))
+
+
+def _check_outside_data(cfg: Config) -> None:
+    root = getattr(cfg, "root", None)
+    if (
+        root
+        and os.path.isdir(os.path.expanduser(root))
+        and _inside(cfg.model_dir, os.path.expanduser(root))
+    ):
+        raise RunError(
+            f"--model_dir {cfg.model_dir} lies inside the data root {root}: the run's files "
+            "(report thumbnails of test images) would be read as data by the next run; "
+            "pick a --model_dir outside it"
+        )
+
+
+# ----------------------------------------------------------------------------- data record
+def data_digest(data: Any) -> str:
+    """BLAKE2b of the decoded test images and labels: what the run evaluated, byte for byte."""
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (data.test_x, data.test_y):
+        a = np.ascontiguousarray(arr)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def data_record(given_category: str, data: Any) -> dict[str, Any]:
+    """What ``data.json`` holds: the category as given and as resolved, the class list, the
+    test-image count and digest."""
+    return {
+        "dataset": data.name,
+        "category_given": str(given_category),
+        "category": str(data.category),
+        "class_names": [str(c) for c in data.class_names],
+        "test_images": len(data.test_x),
+        "test_digest": data_digest(data),
+    }
+
+
+def read_data_record(run_path: str) -> dict[str, Any] | None:
+    """The run's ``data.json`` (None for runs written before it existed)."""
+    path = os.path.join(run_path, DATA_RECORD)
+    if not os.path.isfile(path):
+        return None
+    return io.read_json(path, expect=dict)
+
+
+def check_data_record(run_path: str, data: Any) -> None:
+    """Refuses data that resolve to another category or class list than the run recorded.
+
+    Raises:
+      RunError: naming the run's ``data.json``, what it recorded and what the data give now.
+    """
+    rec = read_data_record(run_path)
+    if rec is None:
+        return
+    then = (rec.get("category"), list(rec.get("class_names") or []))
+    now = (str(data.category), [str(c) for c in data.class_names])
+    if then != now:
+        path = os.path.join(run_path, DATA_RECORD)
+        raise RunError(
+            f"the data no longer match the run ({path}): it used category {then[0]!r} of "
+            f"classes {then[1]}, the data now give {now[0]!r} of {now[1]}; restore the data "
+            "or train a new run in another --model_dir"
+        )
+
+
 def inspect(cfg: Config) -> FolderState:
     """Read-only checks of ``cfg.model_dir``; raises RunError where the run must not start.
 
@@ -161,10 +240,12 @@ def inspect(cfg: Config) -> FolderState:
     """
     run_dir = cfg.model_dir
     _check_writable(run_dir)
+    _check_outside_data(cfg)
     exists = os.path.isdir(run_dir)
     if exists:
         Lock(run_dir).check()
-    entries = [e for e in os.listdir(run_dir) if e != LOCK] if exists else []
+    # The lock and another process's lock being created (``.droc_lock.*.tmp``) are not content.
+    entries = [e for e in os.listdir(run_dir) if not e.startswith(LOCK)] if exists else []
     is_run = io.RUN_MARKER in entries
     if entries and not is_run:
         what = "--force_init refuses to delete anything in" if cfg.force_init else "--model_dir"
@@ -197,6 +278,11 @@ def inspect(cfg: Config) -> FolderState:
         defaults = {**Config().to_dict(), **{k: o.default for k, (o, _) in option_owners().items()}}
         old = {k: old.get(k, defaults.get(k)) for k in new}
         old = {k: list(v) if isinstance(v, tuple) else v for k, v in old.items()}
+        rec = read_data_record(run_dir)
+        if rec is not None and new.get("category") == rec.get("category_given"):
+            # config.json stores the resolved name ('good') of what was given ('0'); whether
+            # '0' still resolves to it is checked once the data are loaded.
+            new = {**new, "category": old.get("category")}
         diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
         if diff:
             shown = ", ".join(f"--{k}={old.get(k)!r}->{new.get(k)!r}" for k in diff[:4])
@@ -244,8 +330,9 @@ class RunFolder:
         self.lock = Lock(self.path)
         self._created = False
 
-    def start(self) -> None:
-        """Creates the folder, takes the lock, applies --force_init, writes marker and config."""
+    def start(self, record: dict[str, Any] | None = None) -> None:
+        """Creates the folder, takes the lock, applies --force_init, writes marker, config and
+        the data record (``data_record``)."""
         if not os.path.isdir(self.path):
             try:
                 os.makedirs(self.path)
@@ -272,6 +359,8 @@ class RunFolder:
             os.path.join(self.path, io.RUN_MARKER), "deep_representation_one_class run folder\n"
         )
         io.write_json(os.path.join(self.path, CONFIG), self.cfg.to_dict())
+        if record is not None:
+            io.write_json(os.path.join(self.path, DATA_RECORD), record)
 
     def has_progress(self) -> bool:
         """Whether the folder holds something of value: a checkpoint or a summary."""
@@ -280,15 +369,17 @@ class RunFolder:
 
     def abort(self) -> None:
         """Undoes ``start`` after a failure before the first checkpoint: the marker, the
-        config and the TensorBoard events of the failed start go, so the corrected command
-        starts clean; a folder this start created goes too if nothing else is in it."""
-        self.lock.release()
-        for name in (io.RUN_MARKER, CONFIG):
+        config, the data record, the TensorBoard events and any partial checkpoint of the
+        failed start go (a save that failed on a full disk leaves ``ckpt-N_temp/``), so the
+        same command starts clean once the cause is fixed; a folder this start created goes
+        too if nothing else is in it."""
+        for name in (io.RUN_MARKER, CONFIG, DATA_RECORD):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(self.path, name))
         shutil.rmtree(os.path.join(self.path, "tb"), ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(self.path, CHECKPOINTS))  # only when empty
+        # No checkpoint is recorded (has_progress is False), so nothing in the folder is one.
+        shutil.rmtree(os.path.join(self.path, CHECKPOINTS), ignore_errors=True)
+        self.lock.release()
         self._remove_if_created()
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 Run folder (``config.model_dir``)::
 
-    config.json        the resolved configuration (written at start)
+    config.json        the resolved configuration (written at start; the category as resolved)
+    data.json          what the data resolved to: category given/resolved, classes, test digest
     .droc_run          marker: this folder belongs to a run (guards --force_init)
     .droc_lock         held while a process trains or evaluates the run
     checkpoints/       model + optimizer + step (resume point)
@@ -85,6 +86,8 @@ def run(cfg: Config) -> RunResult:
             cfg.model_dir,
         )
         summary = state.summary
+        if cfg.report:
+            _finish_report(cfg)
         return RunResult(
             summary["metrics"], cfg.model_dir, summary["run"].get("global_step", 0),
             "already_complete",
@@ -93,11 +96,18 @@ def run(cfg: Config) -> RunResult:
     # The data validates the category and the files before anything is written.
     t_start, cpu_start = time.time(), time.process_time()
     data = build.load_data(cfg)
+    given = cfg.category
+    if chief and state.is_run and not cfg.force_init:
+        run_dir.check_data_record(cfg.model_dir, data)  # e.g. '0' now resolves to another class
+    if datasets.DATASETS.get(cfg.dataset).categories is None and data.category != cfg.category:
+        # Open-set datasets resolve the category at load ('0' -> the first folder): store the
+        # name, so that a class folder added later cannot change what the run evaluates.
+        cfg = cfg.replace(category=data.category)
     train_x = datasets.expand_distaug(data.train_x, cfg.distaug_type)
     plan = build.step_plan(cfg, len(train_x))
     folder = run_dir.RunFolder(cfg, state) if chief else None
     if folder is not None:
-        folder.start()
+        folder.start(run_dir.data_record(given, data))
         # How the images were prepared, for everything that serves the run (served ==
         # evaluated); rewritten on resume, since the evaluation uses the data as loaded now.
         preprocessing.write(cfg.model_dir, preprocessing.from_config(cfg, data.scale))
@@ -112,6 +122,20 @@ def run(cfg: Config) -> RunResult:
     finally:
         if folder is not None:
             folder.close()
+
+
+def _finish_report(cfg: Config) -> None:
+    """A complete run whose report.html is missing (the process was stopped while writing it)
+    gets it now, under the run's lock, so that rerunning the command finishes the run."""
+    if os.path.exists(os.path.join(cfg.model_dir, report.REPORT)):
+        return
+    lock = run_dir.Lock(cfg.model_dir)
+    lock.acquire()
+    try:
+        logging.info("Run in %s is complete but has no report.html; writing it.", cfg.model_dir)
+        report.try_write_run_report(cfg.model_dir)
+    finally:
+        lock.release()
 
 
 def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, start):
