@@ -120,6 +120,10 @@ _KIND_SUFFIXES = (
     "image_auroc",
     "pixel_auroc",
     "pro",
+    "image_aupr",
+    "image_f1_max",
+    "pixel_aupr",
+    "pixel_f1_max",
     "paste",
     "scar",
     "noise",
@@ -164,7 +168,12 @@ def format_table(metrics: dict[str, float]) -> str:
     network baselines and rows marked [synthetic] the AUROC on synthetic anomalies of held-out
     normal images (docs/defects.md, "Synthetic-anomaly validation").
     """
-    plain = {k: v for k, v in metrics.items() if k.rpartition(".")[2] not in _KIND_SUFFIXES}
+    plain = {
+        k: v
+        for k, v in metrics.items()
+        # ``pool.gde.image_auroc.<defect type>``: the per-type AUROCs, in summary.json only.
+        if k.rpartition(".")[2] not in _KIND_SUFFIXES and ".image_auroc." not in k
+    }
     rows = _table(plain, "AUROC")
     pixel = {
         k.removesuffix(".pixel_auroc"): v for k, v in metrics.items() if k.endswith(".pixel_auroc")

@@ -480,8 +480,9 @@ def test_report_table_means_over_seeds_and_categories(tmp_path):
     _fake_summary(runs / "b" / "s0", "contrastive", "carpet", 0, 70.0, pixel_auroc=60.0, pro=50.0)
     table = report.collect(str(runs))
     md = report.render_markdown(table, "pool.gde")
-    assert "| bottle | 92.0 ± 2.8 | 82.0 ± 2.8 | 65.0 ± 7.1 | 2 |" in md
-    assert "| carpet | 70.0 | 60.0 | 50.0 | 1 |" in md
+    # Runs without AUPR/F1-max (evaluated by an older version) show "–" there.
+    assert "| bottle | 92.0 ± 2.8 | 82.0 ± 2.8 | 65.0 ± 7.1 | – | – | – | – | 2 |" in md
+    assert "| carpet | 70.0 | 60.0 | 50.0 | – | – | – | – | 1 |" in md
     # The mean is over categories (of the seed means), not over runs.
     assert "**81.0** | **71.0** | **57.5**" in md
     assert md.index("carpet") < md.index("bottle")  # textures first, as in the paper
@@ -491,6 +492,22 @@ def test_report_table_means_over_seeds_and_categories(tmp_path):
     assert report.main([str(runs), "--out", str(tmp_path / "t")]) == 0
     assert (tmp_path / "t.md").read_text() == md
     assert report.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_report_table_has_pr_metrics_and_defect_types(tmp_path):
+    from deep_representation_one_class.reports import mvtec_table as report
+
+    runs = tmp_path / "runs"
+    extra = {"image_aupr": 97.0, "image_f1_max": 93.0, "pixel_aupr": 55.0, "pixel_f1_max": 58.0}
+    per_type = {"image_auroc.crack": 99.0, "image_auroc.broken_large": 88.0}
+    _fake_summary(runs / "s0", "contrastive", "bottle", 0, 90.0, pro=60.0, **extra, **per_type)
+    md = report.render_markdown(report.collect(str(runs)), "pool.gde")
+    assert "| AU-PRO@0.3 | image AUPR | image F1-max | pixel AUPR | pixel F1-max |" in md
+    assert "| bottle | 90.0 | – | 60.0 | 97.0 | 93.0 | 55.0 | 58.0 | 1 |" in md
+    assert "| bottle | broken_large | 88.0 |" in md and "| bottle | crack | 99.0 |" in md
+    csv_text = report.render_csv(report.collect(str(runs)))
+    assert csv_text.splitlines()[0].endswith("pro,image_aupr,image_f1_max,pixel_aupr,pixel_f1_max")
+    assert csv_text.splitlines()[1].endswith("97.0000,93.0000,55.0000,58.0000")
 
 
 def test_run_mvtec_script_dry_run(tmp_path):

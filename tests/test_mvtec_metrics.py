@@ -189,3 +189,118 @@ def test_bad_max_fpr():
     masks, maps = random_case(0)
     with pytest.raises(EvaluationInputError, match="max_fpr"):
         M.pro_score(masks, maps, max_fpr=0.0)
+
+
+# ----------------------------------------------------------------------------- AUPR, F1-max
+
+
+def naive_f1_max(labels, scores) -> float:
+    """Best F1 of ``score >= t`` over every distinct score, by explicit counting."""
+    labels = np.asarray(labels).ravel().astype(bool)
+    scores = np.asarray(scores).ravel()
+    best = 0.0
+    for t in set(scores.tolist()):
+        pred = scores >= t
+        tp = int((pred & labels).sum())
+        if tp:
+            precision, recall = tp / pred.sum(), tp / labels.sum()
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return 100.0 * best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pixel_aupr_and_f1_max_match_sklearn_and_naive(seed):
+    from sklearn.metrics import average_precision_score
+
+    masks, maps = random_case(seed, levels=4 + seed)
+    got = M.localization_metrics(masks, maps)
+    want_ap = 100 * average_precision_score(masks.ravel(), maps.ravel())
+    assert got["pixel_aupr"] == pytest.approx(want_ap)
+    assert got["pixel_f1_max"] == pytest.approx(naive_f1_max(masks, maps))
+
+
+def test_pixel_pr_metrics_use_only_the_valid_pixels():
+    from sklearn.metrics import average_precision_score
+
+    masks, maps = random_case(4, shape=(3, 9, 9))
+    valid = np.ones(masks.shape, bool)
+    valid[:, :, 7:] = False  # canvas padding: masks are 0 there, maps arbitrary
+    masks[~valid] = 0
+    maps = maps.copy()
+    maps[~valid] = 100.0  # would be false positives if counted
+    got = M.localization_metrics(masks, maps, valid=valid)
+    want = 100 * average_precision_score(masks[valid], maps[valid])
+    assert got["pixel_aupr"] == pytest.approx(want)
+    assert got["pixel_f1_max"] == pytest.approx(naive_f1_max(masks[valid], maps[valid]))
+
+
+def test_perfect_and_hand_computed_pr_metrics():
+    masks = np.zeros((1, 2, 3), np.uint8)
+    masks[0, 0, :2] = 1  # two defect pixels among six
+    perfect = M.localization_metrics(masks, masks.astype(float))
+    assert perfect["pixel_aupr"] == pytest.approx(100.0)
+    assert perfect["pixel_f1_max"] == pytest.approx(100.0)
+    # Scores: defect 0.9, 0.5; normal 0.7, 0.1, 0.1, 0.1. Thresholds 0.9: P=1, R=1/2;
+    # 0.7: P=1/2, R=1/2; 0.5: P=2/3, R=1 (F1 0.8); AP = 0.5 * 1 + 0.5 * 2/3.
+    maps = np.array([[[0.9, 0.5, 0.1], [0.7, 0.1, 0.1]]])
+    got = M.localization_metrics(masks, maps)
+    assert got["pixel_aupr"] == pytest.approx(100 * (0.5 + 0.5 * 2 / 3))
+    assert got["pixel_f1_max"] == pytest.approx(80.0)
+
+
+def test_au_pro_is_normalised_by_the_fpr_limit():
+    # One region of 4 pixels; the map finds half of it at FPR 0 and the rest only with every
+    # pixel (FPR 1): the curve (0, 0) -> (0, 0.5) -> (1, 1) is 0.65 at FPR 0.3, so the area up
+    # to 0.3 is 0.3 * (0.5 + 0.65) / 2 and AU-PRO@0.3 = 100 * 0.575 (un-normalised: 17.25).
+    masks = np.zeros((1, 4, 4), np.uint8)
+    masks[0, :2, :2] = 1
+    maps = np.zeros((1, 4, 4))
+    maps[0, 0, :2] = 1.0
+    assert M.localization_metrics(masks, maps)["pro"] == pytest.approx(57.5)
+
+
+def test_image_aupr_f1_max_and_per_type_auroc():
+    from sklearn.metrics import average_precision_score
+
+    from deep_representation_one_class.evaluation import metrics
+
+    rng = np.random.default_rng(0)
+    ids = np.array([0] * 8 + [1] * 5 + [2] * 4)
+    scores = rng.integers(0, 6, ids.size) + (ids > 0) * rng.integers(0, 3, ids.size)
+    labels = ids > 0
+    assert metrics.aupr(labels, scores) == pytest.approx(
+        100 * average_precision_score(labels, scores)
+    )
+    assert metrics.f1_max(labels, scores) == pytest.approx(naive_f1_max(labels, scores))
+    per_type = metrics.per_type_auroc(ids, ("good", "crack", "scratch"), scores)
+    assert set(per_type) == {"crack", "scratch"}
+    for cid, name in ((1, "crack"), (2, "scratch")):
+        rows = (ids == 0) | (ids == cid)
+        want = 100 * roc_auc_score(ids[rows] == cid, scores[rows])
+        assert per_type[name] == pytest.approx(want)
+    assert metrics.per_type_auroc(np.array([1, 2]), ("good", "a", "b"), [0.1, 0.2]) == {}
+
+
+def test_patch_detection_reports_every_metric_kind():
+    from types import SimpleNamespace
+
+    from deep_representation_one_class.tasks import patch_dense
+
+    rng = np.random.default_rng(1)
+    ids = np.array([0, 0, 0, 1, 1, 2])
+    masks = np.zeros((6, 16, 16), np.uint8)
+    masks[3:, 4:9, 4:9] = 1
+    ys = xs = np.array([0, 4, 8])
+    patch = rng.random((6, 3, 3)).astype(np.float32) + 0.5 * (ids > 0)[:, None, None]
+    cfg = SimpleNamespace(patch_size=8, patch_agg="max", smooth_sigma=1.0)
+    scores = {("pool", "gde"): patch}
+    args = (scores, ys, xs, (ids > 0).astype(int), cfg)
+    got, _, _ = patch_dense.detection(
+        *args, masks=masks, shape=(16, 16), full=True, classes=(ids, ("good", "a", "b"))
+    )
+    for kind in patch_dense.METRIC_KINDS:
+        assert np.isfinite(got[f"pool.gde.{kind}"]), kind
+    assert {"pool.gde.image_auroc.a", "pool.gde.image_auroc.b"} <= set(got)
+    plain, _, _ = patch_dense.detection(*args, masks=masks, shape=(16, 16))
+    assert "pool.gde.image_aupr" not in plain and "pool.gde.pixel_aupr" not in plain
+    assert plain["pool.gde.pro"] == got["pool.gde.pro"]

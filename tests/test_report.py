@@ -214,3 +214,24 @@ def test_evaluate_rewrites_an_existing_report(fake_run, tmp_path, capsys):
     page = read_page(run / "report.html")
     # Re-scored with KDE only: the thresholds table lists the new fit and nothing else.
     assert "pool.kde" in page.cells and "pool.gde" not in page.cells
+
+
+def test_patch_table_shows_pr_metrics_and_defect_types():
+    from deep_representation_one_class.reports import report as report_lib
+
+    metrics = {
+        "pool.gde": 90.0,
+        "pool.gde.image_auroc": 90.0,
+        "pool.gde.pixel_auroc": 95.5,
+        "pool.gde.pro": 80.25,
+        "pool.gde.image_aupr": 97.0,
+        "pool.gde.pixel_f1_max": 41.0,
+        "pool.gde.image_auroc.crack": 99.0,
+        "pool.gde.image_auroc.hole": 81.0,
+        "synthetic.pool.gde.image_auroc.hole": 1.0,  # not a defect type of the test set
+    }
+    html = report_lib._patch_tables(metrics)
+    for header in ("image AUPR", "pixel F1-max", "AU-PRO (FPR &lt;= 0.3)", "crack", "hole"):
+        assert header in html, header
+    assert "pixel AUPR" not in html  # no run has it: no empty column
+    assert "80.25" in html and "99.00" in html and "81.00" in html and ">1.00<" not in html

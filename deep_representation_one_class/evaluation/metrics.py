@@ -1,4 +1,4 @@
-"""Metrics over anomaly scores: AUROC, threshold statistics and overkill/escape rates.
+"""Metrics over anomaly scores: AUROC, AUPR, F1-max, threshold statistics, overkill/escape rates.
 
 Labels are 1 (or True) for outliers/defects and 0 for inliers, and scores follow the package
 convention (higher = more anomalous; a sample is flagged when ``score >= threshold``). AUROC is
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from deep_representation_one_class.evaluation.scorers import (
     SCORERS,
@@ -85,6 +85,62 @@ def auroc(labels: Any, scores: Any) -> float:
     s = _scores_like(scores, y.shape[0])
     _require_both_classes(y)
     return 100.0 * float(roc_auc_score(y, s))
+
+
+def aupr(labels: Any, scores: Any) -> float:
+    """Area under the precision-recall curve in percent, outliers as the positive class.
+
+    The step-wise average precision, ``100 · sklearn.metrics.average_precision_score`` (no
+    interpolation between operating points), the AUPR of anomalib and most MVTec AD tables.
+    Chance is the outlier fraction, not 50. Arguments and errors as for ``auroc``.
+    """
+    y = _binary_labels(labels)
+    s = _scores_like(scores, y.shape[0])
+    _require_both_classes(y)
+    return 100.0 * float(average_precision_score(y, s))
+
+
+def f1_max(labels: Any, scores: Any) -> float:
+    """The best F1 over all thresholds ``score >= t``, in percent (outliers positive).
+
+    The "F1-max" of anomaly-detection tables: an optimistic operating point (chosen on the test
+    labels), useful to compare methods, not a threshold to deploy. Arguments and errors as for
+    ``auroc``.
+    """
+    y = _binary_labels(labels)
+    s = _scores_like(scores, y.shape[0])
+    _require_both_classes(y)
+    precision, recall, _ = precision_recall_curve(y, s)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+    return 100.0 * float(f1.max())
+
+
+def per_type_auroc(
+    class_ids: Any, class_names: Sequence[str], scores: Any, normal: int = 0
+) -> dict[str, float]:
+    """Image AUROC of each defect type against the normal images, in percent.
+
+    Args:
+      class_ids: ``[N]`` ids into ``class_names`` (MVTec layout: the test sub-folders).
+      class_names: the names of the ids.
+      scores: ``[N]`` anomaly scores.
+      normal: the id of the normal class (``good``).
+
+    Returns:
+      ``{type name: AUROC of normal vs that type}`` for every type present; the normal images
+      are the negatives of every entry. Empty when there are no normal images.
+    """
+    ids = np.asarray(class_ids).reshape(-1)
+    s = _scores_like(scores, ids.shape[0])
+    is_normal = ids == normal
+    if not is_normal.any():
+        return {}
+    out = {}
+    for cid in sorted(set(ids[~is_normal].tolist())):
+        rows = is_normal | (ids == cid)
+        out[str(class_names[cid])] = auroc(ids[rows] != normal, s[rows])
+    return out
 
 
 def _ratio(num: int, den: int) -> float:

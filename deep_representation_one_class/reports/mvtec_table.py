@@ -1,10 +1,12 @@
-"""Per-category MVTec AD table (image AUROC, pixel AUROC, PRO) with the mean, from run folders.
+"""Per-category MVTec AD table (image/pixel AUROC, AUPR, F1-max, AU-PRO) with the mean.
 
 Walks a folder for ``summary.json`` files of ``--dataset=mvtec`` runs, groups them by
 representation (method, plus distribution augmentation) and category, averages seeds (mean and
 sample SD when there are several) and writes one Markdown table per representation, with the mean
 over the categories present, the categories missing from the 15 and the paper's 15-category
-means for orientation. A CSV with one row per (representation, category) goes next to it.
+means for orientation, then the image AUROC of each defect type. A CSV with one row per
+(representation, category) goes next to it. Runs evaluated before AUPR/F1-max existed show "–"
+there (``evaluate --model_dir=RUN`` recomputes them).
 
 CLI: ``python -m deep_representation_one_class.reports.mvtec_table RUNS_DIR [--key pool.gde]
 [--out results/mvtec]``.
@@ -34,7 +36,25 @@ PAPER = {
     "contrastive_da": (86.5, 90.4, "DisAug CLR (contrastive + DA)"),
     "rotation": (86.3, 93.0, "RotNet (MLP head)"),
 }
-KINDS = (("image", ".image_auroc"), ("pixel", ".pixel_auroc"), ("pro", ".pro"))
+KINDS = (
+    ("image", ".image_auroc"),
+    ("pixel", ".pixel_auroc"),
+    ("pro", ".pro"),
+    ("image_aupr", ".image_aupr"),
+    ("image_f1_max", ".image_f1_max"),
+    ("pixel_aupr", ".pixel_aupr"),
+    ("pixel_f1_max", ".pixel_f1_max"),
+)
+HEADERS = (
+    "image AUROC",
+    "pixel AUROC",
+    "AU-PRO@0.3",
+    "image AUPR",
+    "image F1-max",
+    "pixel AUPR",
+    "pixel F1-max",
+)
+_PER_TYPE = ".image_auroc."
 
 
 class ReportError(UserError, ValueError):
@@ -74,6 +94,8 @@ def collect(runs_dir: str, key: str = "pool.gde") -> dict[str, dict[str, list[di
         metrics = summary.get("metrics", {})
         row = {kind: metrics.get(key + suffix) for kind, suffix in KINDS}
         row["seed"] = config.get("seed")
+        prefix = key + _PER_TYPE
+        row["types"] = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
         table[_representation(config)][str(config.get("category"))].append(row)
     return table
 
@@ -100,11 +122,11 @@ def _ordered(categories) -> list[str]:
 
 def render_markdown(table: dict[str, dict[str, list[dict]]], key: str) -> str:
     """One table per representation: category rows, seed mean ± SD, then the category mean."""
-    out = [f"# MVTec AD results ({key}; AUROC and PRO x100)", ""]
+    out = [f"# MVTec AD results ({key}; all x100)", ""]
     for rep in sorted(table):
         cats = table[rep]
-        out += [f"## {rep}", "", "| category | image AUROC | pixel AUROC | PRO | seeds |"]
-        out.append("|---|---|---|---|---|")
+        out += [f"## {rep}", "", f"| category | {' | '.join(HEADERS)} | seeds |"]
+        out.append("|---" * (len(HEADERS) + 2) + "|")
         means = {kind: [] for kind, _ in KINDS}
         for cat in _ordered(cats):
             rows = cats[cat]
@@ -118,6 +140,7 @@ def render_markdown(table: dict[str, dict[str, list[dict]]], key: str) -> str:
             f"**{statistics.fmean(v):.1f}**" if v else "–" for v in means.values()
         )
         out.append(f"| **mean ({len(cats)} categories)** | {mean_cells} | |")
+        out += _per_type_lines(cats)
         missing = [c for c in CATEGORIES if c not in cats]
         if missing:
             out.append("")
@@ -135,11 +158,28 @@ def render_markdown(table: dict[str, dict[str, list[dict]]], key: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def _per_type_lines(cats: dict[str, list[dict]]) -> list[str]:
+    """Image AUROC per defect type (seed mean ± SD), one row per (category, type)."""
+    lines = []
+    for cat in _ordered(cats):
+        types = sorted({t for r in cats[cat] for t in r.get("types", {})})
+        for t in types:
+            stat = _stat([r.get("types", {}).get(t) for r in cats[cat]])
+            lines.append(f"| {cat} | {t} | {_cell(stat)} |")
+    if not lines:
+        return []
+    head = ["", "Image AUROC per defect type (that type against the good images):", ""]
+    return [*head, "| category | defect type | image AUROC |", "|---|---|---|", *lines]
+
+
 def render_csv(table: dict[str, dict[str, list[dict]]]) -> str:
-    """``representation,category,seeds,image_auroc,pixel_auroc,pro`` (seed means)."""
+    """``representation,category,seeds,image_auroc,pixel_auroc,pro,image_aupr,...`` (seed means)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["representation", "category", "seeds", "image_auroc", "pixel_auroc", "pro"])
+    columns = [
+        "image_auroc" if k == "image" else "pixel_auroc" if k == "pixel" else k for k, _ in KINDS
+    ]
+    writer.writerow(["representation", "category", "seeds", *columns])
     for rep in sorted(table):
         for cat in _ordered(table[rep]):
             rows = table[rep][cat]

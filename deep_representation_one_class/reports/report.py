@@ -97,17 +97,52 @@ def _load_test_data(run: RunArtifacts, data: Any) -> tuple[Any, str]:
 # ----------------------------------------------------------------------------- tables
 def _auroc_table(run: RunArtifacts) -> str:
     if run.patch:
-        keys = sorted({k.rsplit(".", 1)[0] for k in run.metrics if k.count(".") == 2})
-        kinds = ("image_auroc", "pixel_auroc", "pro")
-        rows = [[k, *(_fmt(run.metrics.get(f"{k}.{m}")) for m in kinds)] for k in keys]
-        header = ["feature.classifier", "image AUROC", "pixel AUROC", "PRO (FPR <= 0.3)"]
-        return H.table(header, rows, best=_best_cells(rows))
+        return _patch_tables(run.metrics)
     flat = {k: v for k, v in run.metrics.items() if k.count(".") == 1}
     feats = sorted({k.split(".")[0] for k in flat}, key=lambda f: (f not in ("pool", "embed"), f))
     clfs = sorted({k.split(".")[1] for k in flat})
     rows = [[f, *(_fmt(flat.get(f"{f}.{c}")) for c in clfs)] for f in feats]
     note = "auc = 1-NN cosine distance (the reference's name); dscore/logit = rotation classifier"
     return H.table(["AUROC x100", *clfs], rows, best=_best_cells(rows)) + H.paragraph(note, True)
+
+
+# Patch runs' columns: (metric kind, header); a column shows when any row has the metric.
+_PATCH_KINDS = (
+    ("image_auroc", "image AUROC"),
+    ("image_aupr", "image AUPR"),
+    ("image_f1_max", "image F1-max"),
+    ("pixel_auroc", "pixel AUROC"),
+    ("pixel_aupr", "pixel AUPR"),
+    ("pixel_f1_max", "pixel F1-max"),
+    ("pro", "AU-PRO (FPR <= 0.3)"),
+)
+
+
+def _patch_tables(metrics: dict[str, float]) -> str:
+    """Detection/localisation per (feature, classifier), then the image AUROC per defect type."""
+    keys = sorted({k.rsplit(".", 1)[0] for k in metrics if k.count(".") == 2})
+    kinds = [(m, h) for m, h in _PATCH_KINDS if any(f"{k}.{m}" in metrics for k in keys)]
+    rows = [[k, *(_fmt(metrics.get(f"{k}.{m}")) for m, _ in kinds)] for k in keys]
+    header = ["feature.classifier", *(h for _, h in kinds)]
+    html = H.table(header, rows, best=_best_cells(rows))
+    note = (
+        "All x100. AUPR = average precision; F1-max = the best F1 over all thresholds (chosen "
+        "on the test labels: a comparison number, not a deployable threshold); AU-PRO = area "
+        "under the per-region-overlap curve up to 30% FPR, normalised by 0.3."
+    )
+    html += H.paragraph(note, True)
+    per_type = {
+        k: v for k, v in metrics.items() if ".image_auroc." in k and not k.startswith("synthetic.")
+    }
+    if per_type:
+        types = sorted({k.rsplit(".", 1)[1] for k in per_type})
+        rows = [
+            [k, *(_fmt(per_type.get(f"{k}.image_auroc.{t}")) for t in types)]
+            for k in sorted({k.split(".image_auroc.")[0] for k in per_type})
+        ]
+        html += H.paragraph("Image AUROC of each defect type against the good images:")
+        html += H.table(["feature.classifier", *types], rows, best=_best_cells(rows))
+    return html
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -30,6 +30,7 @@ from deep_representation_one_class import cli
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation.scorers import SCORERS
+from deep_representation_one_class.serving import convert
 from deep_representation_one_class.serving.detector import Detector, view0_fn
 from deep_representation_one_class.training.run_dir import is_run_output
 from deep_representation_one_class.utils import io
@@ -211,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m deep_representation_one_class.export",
-        description="Export a trained run as a TensorFlow SavedModel that maps uint8 images "
-        "[B, H, W, C] to anomaly scores (loadable with tf.saved_model.load alone).",
+        description="Export a trained run as a TensorFlow SavedModel, TFLite or ONNX model that "
+        "maps uint8 images [B, H, W, C] to anomaly scores (loadable without this package).",
     )
     p.add_argument("--model_dir", required=True, help="run folder of a finished training run")
     p.add_argument("--out", required=True, help="destination folder of the SavedModel")
@@ -228,6 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="features the classifiers use: pool = f (paper), embed = g(f)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.add_argument(
+        "--format",
+        default="savedmodel",
+        choices=convert.FORMATS.names(),
+        help="savedmodel (TensorFlow), tflite (model.tflite, LiteRT) or onnx (model.onnx; needs "
+        "the [export] extra); see serving/convert.py",
+    )
+    p.add_argument(
+        "--quantize",
+        default="none",
+        choices=convert.QUANTIZE,
+        help="tflite only: dynamic_int8 stores weights as int8 (smaller; scores shift a little)",
+    )
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     return p
 
@@ -238,6 +252,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         names = [n.strip() for n in args.classifiers.split(",") if n.strip()]
+        if args.format != "savedmodel" or args.quantize != "none":
+            out = convert.export_converted(
+                args.model_dir,
+                args.out,
+                args.format,
+                args.quantize,
+                names,
+                args.feature,
+                args.overwrite,
+            )
+            model_file = os.path.join(out, convert.FORMATS.get(args.format).filename)
+            print(
+                f"wrote {args.format} model {model_file} (classifiers: {', '.join(names)}; "
+                f"{args.feature})"
+            )
+            return 0
         out = export_saved_model(args.model_dir, args.out, names, args.feature, args.overwrite)
         print(f"wrote SavedModel to {out} (classifiers: {', '.join(names)}; {args.feature})")
         return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -43,7 +44,17 @@ __all__ = [
 
 # Scorers that stay cheap with ~10^4 bank patches and ~10^5 test patches (linear in both).
 PATCH_SCORERS = ("gde", "kde", "auc")
-METRIC_KINDS = ("image_auroc", "pixel_auroc", "pro")
+METRIC_KINDS = (
+    "image_auroc",
+    "pixel_auroc",
+    "pro",
+    "image_aupr",
+    "image_f1_max",
+    "pixel_aupr",
+    "pixel_f1_max",
+)
+# The detection/localisation numbers besides the AUROCs and PRO (``detection(full=True)``).
+_PR_KINDS = ("pixel_aupr", "pixel_f1_max")
 # Windows per chunk of images: 8192 uint8 32x32x3 windows are 25 MB, their float32 batch and
 # features a few MB more.
 CHUNK_PATCHES = 8192
@@ -347,6 +358,8 @@ def detection(
     shape: tuple[int, int] = (0, 0),
     prefix: str = "",
     keep_maps: tuple[str, str] | None = None,
+    full: bool = False,
+    classes: tuple[np.ndarray, Sequence[str]] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray | None]:
     """Image AUROC (and, with defect masks, pixel AUROC and PRO) of every (feature, scorer).
 
@@ -359,6 +372,10 @@ def detection(
       shape: (H, W) of the canvas (for the maps).
       prefix: prepended to every metric key (``baseline_pixels.`` ...).
       keep_maps: the (feature, scorer) whose maps are returned.
+      full: also image and pixel AUPR and F1-max (``image_aupr``, ``image_f1_max``,
+        ``pixel_aupr``, ``pixel_f1_max``), the numbers MVTec AD tables compare.
+      classes: (``[T]`` class ids, their names; id 0 = normal) for the image AUROC of each
+        defect type against the normal images, key ``<feature>.<scorer>.image_auroc.<type>``.
 
     Returns:
       (metrics x100, {f"{feature}_{scorer}_image_score": [T]}, maps [T, H, W] of ``keep_maps``
@@ -377,12 +394,22 @@ def detection(
         key = prefix + metric_key(f, c)
         metrics[key] = metrics_lib.auroc(labels, s)
         metrics[prefix + metric_key(f, c, "image_auroc")] = metrics[key]
+        if full:
+            metrics[prefix + metric_key(f, c, "image_aupr")] = metrics_lib.aupr(labels, s)
+            metrics[prefix + metric_key(f, c, "image_f1_max")] = metrics_lib.f1_max(labels, s)
+        if classes is not None:
+            per_type = metrics_lib.per_type_auroc(classes[0], classes[1], s)
+            for name, value in per_type.items():
+                metrics[f"{prefix}{metric_key(f, c, 'image_auroc')}.{name}"] = value
         if has_defects or (f, c) == keep_maps:
             maps = patches_lib.anomaly_maps(patch_scores, ys, xs, size, shape, cfg.smooth_sigma)
             if has_defects:
                 loc = loc_metrics.localization_metrics(masks, maps, max_fpr=0.3, valid=pixels)
                 metrics[prefix + metric_key(f, c, "pixel_auroc")] = loc["pixel_auroc"]
                 metrics[prefix + metric_key(f, c, "pro")] = loc["pro"]
+                if full:
+                    for kind in _PR_KINDS:
+                        metrics[prefix + metric_key(f, c, kind)] = loc[kind]
             if (f, c) == keep_maps:
                 kept = maps
     return metrics, image_scores, kept

@@ -18,7 +18,8 @@ follow the Patch-SVDD-style protocol the spec recalls):
 5. Anomaly map: each pixel averages the scores of all patches covering it (computed as
    ``Aᵧᵀ S Aₓ / counts`` with 0/1 coverage matrices, exact at full resolution), then a Gaussian
    filter of ``smooth_sigma`` pixels. ASSUMPTION: averaging and sigma = 4.
-6. Metrics per feature and scorer: image AUROC, pixel AUROC and PRO (FPR <= 0.3), all x100.
+6. Metrics per feature and scorer: image AUROC, pixel AUROC and PRO (FPR <= 0.3), all x100;
+   for the test set also image and pixel AUPR and F1-max and the image AUROC per defect type.
 
 7. Padded canvases (``--resize_policy`` fit/same_scale): only windows whose centre lies in the
    image content count for the image score, and pixel metrics use the content pixels only.
@@ -29,7 +30,9 @@ follow the Patch-SVDD-style protocol the spec recalls):
    through the same protocol: ``baseline_pixels.<scorer>[.<kind>]``,
    ``baseline_random.pool.<scorer>[.<kind>]`` and their ``synthetic.`` scores.
 
-Metric keys: ``<feature>.<scorer>.image_auroc``, ``.pixel_auroc`` and ``.pro``, plus the plain
+Metric keys: ``<feature>.<scorer>.image_auroc``, ``.pixel_auroc``, ``.pro`` (AU-PRO up to FPR 0.3,
+normalised by 0.3), ``.image_aupr``, ``.image_f1_max``, ``.pixel_aupr``, ``.pixel_f1_max`` and
+``.image_auroc.<defect type>`` (that type against the good images), plus the plain
 ``<feature>.<scorer>`` = the image AUROC again, the key the summary tables and the aggregation
 read. PNG panels of every test image for the main scorer go to ``<run>/maps/``.
 """
@@ -237,6 +240,8 @@ def evaluate_patches(
         sizes=data.test_sizes,
         shape=(height, width),
         keep_maps=primary,
+        full=True,
+        classes=(data.test_class, data.class_names),
     )
     timings["metrics"] = time.time() - t0
     arrays: dict[str, np.ndarray] = {

@@ -1,0 +1,240 @@
+"""TFLite and ONNX exports: scores against the in-process Detector, loading without the package.
+
+The run is a tiny Fashion-MNIST run on a real subset of the shipped Fashion-MNIST files
+(600 training and 200 test images), so the exported graph has the real preprocessing (28x28
+gray padded to 32x32x3) and classifiers fitted on real features.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import FAKE_RUN_CLASSIFIERS as CLASSIFIERS
+from conftest import tiny_config
+
+from deep_representation_one_class.serving import convert, runtimes
+from deep_representation_one_class.serving import export as export_lib
+
+
+def _onnx_or_skip():
+    for module in ("tf2onnx", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            pytest.skip(f"{module} is not installed (pip install '.[export]'); ONNX not tested")
+
+
+def _subset_fmnist(root) -> str:
+    """The first 600 training and 200 test images of the shipped Fashion-MNIST, as IDX files."""
+    from deep_representation_one_class.datasets import fmnist
+
+    counts = {"train": 600, "t10k": 200}
+    os.makedirs(root, exist_ok=True)
+    for name in fmnist.IDX_FILES.values():
+        arr = fmnist.read_idx(fmnist.SHIPPED_DIR / f"{name}.gz")
+        arr = arr[: counts[name.split("-")[0]]].astype(np.uint8)
+        head = bytes([0, 0, 0x08, arr.ndim]) + b"".join(
+            int(d).to_bytes(4, "big") for d in arr.shape
+        )
+        with open(os.path.join(root, f"{name}.gz"), "wb") as f:
+            f.write(gzip.compress(head + arr.tobytes()))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def fmnist_run(tmp_path_factory) -> str:
+    from deep_representation_one_class.training import runner
+
+    base = tmp_path_factory.mktemp("fmnist_run")
+    cfg = tiny_config(
+        dataset="fmnistood",
+        root=_subset_fmnist(base / "data"),
+        strategy="default",
+        model_dir=str(base / "run"),
+        classifiers=CLASSIFIERS,
+    )
+    runner.run(cfg)
+    return str(base / "run")
+
+
+@pytest.fixture(scope="module")
+def images_and_scores(fmnist_run):
+    from deep_representation_one_class.serving.detector import Detector
+    from deep_representation_one_class.training import build
+
+    det = Detector.load(fmnist_run, CLASSIFIERS)
+    x = build.load_data(det.config).test_x
+    return x, det.score(x)
+
+
+def _export(run_dir, tmp_path_factory, fmt, quantize="none") -> str:
+    out = str(tmp_path_factory.mktemp(f"export_{fmt}_{quantize}") / "model")
+    convert.export_converted(run_dir, out, fmt, quantize, CLASSIFIERS)
+    return out
+
+
+# The exports compute in float32. 1e-3 relative, plus 1e-5 absolute for scores near zero: the
+# 1-NN cosine distance 1 - max cos is a difference of numbers near 1, whose float32 rounding
+# (~1e-7 per term over D terms) is absolute, not relative.
+ABS_TOL = 1e-5
+
+
+def _relative_error(got, want) -> dict[str, float]:
+    """Largest |got - want| / (|want| + ABS_TOL / 1e-3) per output: < 1e-3 is the tolerance."""
+    return {
+        k: float(
+            np.max(
+                np.abs(np.asarray(got[k], np.float64) - want[k])
+                / (np.abs(want[k]) + ABS_TOL / 1e-3)
+            )
+        )
+        for k in want
+    }
+
+
+def test_float32_lowering_rewrites_every_double():
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float64, [None], name="x")
+        tf.identity(tf.cast(x, tf.float32) * 2.0 + tf.cast(x * np.float64(0.5), tf.float32))
+    gd = graph.as_graph_def()
+    convert.lower_to_float32(gd)
+    double = tf.float64.as_datatype_enum
+    for node in gd.node:
+        for attr in node.attr.values():
+            assert attr.type != double and attr.tensor.dtype != double, node
+    const = next(n for n in gd.node if n.op == "Const" and n.attr["value"].tensor.dtype != 3)
+    assert tf.make_ndarray(const.attr["value"].tensor).dtype in (np.float32, np.int32)
+
+
+def test_tflite_matches_detector(fmnist_run, tmp_path_factory, images_and_scores):
+    x, want = images_and_scores
+    out = _export(fmnist_run, tmp_path_factory, "tflite")
+    got = runtimes.load("tflite", out)(x)
+    assert set(got) == set(want)
+    errors = _relative_error(got, want)
+    assert max(errors.values()) < 1e-3, errors
+    with open(os.path.join(out, export_lib.EXPORT_INFO)) as f:
+        info = json.load(f)
+    assert info["format"] == "tflite" and info["model_file"] == "model.tflite"
+    assert info["input_shape"] == [32, 32, 3] and "pool.kde" in info["thresholds"]["quantiles"]
+
+
+def test_tflite_dynamic_int8_keeps_the_ranking(fmnist_run, tmp_path_factory, images_and_scores):
+    from deep_representation_one_class.evaluation import metrics
+    from deep_representation_one_class.serving.detector import read_run_config
+    from deep_representation_one_class.training import build
+
+    labels = (build.load_data(read_run_config(fmnist_run)).test_y != 0).astype(int)
+    x, want = images_and_scores
+    out = _export(fmnist_run, tmp_path_factory, "tflite", "dynamic_int8")
+    got = runtimes.load("tflite", out)(x)
+    float_size = os.path.getsize(_export(fmnist_run, tmp_path_factory, "tflite") + "/model.tflite")
+    assert os.path.getsize(os.path.join(out, "model.tflite")) < float_size
+    for name in ("gde", "kde"):
+        # int8 weights move the scores (this tiny network is the worst case: 1/16 width); the
+        # ranking of the images must stay close and detection must stay far above chance.
+        ranks = [np.argsort(np.argsort(np.asarray(v, np.float64))) for v in (want[name], got[name])]
+        assert np.corrcoef(*ranks)[0, 1] > 0.8, name
+        assert metrics.auroc(labels, np.asarray(got[name], np.float64)) > 70.0, name
+
+
+def test_onnx_matches_detector(fmnist_run, tmp_path_factory, images_and_scores):
+    _onnx_or_skip()
+    x, want = images_and_scores
+    out = _export(fmnist_run, tmp_path_factory, "onnx")
+    got = runtimes.load("onnxruntime", out)(x)
+    assert set(got) == set(want)
+    errors = _relative_error(got, want)
+    assert max(errors.values()) < 1e-3, errors
+
+
+_LOADER = r"""
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("deep_representation_one_class", "sklearn"):
+            raise ImportError(f"{name} is blocked")
+        return None
+sys.meta_path.insert(0, Block())
+import numpy as np
+fmt, path, x = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
+if fmt == "tflite":
+    import tensorflow as tf
+    runner = tf.lite.Interpreter(model_path=path).get_signature_runner("serving_default")
+    out = runner(images=x)
+else:
+    import onnxruntime as ort
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x})))
+print(json.dumps({k: np.asarray(v).tolist() for k, v in out.items()}))
+"""
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_exports_load_without_the_package(
+    fmt, fmnist_run, tmp_path_factory, images_and_scores, tmp_path
+):
+    if fmt == "onnx":
+        _onnx_or_skip()
+    x, want = images_and_scores
+    out = _export(fmnist_run, tmp_path_factory, fmt)
+    np.save(tmp_path / "x.npy", x[:8])
+    model = os.path.join(out, convert.FORMATS.get(fmt).filename)
+    # -I: isolated mode (no PYTHONPATH, no user site, no script folder on sys.path); run from an
+    # empty folder, so neither the repository nor an editable install can be imported.
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", _LOADER, fmt, model, str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    errors = _relative_error(got, {k: v[:8] for k, v in want.items()})
+    assert max(errors.values()) < 1e-3, errors
+
+
+def test_export_cli_formats_and_errors(fake_run, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert export_lib.main(["--model_dir", fake_run, "--out", str(out), "--format=tflite"]) == 0
+    assert (out / "model.tflite").is_file() and (out / export_lib.EXPORT_INFO).is_file()
+    # An earlier export of another format is replaced only with --overwrite.
+    assert export_lib.main(["--model_dir", fake_run, "--out", str(out)]) != 0
+    assert "--overwrite" in capsys.readouterr().err
+    base = ["--model_dir", fake_run, "--quantize=dynamic_int8"]
+    rc = export_lib.main([*base, "--out", str(out), "--format=tflite", "--overwrite"])
+    assert rc == 0
+    with open(out / export_lib.EXPORT_INFO) as f:
+        assert json.load(f)["quantize"] == "dynamic_int8"
+    bad = export_lib.main([*base, "--out", str(tmp_path / "q"), "--format=savedmodel"])
+    err = capsys.readouterr().err
+    assert bad != 0 and "tflite only" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "q").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_missing_runtime_is_one_actionable_line(monkeypatch, tmp_path):
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name == "openvino":
+            raise ImportError("no")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(runtimes.RuntimeMissingError, match=r"\[openvino\]"):
+        runtimes.load("openvino", str(tmp_path))
