@@ -29,10 +29,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deep_representation_one_class.config import Config, option_owners
+from deep_representation_one_class.config import RUNTIME_KEY, Config, option_owners
 from deep_representation_one_class.errors import NonFiniteLossError, RunError
 from deep_representation_one_class.training.lock import LOCK, Lock
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import hardware, io
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +269,10 @@ class RunFolder:
         io.write_text(
             os.path.join(self.path, io.RUN_MARKER), "deep_representation_one_class run folder\n"
         )
-        io.write_json(os.path.join(self.path, CONFIG), self.cfg.to_dict())
+        io.write_json(
+            os.path.join(self.path, CONFIG),
+            {**self.cfg.to_dict(), RUNTIME_KEY: hardware.runtime_record()},
+        )
 
     def has_progress(self) -> bool:
         """Whether the folder holds something of value: a checkpoint or a summary."""
