@@ -22,9 +22,10 @@ imported by pytest, a notebook or a user's script it does nothing.
 
 ``DROC_ALLOCATOR`` chooses: ``auto`` (default: tcmalloc if installed, else glibc tunables),
 ``tcmalloc`` (error if not installed), ``glibc`` (tunables only) or ``system`` (leave the process
-as started). A process re-executes at most once (its pid is recorded in ``DROC_ALLOCATOR_EXEC``;
-exec keeps the pid), and never when a malloc replacement is already loaded or the tunables are
-already set, so child processes inherit the choice without re-executing.
+as started); ``DROC_TCMALLOC`` names the library where it is not in a system folder. A process
+re-executes at most once (its pid is recorded in ``DROC_ALLOCATOR_EXEC``; exec keeps the pid),
+and never when a malloc replacement is already loaded or the tunables are already set, so child
+processes inherit the choice without re-executing.
 
 This module imports nothing heavy (no TensorFlow, no numpy). ``python -m
 deep_representation_one_class.utils.allocator`` prints what a command would run with.
@@ -45,6 +46,7 @@ __all__ = [
     "ENV_SWITCH",
     "GLIBC_TUNABLES",
     "MODES",
+    "PATH_OVERRIDE",
     "AllocatorError",
     "current",
     "ensure_fast_allocator",
@@ -53,6 +55,7 @@ __all__ = [
 ]
 
 ENV_SWITCH = "DROC_ALLOCATOR"
+PATH_OVERRIDE = "DROC_TCMALLOC"
 MODES = ("auto", "tcmalloc", "glibc", "system")
 # Marker of the re-exec: the pid of the process that re-executed itself (exec keeps the pid).
 EXEC_MARK = "DROC_ALLOCATOR_EXEC"
@@ -86,8 +89,18 @@ class AllocatorError(ValueError):
     """``DROC_ALLOCATOR`` is invalid or asks for a library that is not installed."""
 
 
-def find_tcmalloc() -> str | None:
-    """Path of an installed tcmalloc (the dynamic loader's cache first, then known folders)."""
+def find_tcmalloc(env: Mapping[str, str] | None = None) -> str | None:
+    """Path of an installed tcmalloc: ``DROC_TCMALLOC`` if set (a library outside the system
+    folders, e.g. a conda environment's; a path that is not a file counts as "not installed"),
+    else the dynamic loader's cache, else known folders."""
+    env = os.environ if env is None else env
+    if env.get(PATH_OVERRIDE):
+        path = env[PATH_OVERRIDE]
+        if os.path.isfile(path):
+            return path
+        print(f"warning: {PATH_OVERRIDE}={path} is not a file; tcmalloc is not used",
+              file=sys.stderr)  # fmt: skip
+        return None
     try:
         out = subprocess.run(
             ["ldconfig", "-p"], capture_output=True, text=True, timeout=10, check=False
