@@ -6,7 +6,11 @@
 The same command as ``droc train`` (a thin alias of ``deep_representation_one_class.main``).
 """
 
-from deep_representation_one_class.main import run_cli
+from deep_representation_one_class.utils.allocator import ensure_fast_allocator
+
+ensure_fast_allocator()  # before TensorFlow loads: re-executes once with tcmalloc if installed
+
+from deep_representation_one_class.main import run_cli  # noqa: E402
 
 if __name__ == "__main__":
     run_cli()

@@ -34,6 +34,7 @@ __all__ = [
     "PRECISION_CHOICES",
     "RESIZE_POLICIES",
     "RESNET_STAGES",
+    "RUNTIME_KEY",
     "SCHED_FREQS",
     "STRATEGIES",
     "Config",
@@ -52,6 +53,8 @@ RESNET_STAGES = ("conv2", "conv3", "conv4", "conv5")
 OPTIMIZERS = ("sgd", "adam")
 SCHED_FREQS = ("epoch", "step")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# Key of config.json holding how the process ran (utils.hardware.runtime_record); not a setting.
+RUNTIME_KEY = "runtime"
 # halfcos: lr = cos(pi t / T * level / 16) stays >= 0 up to level 8; above it the clipped cosine
 # drops to 0 mid-run and the learning rate jumps between 0 and its base value.
 MAX_SCHED_LEVEL = 8
@@ -279,6 +282,8 @@ class Config:
         if not isinstance(d, Mapping):
             raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        # config.json's record of the process that ran (allocator, threads) is not a setting.
+        d = {k: v for k, v in d.items() if k != RUNTIME_KEY}
         owners = set(d) - names if options is None else set(options)
         unknown = sorted(k for k in d if k not in names and k not in owners)
         if unknown:

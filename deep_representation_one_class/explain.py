@@ -4,7 +4,11 @@ Attributions (integrated gradients, Grad-CAM) of a run's scores.
 The command line lives in ``serving/explain.py``; this module keeps the command's name.
 """
 
-from deep_representation_one_class import cli
+from deep_representation_one_class.utils.allocator import ensure_fast_allocator
+
+ensure_fast_allocator()  # first: may re-execute the command with tcmalloc
+
+from deep_representation_one_class import cli  # noqa: E402
 
 cli.quiet_tensorflow()  # before TensorFlow is first imported
 

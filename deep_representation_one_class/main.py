@@ -16,9 +16,15 @@ import sys
 import typing
 from typing import Any
 
-from absl import app, flags, logging
+from deep_representation_one_class.utils.allocator import ensure_fast_allocator
 
-from deep_representation_one_class import cli
+# First of all: a command re-executes itself once with tcmalloc (or glibc tunables), which
+# the dynamic loader and glibc only read at start (utils/allocator.py).
+ensure_fast_allocator()
+
+from absl import app, flags, logging  # noqa: E402
+
+from deep_representation_one_class import cli  # noqa: E402
 
 # Before TensorFlow is first imported: resolve imports the registries, which import it.
 cli.quiet_tensorflow()

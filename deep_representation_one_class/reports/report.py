@@ -210,6 +210,12 @@ def _info_table(run: RunArtifacts) -> str:
         ["test set", f"{len(run.labels)} images, {int(run.labels.sum())} outliers"],
         ["replicas / precision", f"{r.get('num_replicas')} / {c.get('precision')}"],
     ]
+    runtime = r.get("runtime") if isinstance(r.get("runtime"), dict) else {}
+    if runtime:
+        isa = runtime.get("onednn_max_cpu_isa")
+        rows.append(
+            ["allocator", runtime.get("allocator", "") + (f", oneDNN ISA {isa}" if isa else "")]
+        )
     return H.table(["", ""], [[k, "" if v is None else v] for k, v in rows], left=2)
 
 

@@ -35,11 +35,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deep_representation_one_class.config import Config
+from deep_representation_one_class.config import RUNTIME_KEY, Config
 from deep_representation_one_class.errors import NonFiniteLossError, RunError
 from deep_representation_one_class.resolve import option_owners
 from deep_representation_one_class.training.lock import LOCK, Lock
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import hardware, io
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +358,10 @@ class RunFolder:
         io.write_text(
             os.path.join(self.path, io.RUN_MARKER), "deep_representation_one_class run folder\n"
         )
-        io.write_json(os.path.join(self.path, CONFIG), self.cfg.to_dict())
+        io.write_json(
+            os.path.join(self.path, CONFIG),
+            {**self.cfg.to_dict(), RUNTIME_KEY: hardware.runtime_record()},
+        )
         if record is not None:
             io.write_json(os.path.join(self.path, DATA_RECORD), record)
 

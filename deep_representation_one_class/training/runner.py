@@ -37,7 +37,7 @@ from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import RunError
 from deep_representation_one_class.reports import hparams, report
 from deep_representation_one_class.training import build, distribute, loop, run_dir
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import hardware, io
 
 __all__ = ["RunResult", "run"]
 
@@ -263,6 +263,7 @@ def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, s
             "complete": True,
             "num_replicas": strategy.num_replicas_in_sync,
             "classifier_fit": "classifiers.json",
+            "runtime": hardware.runtime_record(),
         },
     }
     io.write_json(os.path.join(cfg.model_dir, run_dir.SUMMARY), summary)
