@@ -28,6 +28,7 @@ from deep_representation_one_class.datasets.images import RESIZE_POLICIES
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.evaluation import scorers
 from deep_representation_one_class.models import NETWORKS
+from deep_representation_one_class.models.backbones import BACKBONES
 from deep_representation_one_class.registry import Option
 from deep_representation_one_class.utils import hardware, schedules
 
@@ -136,6 +137,14 @@ class Config:
         "behaviours (README, 'Differences').",
     )
     # Model.
+    backbone: str = _field(
+        "resnet18",
+        "Feature network: resnet18 (the --net_type ResNet, trained from scratch), "
+        "efficientnet_lite0 (ImageNet weights from a pip package, offline; frozen for "
+        "imagenet/patchcore, fine-tuned by the training methods) or resnet50_imagenet (Keras's "
+        "download; frozen methods only). Default: efficientnet_lite0 for imagenet/patchcore "
+        "(docs/pretrained.md).",
+    )
     net_type: str = _field(
         "resnet18", "Backbone: resnet10/18/34/50/101/152 (reference spelling ResNet18 accepted)."
     )
@@ -356,20 +365,23 @@ def build(**given: Any) -> Config:
       ConfigError: an unknown name, an option of another method or task, or a bad value.
     """
     defaults = Config()
-    method = _canonical(methods.METHODS, given.get("method", defaults.method))
     dataset = _canonical(datasets.DATASETS, given.get("dataset", defaults.dataset))
-    method_cls = methods.METHODS.get(method)
     spec = datasets.DATASETS.get(dataset)
+    method = _canonical(methods.METHODS, given.get("method", spec.method or defaults.method))
+    method_cls = methods.METHODS.get(method)
     task_cls = tasks.TASKS.get(spec.task)
     values: dict[str, Any] = {}
     values.update(method_cls.defaults_for(given))
     if "input_shape" not in given:
         values["input_shape"] = tuple(spec.default_input_shape)
     values.update(spec.defaults)
+    values.update(spec.method_defaults.get(method, {}))
     values.update(method_cls.fixed)
     if ("num_epoch" in given or "num_batch" in given) and "train_steps" not in given:
         values["train_steps"] = 0
     values.update(given)
+    values.setdefault("backbone", defaults.backbone)
+    values.update({k: v for k, v in method_cls.derived(values).items() if k not in given})
     # Resolved here, so config.json records what the run computed in.
     values["precision"] = hardware.resolve_precision(values.get("precision", defaults.precision))
     values["method"], values["dataset"] = method, dataset
@@ -404,6 +416,19 @@ def _need(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _check_trainable_backbone(cfg: Config, method: str) -> None:
+    """A training method starts from a pretrained --backbone only if it has a trainable trunk."""
+    spec = BACKBONES.get(cfg.backbone)
+    if not spec.pretrained or methods.METHODS.get(method).fixed.get("train_steps") == 0:
+        return
+    if spec.trainable is None:
+        raise ValueError(
+            f"--backbone={spec.name} is for the frozen-feature methods (imagenet, patchcore); "
+            f"--method={method} trains resnet18 or fine-tunes efficientnet_lite0"
+        )
+    spec.check(cfg)
+
+
 def validate(cfg: Config) -> Config:
     """Checks every field and option; returns ``cfg`` with canonical names.
 
@@ -416,6 +441,7 @@ def validate(cfg: Config) -> Config:
     method = _canonical(methods.METHODS, cfg.method)
     dataset = _canonical(datasets.DATASETS, cfg.dataset)
     net = _canonical(NETWORKS, cfg.net_type)
+    backbone = _canonical(BACKBONES, cfg.backbone)
     try:
         sched = schedules.canonical_schedule(cfg.sched_type)
     except ValueError as e:
@@ -508,12 +534,14 @@ def validate(cfg: Config) -> Config:
         dataset=dataset,
         precision=precision,
         net_type=net,
+        backbone=backbone,
         sched_type=sched,
         distaug_type=distaug,
         category=category,
     )
     try:
         methods.METHODS.get(method).check_config(cfg, len(views))
+        _check_trainable_backbone(cfg, method)
         task_cls.check_config(cfg)
         # Op parameters that depend on the image size (crop999999 at 32 px) are only checked
         # when the views are built; build them here (no TensorFlow op runs, ~1 ms) so that

@@ -132,6 +132,9 @@ class DatasetSpec:
       defaults: quick defaults of ``Config`` fields (or task options) for this dataset; they
         override the method's defaults and are overridden by the user's flags.
       label: the column label in result tables (the paper's name), '' for the key itself.
+      method: the method a run uses when the user names none ('' = the global default).
+      method_defaults: method name -> further defaults when the run uses that method (e.g.
+        the input side of the pretrained default on user folders).
     """
 
     name: str
@@ -142,6 +145,8 @@ class DatasetSpec:
     task: str = "image"
     defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
     label: str = ""
+    method: str = ""
+    method_defaults: Mapping[str, Mapping[str, object]] = dataclasses.field(default_factory=dict)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
