@@ -144,6 +144,14 @@ class Config:
         "behaviours (docs/differences.md).",
     )
     # Model.
+    backbone: str = _field(
+        "resnet18",
+        "Feature network: resnet18 (the --net_type ResNet, trained from scratch), "
+        "efficientnet_lite0 (ImageNet weights from a pip package, offline; frozen for "
+        "imagenet/patchcore, fine-tuned by the training methods) or resnet50_imagenet (Keras's "
+        "download; frozen methods only). Default: efficientnet_lite0 for imagenet/patchcore "
+        "(docs/pretrained.md).",
+    )
     net_type: str = _field(
         "resnet18", "Backbone: resnet10/18/34/50/101/152 (reference spelling ResNet18 accepted)."
     )

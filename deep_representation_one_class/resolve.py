@@ -32,6 +32,7 @@ from deep_representation_one_class.config import Config, check_fields
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.evaluation import scorers
 from deep_representation_one_class.models import NETWORKS
+from deep_representation_one_class.models.backbones import BACKBONES
 from deep_representation_one_class.registry import Option
 from deep_representation_one_class.utils import hardware, schedules
 
@@ -95,20 +96,25 @@ def build(**given: Any) -> Config:
       ConfigError: an unknown name, an option of another method or task, or a bad value.
     """
     defaults = Config()
-    method = _canonical(methods.METHODS, given.get("method", defaults.method))
     dataset = _canonical(datasets.DATASETS, given.get("dataset", defaults.dataset))
-    method_cls = methods.METHODS.get(method)
     spec = datasets.DATASETS.get(dataset)
+    # A dataset may name its own default method (users' folders: the pretrained path).
+    method = _canonical(methods.METHODS, given.get("method", spec.method or defaults.method))
+    method_cls = methods.METHODS.get(method)
     task_cls = tasks.TASKS.get(spec.task)
     values: dict[str, Any] = {}
     values.update(method_cls.defaults_for(given))
     if "input_shape" not in given:
         values["input_shape"] = tuple(spec.default_input_shape)
     values.update(spec.defaults)
+    values.update(spec.method_defaults.get(method, {}))
     values.update(method_cls.fixed)
     if ("num_epoch" in given or "num_batch" in given) and "train_steps" not in given:
         values["train_steps"] = 0
     values.update(given)
+    values.setdefault("backbone", defaults.backbone)
+    # Settings that follow from others (e.g. the input side of a pretrained backbone).
+    values.update({k: v for k, v in method_cls.derived(values).items() if k not in given})
     values["method"], values["dataset"] = method, dataset
 
     fields = {f.name for f in dataclasses.fields(Config)} - {"options"}
@@ -136,6 +142,19 @@ def build(**given: Any) -> Config:
     return validate(cfg)
 
 
+def _check_trainable_backbone(cfg: Config, method: str) -> None:
+    """A training method starts from a pretrained --backbone only if it has a trainable trunk."""
+    spec = BACKBONES.get(cfg.backbone)
+    if not spec.pretrained or methods.METHODS.get(method).fixed.get("train_steps") == 0:
+        return
+    if spec.trainable is None:
+        raise ValueError(
+            f"--backbone={spec.name} is for the frozen-feature methods (imagenet, patchcore); "
+            f"--method={method} trains resnet18 or fine-tunes efficientnet_lite0"
+        )
+    spec.check(cfg)
+
+
 def validate(cfg: Config) -> Config:
     """Checks every field and option; returns ``cfg`` with canonical names and its precision
     resolved (``auto`` -> what this machine computes fast).
@@ -149,6 +168,7 @@ def validate(cfg: Config) -> Config:
     method = _canonical(methods.METHODS, cfg.method)
     dataset = _canonical(datasets.DATASETS, cfg.dataset)
     net = _canonical(NETWORKS, cfg.net_type)
+    backbone = _canonical(BACKBONES, cfg.backbone)
     try:
         sched = schedules.canonical_schedule(cfg.sched_type)
     except ValueError as e:
@@ -174,12 +194,14 @@ def validate(cfg: Config) -> Config:
         dataset=dataset,
         precision=precision,
         net_type=net,
+        backbone=backbone,
         sched_type=sched,
         distaug_type=distaug,
         category=category,
     )
     try:
         methods.METHODS.get(method).check_config(cfg, len(views))
+        _check_trainable_backbone(cfg, method)
         task_cls.check_config(cfg)
         # Op parameters that depend on the image size (crop999999 at 32 px) are only checked
         # when the views are built; build them here (no TensorFlow op runs, ~1 ms) so that

@@ -143,7 +143,8 @@ def test_rotnet_refuses_an_mlp_head(tmp_path):
 @pytest.mark.parametrize(
     "kw,match",
     [
-        ({}, "needs --imagenet_weights"),
+        ({"backbone": "resnet50_imagenet"}, "needs --imagenet_weights"),
+        ({"backbone": "resnet18"}, "no pretrained weights"),
         ({"imagenet_weights": "/nonexistent/r50.h5"}, "is not a file"),
         ({"num_epoch": 3, "imagenet_weights": __file__}, "use --num_epoch=0"),
     ],
@@ -221,4 +222,6 @@ def test_cli_defaults_of_the_baselines():
     cfg = _cli_config(method="denoising")
     assert (cfg.method, cfg.aug_list, cfg.head_dims) == ("denoising", "x", ())
     with pytest.raises(config_lib.ConfigError, match="needs --imagenet_weights"):
-        _cli_config(method="imagenet")
+        _cli_config(method="imagenet", backbone="resnet50_imagenet")
+    cfg = _cli_config(method="imagenet")  # offline: the packaged EfficientNet-Lite0
+    assert (cfg.backbone, cfg.pretrained_size) == ("efficientnet_lite0", 128)

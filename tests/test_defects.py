@@ -327,7 +327,9 @@ def test_pretrained_fails_fast_offline_without_weights(method):
     with pytest.raises(
         config_lib.ConfigError, match=r"needs --imagenet_weights=PATH .* unreachable"
     ):
-        resolve.build(method=method, dataset="mvtec", category="bottle")
+        resolve.build(
+            method=method, dataset="mvtec", category="bottle", backbone="resnet50_imagenet"
+        )
     assert time.time() - t0 < 5
 
 

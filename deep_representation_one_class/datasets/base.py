@@ -141,6 +141,9 @@ class DatasetSpec:
         ``datasets.preprocessing.PreprocessingSpec`` (``native_pad``, ``crop``, ``cover_crop``,
         ``resample``, and ``resize_policy: True`` when it honours ``--resize_policy``); the
         run records it so that served images are prepared the same way.
+      method: the method a run uses when the user names none ('' = the global default).
+      method_defaults: method name -> further defaults when the run uses that method (e.g.
+        the input side of the pretrained default on user folders).
     """
 
     name: str
@@ -152,6 +155,8 @@ class DatasetSpec:
     defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
     label: str = ""
     preprocessing: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    method: str = ""
+    method_defaults: Mapping[str, Mapping[str, object]] = dataclasses.field(default_factory=dict)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")

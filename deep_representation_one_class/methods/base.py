@@ -67,6 +67,14 @@ class Method:
         return cls.defaults
 
     @classmethod
+    def derived(cls, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Settings that follow from the others once every default is in (``values``: flag
+        name -> value, the user's included), e.g. the input side a pretrained backbone is fed
+        at; recorded in config.json like any setting."""
+        del values
+        return {}
+
+    @classmethod
     def check_config(cls, config: Config, num_views: int) -> None:
         """Raises ValueError (one line) when the config cannot work with this method."""
 

@@ -1,6 +1,13 @@
 """ImageNet-features baseline (Table 7 "ResNet-50 (ImageNet)"): fixed pretrained features.
 
-``pools`` are the global-average-pooled outputs [B, 2048] of ``keras.applications.ResNet50``.
+``--backbone`` picks the network (``models/backbones.py``): ``efficientnet_lite0`` (the
+default; ImageNet weights from a pip package, offline; ``pools`` [B, 1280]) or
+``resnet50_imagenet`` (the default when ``--imagenet_weights`` is given; ``pools`` [B, 2048]).
+Images are resized to ``--pretrained_size`` (0 = the backbone's side, 224; 128 for data
+smaller than 64 px, e.g. CIFAR's 32 px, where 224 costs 3x the CPU time; config.json records
+the side used).
+
+ResNet-50: ``pools`` are the global-average-pooled outputs of ``keras.applications.ResNet50``.
 Weights (``resolve_weights``), in order: a local file (``--imagenet_weights=PATH``, e.g. Keras's
 ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`` or any ``.weights.h5`` of the no-top
 ResNet50); Keras's own cache (``$KERAS_HOME``/``~/.keras``/models, checked against its hash by
@@ -28,6 +35,7 @@ from keras import layers
 from deep_representation_one_class.datasets.cifar import is_online
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.methods.base import METHODS, Method
+from deep_representation_one_class.models.backbones import BACKBONES, input_size
 from deep_representation_one_class.registry import Option
 
 # Side the images are resized to before the backbone. A module constant rather than a flag:
@@ -46,6 +54,28 @@ WEIGHTS_OPTION = Option(
     "else Keras's checksummed download when online (imagenet, patchcore).",
     kind=str,
 )
+SIZE_OPTION = Option(
+    "pretrained_size",
+    0,
+    "imagenet, patchcore: side (px) images (patchcore: patch windows) are resized to before the "
+    "frozen backbone; 0 = the backbone's (224; 128 for images under 64 px; 64 for windows).",
+)
+
+
+def pretrained_defaults(given, fallback: str = "efficientnet_lite0") -> dict:
+    """``--backbone`` when the user gave none: ResNet-50 with --imagenet_weights, else the
+    offline EfficientNet-Lite0."""
+    if "backbone" in given:
+        return {}
+    return {"backbone": "resnet50_imagenet" if given.get("imagenet_weights") else fallback}
+
+
+def check_backbone(config, method: str) -> None:
+    """A frozen-feature method needs a pretrained backbone whose weights are available."""
+    spec = BACKBONES.get(config.backbone)
+    spec.check(config)
+    if spec.frozen is None:
+        raise ValueError(f"--backbone={spec.name} has no frozen features for --method={method}")
 
 
 def cached_weights() -> str | None:
@@ -145,10 +175,10 @@ def frozen_outputs(features):
 
 @METHODS.register("imagenet")
 class ImageNet(Method):
-    """Evaluation-only: fixed ImageNet ResNet-50 features, no training objective."""
+    """Evaluation-only: fixed ImageNet features (``--backbone``), no training objective."""
 
     name = "imagenet"
-    label = "ResNet-50 (ImageNet)"
+    label = "ImageNet features"
     defaults = MappingProxyType(
         {
             "aug_list": "x",
@@ -161,11 +191,28 @@ class ImageNet(Method):
         }
     )
     fixed = MappingProxyType({"train_steps": 0, "num_epoch": 0})
-    options = (WEIGHTS_OPTION,)
+    options = (WEIGHTS_OPTION, SIZE_OPTION)
+
+    @classmethod
+    def table_label(cls, config):
+        name = config.get("backbone") or "resnet50_imagenet"
+        return BACKBONES.get(name).label if name in BACKBONES else name
+
+    @classmethod
+    def defaults_for(cls, given):
+        return {**cls.defaults, **pretrained_defaults(given)}
+
+    @classmethod
+    def derived(cls, values):
+        if values.get("pretrained_size"):
+            return {}
+        return {"pretrained_size": input_size(values["backbone"], values["input_shape"][0])}
 
     @classmethod
     def check_config(cls, config, num_views):
-        resolve_weights(config.imagenet_weights, cls.name)
+        check_backbone(config, cls.name)
+        if config.pretrained_size < 32:
+            raise ValueError(f"--pretrained_size must be >= 32, got {config.pretrained_size}")
         if config.num_epoch != 0 or config.train_steps != 0:
             raise ValueError(
                 f"method {cls.name} only evaluates fixed features; use --num_epoch=0, "
@@ -174,10 +221,12 @@ class ImageNet(Method):
 
     def build_model(self, make_default):
         del make_default  # the configured ResNet is replaced, not extended
-        return build_imagenet_model(
-            resolve_weights(self.config.imagenet_weights, self.name),
-            channels=int(self.config.input_shape[2]),
-        )
+        spec = BACKBONES.get(self.config.backbone)
+        channels = int(self.config.input_shape[2])
+        model = spec.frozen(self.config, channels, int(self.config.pretrained_size), "image")
+        if spec.name == "resnet50_imagenet":
+            return model  # already has the output dict
+        return keras.Model(model.input, frozen_outputs(model.output), name=model.name)
 
     def per_example(self, model, views, training=True):
         raise ConfigError("method imagenet has nothing to train; use --num_epoch=0")

@@ -1,6 +1,12 @@
 """PatchCore-style pretrained patch features for the patch task (Roth et al., CVPR 2022).
 
-A frozen ImageNet ResNet-50 (weights as for ``--method=imagenet``: a local file, Keras's cache,
+``--backbone=efficientnet_lite0`` (the default, offline): each window, resized to
+``--pretrained_size`` (0 = 64 px), runs through the frozen ImageNet EfficientNet-Lite0; the
+outputs of block 4 (stride 8, 40 channels) and block 10 (stride 16, 112 channels) are locally
+averaged, aligned, concatenated and averaged over the window: ``pools`` [B, 152].
+
+``--backbone=resnet50_imagenet`` (the default when ``--imagenet_weights`` is given): a frozen
+ImageNet ResNet-50 (weights as for ``--method=imagenet``: a local file, Keras's cache,
 or Keras's checksummed download when online; else a one-line error within seconds) embeds each
 P x P window of the patch task: the window is resized to ``--pretrained_size`` (default 64,
 a 2x upsampling of 32-px windows, so that the mid-level maps keep some resolution), the outputs
@@ -22,32 +28,22 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import keras
-import tensorflow as tf
-from keras import layers
 
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.methods.base import METHODS, Method
 from deep_representation_one_class.methods.imagenet import (
+    SIZE_OPTION,
     WEIGHTS_HINT,
     WEIGHTS_OPTION,
     ImageNetPreprocess,
+    check_backbone,
     frozen_outputs,
-    resolve_weights,
+    pretrained_defaults,
 )
-from deep_representation_one_class.registry import Option
+from deep_representation_one_class.models.backbones import BACKBONES, LocalAggregate
 
 LAYERS = ("conv3_block4_out", "conv4_block6_out")
-
-
-class LocalAggregate(layers.Layer):
-    """Mid-level maps -> one locally aware vector per window: 3x3 average, align, concat, mean."""
-
-    def call(self, maps):
-        low, high = maps
-        low = tf.nn.avg_pool2d(low, 3, 1, "SAME")
-        high = tf.nn.avg_pool2d(high, 3, 1, "SAME")
-        high = tf.image.resize(high, tf.shape(low)[1:3], method="bilinear")
-        return tf.reduce_mean(tf.concat([low, high], axis=-1), axis=[1, 2])
+WINDOW_SIZE = 64  # default --pretrained_size: 32-px windows upsampled 2x
 
 
 def build_patchcore_model(weights, channels: int = 3, size: int = 64) -> keras.Model:
@@ -89,7 +85,7 @@ class PatchCore(Method):
     """Evaluation-only: frozen pretrained mid-level window features, coreset bank, 1-NN."""
 
     name = "patchcore"
-    label = "PatchCore-style (ImageNet ResNet-50)"
+    label = "PatchCore-style"
     defaults = MappingProxyType(
         {
             "aug_list": "x",
@@ -106,20 +102,27 @@ class PatchCore(Method):
     fixed = MappingProxyType(
         {"train_steps": 0, "num_epoch": 0, "patch_coreset": 0.1, "classifiers": ("auc",)}
     )
-    options = (
-        WEIGHTS_OPTION,
-        Option(
-            "pretrained_size",
-            64,
-            "patchcore: side (px) the patch windows are resized to before the frozen ResNet-50.",
-        ),
-    )
+    options = (WEIGHTS_OPTION, SIZE_OPTION)
+
+    @classmethod
+    def table_label(cls, config):
+        name = config.get("backbone") or "resnet50_imagenet"
+        label = BACKBONES.get(name).label if name in BACKBONES else name
+        return f"PatchCore-style ({label})"
+
+    @classmethod
+    def defaults_for(cls, given):
+        return {**cls.defaults, **pretrained_defaults(given)}
+
+    @classmethod
+    def derived(cls, values):
+        return {} if values.get("pretrained_size") else {"pretrained_size": WINDOW_SIZE}
 
     @classmethod
     def check_config(cls, config, num_views):
         if config.pretrained_size < 32:
             raise ValueError(f"--pretrained_size must be >= 32, got {config.pretrained_size}")
-        resolve_weights(config.imagenet_weights, cls.name)
+        check_backbone(config, cls.name)
         if config.num_epoch != 0 or config.train_steps != 0:
             raise ValueError(
                 f"method patchcore only evaluates fixed features; use --train_steps=0, "
@@ -128,11 +131,12 @@ class PatchCore(Method):
 
     def build_model(self, make_default):
         del make_default
-        return build_patchcore_model(
-            resolve_weights(self.config.imagenet_weights, self.name),
-            channels=int(self.config.input_shape[2]),
-            size=int(self.config.pretrained_size),
-        )
+        spec = BACKBONES.get(self.config.backbone)
+        channels = int(self.config.input_shape[2])
+        model = spec.frozen(self.config, channels, int(self.config.pretrained_size), "patch")
+        if spec.name == "resnet50_imagenet":
+            return model
+        return keras.Model(model.input, frozen_outputs(model.output), name="patchcore_" + spec.name)
 
     def per_example(self, model, views, training=True):
         raise ConfigError("method patchcore has nothing to train; use --train_steps=0")

@@ -23,6 +23,17 @@ for _depth in BLOCKS:
     NETWORKS.add(f"resnet{_depth}", functools.partial(resnet_trunk, depth=_depth))
 
 
+def _lite0(inputs, input_size, **options):
+    # Imported here: backbones reads the pip package's weights only when this trunk is built.
+    from deep_representation_one_class.models.backbones import lite0_trunk
+
+    del options  # width, stages, BatchNorm sync and precision are the ResNet's
+    return lite0_trunk(inputs, side=input_size)
+
+
+NETWORKS.add("efficientnet_lite0", _lite0)
+
+
 def build_model(
     net_type: str = "resnet18",
     net_width: float = 1.0,

@@ -14,6 +14,7 @@ from deep_representation_one_class import datasets, methods, tasks
 from deep_representation_one_class.config import Config
 from deep_representation_one_class.datasets import pipeline
 from deep_representation_one_class.models import build_model
+from deep_representation_one_class.models.backbones import BACKBONES
 from deep_representation_one_class.utils.schedules import ReferenceSchedule
 
 
@@ -35,8 +36,11 @@ def make_backbone(cfg: Config, **model_kwargs) -> keras.Model:
     """The configured ResNet + head at the task's model input (``model_kwargs`` go to
     ``models.build_model``, e.g. the benchmark's reference layers)."""
     dtype = None if cfg.precision == "float32" else cfg.precision
+    # A pretrained --backbone replaces the ResNet trunk (fine-tuning); the head stays.
+    pretrained = BACKBONES.get(cfg.backbone)
+    net_type = pretrained.name if pretrained.trainable is not None else cfg.net_type
     return build_model(
-        cfg.net_type,
+        net_type,
         cfg.net_width,
         task_for(cfg).model_input_shape(),
         cfg.head_dims,

@@ -35,6 +35,7 @@ from deep_representation_one_class import datasets
 from deep_representation_one_class.config import Config
 from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import RunError
+from deep_representation_one_class.models import backbones
 from deep_representation_one_class.reports import hparams, report
 from deep_representation_one_class.training import build, distribute, loop, run_dir
 from deep_representation_one_class.utils import hardware, io
@@ -246,6 +247,7 @@ def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, s
     summary: dict[str, Any] = {
         "metrics": evaluation.metrics,
         "config": cfg.to_dict(),
+        "backbone": backbones.describe(cfg),
         "run": {
             "global_step": global_step,
             "steps_per_epoch": plan.steps_per_epoch,

