@@ -122,7 +122,8 @@ def test_train_and_eval_loop_precision_auto_then_droc_evaluate(tmp_path):
     written = json.loads((run_dir / "config.json").read_text())["precision"]
     assert written == resolve.resolve_precision("auto")
     assert written in config_lib.PRECISIONS
-    flags_ = [f"--model_dir={run_dir}", "--classifiers=gde"]
+    # evaluate's --precision takes the same choices and records what "auto" resolved to.
+    flags_ = [f"--model_dir={run_dir}", "--classifiers=gde", "--reextract", "--precision=auto"]
     evaluate = subprocess.run(
         [sys.executable, "-m", "deep_representation_one_class.droc", "evaluate", *flags_],
         cwd=rel.REPO,
@@ -134,3 +135,4 @@ def test_train_and_eval_loop_precision_auto_then_droc_evaluate(tmp_path):
     assert evaluate.returncode == 0, evaluate.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert any(k.endswith(".gde") for k in summary["metrics"]), sorted(summary["metrics"])
+    assert summary["eval_precision"] == written

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import cli, resolve
+from deep_representation_one_class import config as config_lib
 from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.reports import report
@@ -131,7 +132,7 @@ def evaluate_run(
         summary["metrics"] = metrics
         summary["config"] = cfg.to_dict()
         if precision:
-            summary["eval_precision"] = precision
+            summary["eval_precision"] = cfg.precision  # resolved ("auto" -> what ran)
         io.write_json(summary_path, summary)
     finally:
         lock.release()
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         default=None,
+        choices=config_lib.PRECISION_CHOICES,
         help="extract in this precision instead of the run's (--reextract), "
         "e.g. float32 for a mixed_bfloat16 run",
     )
