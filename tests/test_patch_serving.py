@@ -298,6 +298,24 @@ def test_savedmodel_export_matches_in_process(patch_run, tmp_path):
     np.testing.assert_allclose(got["anomaly_map"].numpy(), np.stack(maps), rtol=1e-3, atol=1e-4)
 
 
+def test_older_patch_run_is_refused_with_the_upgrade_command(patch_run, tmp_path, capsys):
+    import shutil
+
+    from deep_representation_one_class.serving.detector import Detector, DetectorError
+    from deep_representation_one_class.training import rescore
+
+    old = tmp_path / "old"
+    shutil.copytree(patch_run / "run", old)
+    (old / "preprocessing.json").unlink()  # a run from before the spec (same_scale: not derivable)
+    (old / "thresholds.json").unlink()
+    with pytest.raises(DetectorError, match=r"same_scale.*evaluate --model_dir=.*--reextract"):
+        Detector.load(str(old))
+    # The command the message names records the spec and the serving thresholds.
+    assert rescore.main([f"--model_dir={old}", "--reextract"]) == 0, capsys.readouterr().err
+    assert (old / "preprocessing.json").is_file() and (old / "thresholds.json").is_file()
+    assert Detector.load(str(old)).spec.resize_policy == "same_scale"
+
+
 def _check_serving():
     import importlib.util
 

@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from deep_representation_one_class.datasets import images
+from deep_representation_one_class.datasets.base import DATASETS
+from deep_representation_one_class.datasets.dogvscat import cover_and_crop
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.utils import io
 
@@ -178,8 +180,6 @@ def from_config(cfg: Any, scale: float | None = None, source: str = "run") -> Pr
       scale: ``OneClassData.scale``; required for ``same_scale`` on datasets that honour it.
       source: recorded as is (``run`` or ``config.json``).
     """
-    from deep_representation_one_class.datasets.base import DATASETS
-
     dspec = DATASETS.get(cfg.dataset)
     prep = dict(dspec.preprocessing)
     policy = str(cfg.resize_policy) if prep.pop("resize_policy", False) else "squash"
@@ -253,8 +253,6 @@ def _native(img: Image.Image, spec: PreprocessingSpec) -> Image.Image:
         if img.width > left + right and img.height > top + bottom:
             img = img.crop((left, top, img.width - right, img.height - bottom))
     if spec.cover_crop is not None:
-        from deep_representation_one_class.datasets.dogvscat import cover_and_crop
-
         img = cover_and_crop(img, tuple(spec.cover_crop))
     return img
 

@@ -28,7 +28,7 @@ from deep_representation_one_class.datasets import images as images_lib
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
-from deep_representation_one_class.serving import detector as detector_lib
+from deep_representation_one_class.serving import run_loading as detector_lib
 from deep_representation_one_class.serving.image_input import (
     DataError,
     DetectorError,
