@@ -213,6 +213,12 @@ def test_score_command_writes_scores_decisions_and_map_pngs(patch_run, tmp_path,
     assert len(pngs) == 12 and "stain_000.png" in pngs and "good_000.png" in pngs
     with Image.open(tmp_path / "maps" / "good_001.png") as img:  # a 48x64 image
         assert img.size == (3 * 64 + 4, 48 + 14)
+    # Map PNGs are never written over silently, nor into the run's own files.
+    again = [f"--model_dir={run_dir}", f"--images={part / 'test'}", f"--out={tmp_path / 'b.csv'}"]
+    assert _score_cli([*again, f"--maps={tmp_path / 'maps'}"]) == 2
+    assert "already holds PNG files" in capsys.readouterr().err
+    assert _score_cli([*again, f"--maps={run_dir}/maps"]) == 2
+    assert "run's own files" in capsys.readouterr().err
     # The defects are found: the stains score above the normals on average.
     stain = [float(r["auc_score"]) for r in rows if "/stain/" in r["path"]]
     good = [float(r["auc_score"]) for r in rows if "/good/" in r["path"]]
