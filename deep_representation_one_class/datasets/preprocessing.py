@@ -263,7 +263,10 @@ def content_size(spec: PreprocessingSpec, hw: Sequence[int]) -> tuple[int, int]:
     if spec.resize_policy == "squash":
         return h_out, w_out
     h_in, w_in = int(hw[0]), int(hw[1])
-    factor = min(h_out / h_in, w_out / w_in) if spec.resize_policy == "fit" else float(spec.scale)
+    fit = min(h_out / h_in, w_out / w_in)
+    # same_scale: an image larger than any of the run's (which the run's factor never had to
+    # clamp) is shrunk to fit, aspect kept, instead of being cut to the canvas side by side.
+    factor = fit if spec.resize_policy == "fit" else min(float(spec.scale), fit)
     h = int(min(h_out, max(1, round(h_in * factor))))
     w = int(min(w_out, max(1, round(w_in * factor))))
     return h, w
@@ -276,6 +279,9 @@ def prepare_image(img: Image.Image, spec: PreprocessingSpec) -> tuple[np.ndarray
     ``images.place_image`` under the run's policy, factor, filter and padding.
     """
     img = _native(img, spec)
-    return images.place_image(
-        img, spec.input_shape, spec.resize_policy, spec.scale, spec.resample, spec.padding
-    )
+    policy, scale = spec.resize_policy, spec.scale
+    if policy == "same_scale" and scale is not None:
+        fit = min(spec.input_shape[0] / img.height, spec.input_shape[1] / img.width)
+        if scale > fit:  # larger than the run's images: shrink to fit, aspect kept
+            policy, scale = "fit", None
+    return images.place_image(img, spec.input_shape, policy, scale, spec.resample, spec.padding)
