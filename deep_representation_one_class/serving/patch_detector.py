@@ -28,7 +28,7 @@ from deep_representation_one_class.datasets import images as images_lib
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
-from deep_representation_one_class.serving import run_loading as detector_lib
+from deep_representation_one_class.serving import run_loading
 from deep_representation_one_class.serving.image_input import (
     DataError,
     DetectorError,
@@ -109,12 +109,12 @@ class PatchDetector:
         Raises:
           DetectorError: not a finished patch run, or an unknown/unfitted scorer.
         """
-        if feature not in detector_lib.FEATURES:
+        if feature not in run_loading.FEATURES:
             raise DetectorError(
-                f"unknown feature '{feature}'; valid: {', '.join(detector_lib.FEATURES)}"
+                f"unknown feature '{feature}'; valid: {', '.join(run_loading.FEATURES)}"
             )
-        cfg = detector_lib.read_run_config(run_dir)
-        spec = detector_lib.read_preprocessing(run_dir, cfg)
+        cfg = run_loading.read_run_config(run_dir)
+        spec = run_loading.read_preprocessing(run_dir, cfg)
         try:
             names = classifiers_lib.canonical_names(
                 classifiers if classifiers is not None else cfg.classifiers
@@ -134,7 +134,7 @@ class PatchDetector:
             thresholds = thresholds_lib.load_thresholds(run_dir) or {}
         except UserError as e:
             raise DetectorError(str(e)) from None
-        model = detector_lib.restore_model(run_dir, cfg)
+        model = run_loading.restore_model(run_dir, cfg)
         return cls(run_dir, cfg, model, feature, cset, thresholds, spec)
 
     # ------------------------------------------------------------------------- inputs

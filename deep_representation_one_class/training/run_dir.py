@@ -279,10 +279,11 @@ class RunFolder:
 
     def abort(self) -> None:
         """Undoes ``start`` after a failure before the first checkpoint: the marker, the
-        config and the TensorBoard events of the failed start go, so the corrected command
-        starts clean; a folder this start created goes too if nothing else is in it."""
+        config, the preprocessing spec and the TensorBoard events of the failed start go, so
+        the corrected command starts clean; a folder this start created goes too if nothing
+        else is in it."""
         self.lock.release()
-        for name in (io.RUN_MARKER, CONFIG):
+        for name in (io.RUN_MARKER, CONFIG, "preprocessing.json"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(self.path, name))
         shutil.rmtree(os.path.join(self.path, "tb"), ignore_errors=True)
