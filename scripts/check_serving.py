@@ -95,10 +95,10 @@ def check(run_dir: str) -> dict:
             chunk = paths[start : start + 16]
             images = det.load_images(chunk)[0]
             if patch:
+                s, m = det.score_and_all_maps(images, names if masks is not None else [])
                 for n in names:
-                    s, m = det.score_and_maps(images, n, with_maps=masks is not None)
                     scores[n].append(s[n])
-                    maps[n] += m
+                    maps[n] += m.get(n, [])
             else:
                 for n, s in det.score(images).items():
                     scores[n].append(s)

@@ -213,6 +213,12 @@ def test_score_command_writes_scores_decisions_and_map_pngs(patch_run, tmp_path,
     assert len(pngs) == 12 and "stain_000.png" in pngs and "good_000.png" in pngs
     with Image.open(tmp_path / "maps" / "good_001.png") as img:  # a 48x64 image
         assert img.size == (3 * 64 + 4, 48 + 14)
+    # Map PNGs are never written over silently, nor into the run's own files.
+    again = [f"--model_dir={run_dir}", f"--images={part / 'test'}", f"--out={tmp_path / 'b.csv'}"]
+    assert _score_cli([*again, f"--maps={tmp_path / 'maps'}"]) == 2
+    assert "already holds PNG files" in capsys.readouterr().err
+    assert _score_cli([*again, f"--maps={run_dir}/maps"]) == 2
+    assert "run's own files" in capsys.readouterr().err
     # The defects are found: the stains score above the normals on average.
     stain = [float(r["auc_score"]) for r in rows if "/stain/" in r["path"]]
     good = [float(r["auc_score"]) for r in rows if "/good/" in r["path"]]
@@ -296,6 +302,24 @@ def test_savedmodel_export_matches_in_process(patch_run, tmp_path):
     for name in ("auc", "kde"):
         np.testing.assert_allclose(got[f"{name}_score"].numpy(), scores[name], rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(got["anomaly_map"].numpy(), np.stack(maps), rtol=1e-3, atol=1e-4)
+
+
+def test_older_patch_run_is_refused_with_the_upgrade_command(patch_run, tmp_path, capsys):
+    import shutil
+
+    from deep_representation_one_class.serving.detector import Detector, DetectorError
+    from deep_representation_one_class.training import rescore
+
+    old = tmp_path / "old"
+    shutil.copytree(patch_run / "run", old)
+    (old / "preprocessing.json").unlink()  # a run from before the spec (same_scale: not derivable)
+    (old / "thresholds.json").unlink()
+    with pytest.raises(DetectorError, match=r"same_scale.*evaluate --model_dir=.*--reextract"):
+        Detector.load(str(old))
+    # The command the message names records the spec and the serving thresholds.
+    assert rescore.main([f"--model_dir={old}", "--reextract"]) == 0, capsys.readouterr().err
+    assert (old / "preprocessing.json").is_file() and (old / "thresholds.json").is_file()
+    assert Detector.load(str(old)).spec.resize_policy == "same_scale"
 
 
 def _check_serving():

@@ -77,6 +77,12 @@ def test_policies_match_the_loader_geometry():
         assert as_float.dtype == np.float32 and as_float.shape == canvases.shape
     fit = prep.from_config(_cfg(policy="fit"))
     assert prep.content_size(fit, (20, 40)) == (16, 32)
+    # same_scale: an image larger than the run's largest is shrunk to fit, aspect kept.
+    same = prep.from_config(_cfg(policy="same_scale"), scale=1.0)
+    assert prep.content_size(same, (20, 10)) == (20, 10)
+    assert prep.content_size(same, (128, 64)) == (32, 16)
+    canvas, content = prep.prepare_image(Image.fromarray(np.zeros((128, 64), np.uint8)), same)
+    assert content == (32, 16) and canvas.shape == (32, 32, 3)
 
 
 def test_old_run_folder_derives_or_says_how_to_upgrade(tmp_path):

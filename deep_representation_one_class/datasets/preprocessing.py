@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from deep_representation_one_class.datasets import images
+from deep_representation_one_class.datasets.base import DATASETS
+from deep_representation_one_class.datasets.dogvscat import cover_and_crop
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.utils import io
 
@@ -178,8 +180,6 @@ def from_config(cfg: Any, scale: float | None = None, source: str = "run") -> Pr
       scale: ``OneClassData.scale``; required for ``same_scale`` on datasets that honour it.
       source: recorded as is (``run`` or ``config.json``).
     """
-    from deep_representation_one_class.datasets.base import DATASETS
-
     dspec = DATASETS.get(cfg.dataset)
     prep = dict(dspec.preprocessing)
     policy = str(cfg.resize_policy) if prep.pop("resize_policy", False) else "squash"
@@ -253,8 +253,6 @@ def _native(img: Image.Image, spec: PreprocessingSpec) -> Image.Image:
         if img.width > left + right and img.height > top + bottom:
             img = img.crop((left, top, img.width - right, img.height - bottom))
     if spec.cover_crop is not None:
-        from deep_representation_one_class.datasets.dogvscat import cover_and_crop
-
         img = cover_and_crop(img, tuple(spec.cover_crop))
     return img
 
@@ -265,7 +263,10 @@ def content_size(spec: PreprocessingSpec, hw: Sequence[int]) -> tuple[int, int]:
     if spec.resize_policy == "squash":
         return h_out, w_out
     h_in, w_in = int(hw[0]), int(hw[1])
-    factor = min(h_out / h_in, w_out / w_in) if spec.resize_policy == "fit" else float(spec.scale)
+    fit = min(h_out / h_in, w_out / w_in)
+    # same_scale: an image larger than any of the run's (which the run's factor never had to
+    # clamp) is shrunk to fit, aspect kept, instead of being cut to the canvas side by side.
+    factor = fit if spec.resize_policy == "fit" else min(float(spec.scale), fit)
     h = int(min(h_out, max(1, round(h_in * factor))))
     w = int(min(w_out, max(1, round(w_in * factor))))
     return h, w
@@ -278,6 +279,9 @@ def prepare_image(img: Image.Image, spec: PreprocessingSpec) -> tuple[np.ndarray
     ``images.place_image`` under the run's policy, factor, filter and padding.
     """
     img = _native(img, spec)
-    return images.place_image(
-        img, spec.input_shape, spec.resize_policy, spec.scale, spec.resample, spec.padding
-    )
+    policy, scale = spec.resize_policy, spec.scale
+    if policy == "same_scale" and scale is not None:
+        fit = min(spec.input_shape[0] / img.height, spec.input_shape[1] / img.width)
+        if scale > fit:  # larger than the run's images: shrink to fit, aspect kept
+            policy, scale = "fit", None
+    return images.place_image(img, spec.input_shape, policy, scale, spec.resample, spec.padding)

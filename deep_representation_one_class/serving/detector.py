@@ -16,7 +16,6 @@ threshold is a number or an inlier-score quantile such as ``q95`` (see
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import config as config_lib
-from deep_representation_one_class import resolve
 from deep_representation_one_class.datasets import pipeline
 from deep_representation_one_class.datasets import preprocessing as prep_lib
 from deep_representation_one_class.errors import UserError
@@ -37,76 +35,18 @@ from deep_representation_one_class.serving.image_input import (
     fit_to_input,
     load_images,
 )
+from deep_representation_one_class.serving.patch_detector import PatchDetector
+from deep_representation_one_class.serving.run_loading import (
+    FEATURES,
+    _read_config,
+    read_preprocessing,
+    read_run_config,
+    restore_model,
+)
 from deep_representation_one_class.training import build
-from deep_representation_one_class.utils import io
-
-FEATURES = ("pool", "embed")
 
 
 # ----------------------------------------------------------------------------- run loading
-def read_run_config(run_dir: str) -> config_lib.Config:
-    """The ``Config`` of a run folder (``config.json``)."""
-    return _read_config(run_dir)[0]
-
-
-def _read_config(run_dir: str) -> tuple[config_lib.Config, dict]:
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise DetectorError(
-            f"{run_dir} is not a run folder (no config.json); pass the --model_dir of a training "
-            "run"
-        )
-    raw = io.read_json(path, expect=dict)
-    try:
-        return resolve.load(raw), raw
-    except io.CorruptFileError:
-        raise
-    except (ValueError, TypeError) as e:
-        raise DetectorError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-
-
-def read_preprocessing(run_dir: str, cfg: config_lib.Config | None = None):
-    """The run's ``PreprocessingSpec`` (``preprocessing.json``, or derived from ``config.json``
-    for a folder that predates it; ``DetectorError`` saying how to upgrade when it cannot be)."""
-    raw = None
-    if cfg is None:
-        cfg, raw = _read_config(run_dir)
-    else:
-        path = os.path.join(run_dir, "config.json")
-        raw = io.read_json(path, expect=dict) if os.path.isfile(path) else None
-    try:
-        return prep_lib.for_run(run_dir, cfg, raw)
-    except prep_lib.PreprocessingError as e:
-        raise DetectorError(str(e)) from None
-
-
-def restore_model(run_dir: str, cfg: config_lib.Config):
-    """Builds the run's network (as its method builds it) and restores its latest checkpoint.
-
-    Only the model is restored (``expect_partial``: the optimizer state is not needed), but
-    every model variable must be found in the checkpoint.
-    """
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    if latest is None:
-        raise DetectorError(
-            f"no checkpoint in {ckpt_dir}; train the run first (or rerun its command to finish it)"
-        )
-    model = build.make_model(cfg)
-    try:
-        status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        # Keras functional models are checkpointed by layer position, so a checkpoint written
-        # by a different version of the network code fails here (shape or count mismatch).
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise DetectorError(
-            f"checkpoint {latest} does not match the network built from config.json "
-            f"({first}); was it written by another version of the code?"
-        ) from None
-    return model
-
-
 def view0_fn(cfg: config_lib.Config):
     """The run's test-time preprocessing of one image: view 0 of its test views.
 
@@ -177,8 +117,6 @@ class Detector:
         if not task.servable:
             # Patch-level runs score densely: served by the patch detector (image scores and
             # anomaly maps).
-            from deep_representation_one_class.serving.patch_detector import PatchDetector
-
             return PatchDetector.load(run_dir, classifiers, feature)  # type: ignore[return-value]
         try:
             spec = prep_lib.for_run(run_dir, cfg, raw)

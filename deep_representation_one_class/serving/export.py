@@ -31,7 +31,9 @@ from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation.scorers import SCORERS
 from deep_representation_one_class.serving import convert
-from deep_representation_one_class.serving.detector import Detector, view0_fn
+from deep_representation_one_class.serving.detector import Detector, read_run_config, view0_fn
+from deep_representation_one_class.serving.export_patches import export_patch_saved_model
+from deep_representation_one_class.training import build
 from deep_representation_one_class.training.run_dir import is_run_output
 from deep_representation_one_class.utils import io
 
@@ -94,9 +96,6 @@ def build_module(detector: Detector) -> tf.Module:
 
 def _is_patch_run(run_dir: str) -> bool:
     """Whether the run is patch-level (served densely by ``export_patches.py``)."""
-    from deep_representation_one_class.serving.detector import read_run_config
-    from deep_representation_one_class.training import build
-
     return not build.task_for(read_run_config(run_dir)).servable
 
 
@@ -154,12 +153,8 @@ def export_saved_model(
     """
     if _is_patch_run(run_dir):
         # Patch-level runs: image in, image scores and the anomaly map out.
-        from deep_representation_one_class.serving.export_patches import (
-            export_patch_saved_model,
-        )
-
         names = None if tuple(classifiers) == DEFAULT_CLASSIFIERS else list(classifiers)
-        return export_patch_saved_model(run_dir, out_dir, names, feature, overwrite)
+        return export_patch_saved_model(run_dir, out_dir, names, feature, overwrite, _check_out)
     unknown = [n for n in classifiers if n not in SCORERS]
     names = classifiers_lib.canonical_names([n for n in classifiers if n in SCORERS])
     bad = unknown + [n for n in names if not SCORERS.get(n).tf_state]

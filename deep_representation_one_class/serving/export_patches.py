@@ -153,15 +153,18 @@ def export_patch_saved_model(
     classifiers: Sequence[str] | None = None,
     feature: str = "pool",
     overwrite: bool = False,
+    check_out=None,
 ) -> str:
     """Writes a patch-level run as a SavedModel (temporary folder, then one rename).
+
+    ``check_out(run_dir, out_dir, overwrite)`` refuses an unusable ``out_dir`` (``export``'s
+    rules: never the run's own files, an earlier export only with ``overwrite``).
 
     Raises:
       ExportError, DetectorError: an unusable ``out_dir`` or run folder.
     """
-    from deep_representation_one_class.serving.export import _check_out
-
-    _check_out(run_dir, out_dir, overwrite)
+    if check_out is not None:
+        check_out(run_dir, out_dir, overwrite)
     out_dir = os.path.abspath(out_dir)
     det = PatchDetector.load(run_dir, classifiers, feature)
     module = build_patch_module(det)

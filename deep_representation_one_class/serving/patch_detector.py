@@ -28,7 +28,7 @@ from deep_representation_one_class.datasets import images as images_lib
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
-from deep_representation_one_class.serving import detector as detector_lib
+from deep_representation_one_class.serving import run_loading
 from deep_representation_one_class.serving.image_input import (
     DataError,
     DetectorError,
@@ -109,12 +109,12 @@ class PatchDetector:
         Raises:
           DetectorError: not a finished patch run, or an unknown/unfitted scorer.
         """
-        if feature not in detector_lib.FEATURES:
+        if feature not in run_loading.FEATURES:
             raise DetectorError(
-                f"unknown feature '{feature}'; valid: {', '.join(detector_lib.FEATURES)}"
+                f"unknown feature '{feature}'; valid: {', '.join(run_loading.FEATURES)}"
             )
-        cfg = detector_lib.read_run_config(run_dir)
-        spec = detector_lib.read_preprocessing(run_dir, cfg)
+        cfg = run_loading.read_run_config(run_dir)
+        spec = run_loading.read_preprocessing(run_dir, cfg)
         try:
             names = classifiers_lib.canonical_names(
                 classifiers if classifiers is not None else cfg.classifiers
@@ -134,7 +134,7 @@ class PatchDetector:
             thresholds = thresholds_lib.load_thresholds(run_dir) or {}
         except UserError as e:
             raise DetectorError(str(e)) from None
-        model = detector_lib.restore_model(run_dir, cfg)
+        model = run_loading.restore_model(run_dir, cfg)
         return cls(run_dir, cfg, model, feature, cset, thresholds, spec)
 
     # ------------------------------------------------------------------------- inputs
@@ -169,7 +169,7 @@ class PatchDetector:
         return canvases, sizes, own
 
     # ------------------------------------------------------------------------- scoring
-    def _dense(self, canvases: np.ndarray, sizes: np.ndarray, names, with_maps: bool):
+    def _dense(self, canvases: np.ndarray, sizes: np.ndarray, names, map_names=()):
         scores, ys, xs = self.dense.score(canvases)
         size = int(self.config.patch_size)
         valid = patch_dense.valid_windows(sizes, len(canvases), ys, xs, size)
@@ -177,7 +177,7 @@ class PatchDetector:
         for name in names:
             patch_scores = scores[self.feature, name]
             image[name] = patch_dense.aggregate(patch_scores, self.config.patch_agg, valid)
-            if with_maps:
+            if name in map_names:
                 maps[name] = patches_lib.anomaly_maps(
                     patch_scores, ys, xs, size, canvases.shape[1:3], self.config.smooth_sigma
                 )
@@ -199,17 +199,34 @@ class PatchDetector:
           maps, each at its image's own resolution; empty without maps).
         """
         main = self._check_name(classifier)
+        scores, maps = self.score_and_all_maps(images, [main] if with_maps else [])
+        return scores, maps.get(main, [])
+
+    def score_and_all_maps(
+        self, images: Any, map_classifiers: Sequence[str] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, list[np.ndarray]]]:
+        """Image scores of every scorer and the maps of several in one dense pass.
+
+        Args:
+          images: see ``score_and_maps``.
+          map_classifiers: scorers whose maps are returned (None: all loaded ones).
+
+        Returns:
+          (scorer -> [N] image scores, scorer -> list of N maps at the images' own sizes).
+        """
+        names = self.classifiers if map_classifiers is None else list(map_classifiers)
+        names = [self._check_name(n) for n in names]
         items = _split(images)
         scores: dict[str, list[np.ndarray]] = {n: [] for n in self.classifiers}
-        maps: list[np.ndarray] = []
+        maps: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for start in range(0, len(items), CHUNK_IMAGES):
             chunk = items[start : start + CHUNK_IMAGES]
             canvases, sizes, own = self.prepare(chunk)
-            image, canvas_maps = self._dense(canvases, sizes, self.classifiers, with_maps)
+            image, canvas_maps = self._dense(canvases, sizes, self.classifiers, names)
             for n in self.classifiers:
                 scores[n].append(image[n])
-            if with_maps:
-                maps += [resize_map(m, c, o) for m, c, o in zip(canvas_maps[main], sizes, own)]
+            for n in names:
+                maps[n] += [resize_map(m, c, o) for m, c, o in zip(canvas_maps[n], sizes, own)]
         return {n: np.concatenate(v) for n, v in scores.items()}, maps
 
     def score(self, images: Any, batch_size: int | None = None) -> dict[str, np.ndarray]:

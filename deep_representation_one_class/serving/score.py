@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from deep_representation_one_class import cli
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
 from deep_representation_one_class.serving.detector import Detector, DetectorError
+from deep_representation_one_class.serving.score_patches import run_patch_score
 from deep_representation_one_class.training.run_dir import is_run_output
 from deep_representation_one_class.utils import io
 
@@ -198,8 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise DetectorError(f"--tile must be >= 0 (0 = whole images), got {args.tile}")
         det = Detector.load(args.model_dir, names, args.feature)
         if getattr(det, "level", "image") == "patches":
-            from deep_representation_one_class.serving.score_patches import run_patch_score
-
             return run_patch_score(args, det)
         patch_only = [
             flag

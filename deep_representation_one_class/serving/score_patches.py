@@ -38,6 +38,7 @@ from deep_representation_one_class.serving.patch_detector import (
     normalize,
 )
 from deep_representation_one_class.serving.tiling import score_tiled
+from deep_representation_one_class.training.run_dir import is_run_output
 from deep_representation_one_class.utils import io
 
 __all__ = ["f1_threshold", "f1_thresholds", "render_map_png", "run_patch_score"]
@@ -151,10 +152,26 @@ def _png_name(path: str, used: set[str]) -> str:
     return name + ".png"
 
 
+def check_maps_dir(folder: str, run_dir: str, overwrite: bool) -> None:
+    """Refuses a ``--maps`` folder inside the run's own files, a file, or one that already
+    holds PNGs (unless ``overwrite``): map PNGs are never written over silently."""
+    if is_run_output(run_dir, folder):
+        raise DetectorError(f"--maps {folder} would write over the run's own files; pick another")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise DetectorError(f"--maps {folder} is a file; give a folder")
+    pngs = os.path.isdir(folder) and any(n.lower().endswith(".png") for n in os.listdir(folder))
+    if pngs and not overwrite:
+        raise DetectorError(
+            f"--maps {folder} already holds PNG files; add --overwrite or pick an empty folder"
+        )
+
+
 def run_patch_score(args, det: PatchDetector) -> int:
     """The patch-level ``score`` command (``args`` from ``score.build_parser``)."""
     names = det.classifiers
     main = names[0]
+    if args.maps:
+        check_maps_dir(args.maps, det.run_dir, args.overwrite)
     rule = str(args.threshold).strip()
     image_t: dict[str, float] = {}
     pixel_t: float

@@ -22,14 +22,14 @@ import dataclasses
 
 import numpy as np
 
-from deep_representation_one_class.serving.image_input import DetectorError
+from deep_representation_one_class.serving.image_input import DetectorError, prepare_batch
 from deep_representation_one_class.serving.patch_detector import (
     CHUNK_IMAGES,
     PatchDetector,
     _split,
     resize_map,
 )
-from deep_representation_one_class.tasks import patch_dense
+from deep_representation_one_class.tasks import patch_dense, patch_grid
 
 __all__ = ["score_tiled", "tile_positions", "tiles_per_image"]
 
@@ -91,8 +91,6 @@ def score_tiled(
                 v = np.ones(s.shape, bool) if valid is None else valid
                 window_scores[n].append(s[v])
             if with_maps:
-                from deep_representation_one_class.tasks import patch_grid
-
                 tile_maps = patch_grid.anomaly_maps(
                     dense[det.feature, main], ys, xs, size, canvases.shape[1:3],
                     det.config.smooth_sigma,
@@ -109,8 +107,6 @@ def score_tiled(
 
 
 def _prepare(det: PatchDetector, crops, spec):
-    from deep_representation_one_class.serving.image_input import prepare_batch
-
     canvases, sizes, own = prepare_batch(crops, spec)
     if canvases.dtype != np.uint8:
         canvases = np.clip(np.rint(canvases * 255.0), 0, 255).astype(np.uint8)

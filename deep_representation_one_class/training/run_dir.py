@@ -372,11 +372,11 @@ class RunFolder:
 
     def abort(self) -> None:
         """Undoes ``start`` after a failure before the first checkpoint: the marker, the
-        config, the data record, the TensorBoard events and any partial checkpoint of the
-        failed start go (a save that failed on a full disk leaves ``ckpt-N_temp/``), so the
-        same command starts clean once the cause is fixed; a folder this start created goes
-        too if nothing else is in it."""
-        for name in (io.RUN_MARKER, CONFIG, DATA_RECORD):
+        config, the data record, the preprocessing spec, the TensorBoard events and any partial
+        checkpoint of the failed start go (a save that failed on a full disk leaves
+        ``ckpt-N_temp/``), so the same command starts clean once the cause is fixed; a folder
+        this start created goes too if nothing else is in it."""
+        for name in (io.RUN_MARKER, CONFIG, DATA_RECORD, "preprocessing.json"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(self.path, name))
         shutil.rmtree(os.path.join(self.path, "tb"), ignore_errors=True)
