@@ -44,7 +44,7 @@ from deep_representation_one_class.datasets import images
 from deep_representation_one_class.reports import report
 from deep_representation_one_class.serving import score
 from deep_representation_one_class.serving.image_input import load_images
-from deep_representation_one_class.training import rescore, run_dir
+from deep_representation_one_class.training import data_record, rescore
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def folder_run(tmp_path_factory):
 def test_1_category_index_is_stored_resolved_and_changed_data_are_refused(folder_run, ws, capsys):
     root, run_src = folder_run
     cfg = json.loads((run_src / "config.json").read_text())
-    record = json.loads((run_src / run_dir.DATA_RECORD).read_text())
+    record = json.loads((run_src / data_record.DATA_RECORD).read_text())
     assert cfg["category"] == "good"  # not "0"
     assert (record["category_given"], record["category"]) == ("0", "good")
     assert record["class_names"] == sorted([BAD, "good"])

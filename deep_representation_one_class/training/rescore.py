@@ -28,7 +28,7 @@ from deep_representation_one_class import config as config_lib
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.reports import report
 from deep_representation_one_class.tasks import image as image_task
-from deep_representation_one_class.training import build, run_dir
+from deep_representation_one_class.training import build, data_record, run_dir
 from deep_representation_one_class.utils import io
 
 _EMBEDDING_KEYS = ("cls_pool", "cls_embed", "test_pool", "test_embed", "test_y")
@@ -105,7 +105,7 @@ def evaluate_run(
     try:
         if patches:
             data = build.load_data(cfg)
-            run_dir.check_data_record(run_path, data)
+            data_record.check_data_record(run_path, data)
             model = _restored_model(cfg, run_path)
             metrics = task.evaluate(model, data, with_logits=False, run_dir=run_path).metrics
         elif reextract:
@@ -149,7 +149,7 @@ def _restored_model(cfg, run_path):
 
 def _reextract(cfg, run_path, task):
     data = build.load_data(cfg)
-    run_dir.check_data_record(run_path, data)  # the class evaluated is the run's, or refused
+    data_record.check_data_record(run_path, data)  # the class evaluated is the run's, or refused
     model = _restored_model(cfg, run_path)
     with_logits = build.method_for(cfg).extra_eval != ()
     return task.extract(model, data, with_logits)

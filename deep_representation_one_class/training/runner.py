@@ -35,7 +35,7 @@ from deep_representation_one_class import datasets
 from deep_representation_one_class.config import Config
 from deep_representation_one_class.errors import RunError
 from deep_representation_one_class.reports import hparams, report
-from deep_representation_one_class.training import build, distribute, loop, run_dir
+from deep_representation_one_class.training import build, data_record, distribute, loop, run_dir
 from deep_representation_one_class.utils import io
 
 __all__ = ["RunResult", "run"]
@@ -97,7 +97,7 @@ def run(cfg: Config) -> RunResult:
     data = build.load_data(cfg)
     given = cfg.category
     if chief and state.is_run and not cfg.force_init:
-        run_dir.check_data_record(cfg.model_dir, data)  # e.g. '0' now resolves to another class
+        data_record.check_data_record(cfg.model_dir, data)  # e.g. '0' now resolves to another class
     if datasets.DATASETS.get(cfg.dataset).categories is None and data.category != cfg.category:
         # Open-set datasets resolve the category at load ('0' -> the first folder): store the
         # name, so that a class folder added later cannot change what the run evaluates.
@@ -106,7 +106,7 @@ def run(cfg: Config) -> RunResult:
     plan = build.step_plan(cfg, len(train_x))
     folder = run_dir.RunFolder(cfg, state) if chief else None
     if folder is not None:
-        folder.start(run_dir.data_record(given, data))
+        folder.start(data_record.data_record(given, data))
     try:
         return _train_and_evaluate(
             cfg, strategy, chief, any_worker, data, train_x, plan, (t_start, cpu_start)
