@@ -38,6 +38,12 @@ from PIL import Image
 # The policy names are part of the settings schema (the --resize_policy flag's choices).
 from deep_representation_one_class.config import RESIZE_POLICIES
 from deep_representation_one_class.datasets.base import DataError
+from deep_representation_one_class.datasets.pixel_modes import (
+    ORIENTATION,
+    nonzero_mask,
+    normalise_mode,
+    orientation,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -67,9 +73,6 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # benchmark datasets (MVTec AD at 1024x1024 and smaller) never reach it, so their pixels are
 # decoded exactly as before.
 REDUCE_ABOVE = 16_000_000
-# Row strips of 16-bit/float images are converted 256 K pixels (2 MB as float64) at a time.
-_STRIP_PIXELS = 1 << 18
-_HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # Modes Image.reduce accepts.
 _REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F")
 _SKIP_HINT = "fix or delete the file, or pass --skip_corrupt to skip such files"
@@ -175,15 +178,15 @@ def _decode(
             if w * h > cap:
                 raise _above_cap(label, cap, f"{w}x{h} = {w * h / 1e6:.1f} megapixels")
             img.load()  # Image.open is lazy; load() is where truncated data fails.
-            turn = _ORIENTATION.get(_orientation(img))
+            turn = ORIENTATION.get(orientation(img))
             out = img
             if large:
                 factor = min(w // (2 * target_hw[1]), h // (2 * target_hw[0]))
                 if factor >= 2:
                     if out.mode not in _REDUCIBLE:
-                        out = _normalise_mode(out)
+                        out = normalise_mode(out)
                     out = out.reduce(factor)
-            out = _nonzero_mask(out) if mask else _normalise_mode(out)
+            out = nonzero_mask(out) if mask else normalise_mode(out)
             if turn is not None:
                 out = out.transpose(turn)
             return finish(out)
@@ -222,83 +225,8 @@ def open_mask(source: str | os.PathLike | bytes, name: str | None = None) -> Ima
     return _decode(source, label, lambda img: img, mask=True)
 
 
-# EXIF orientation (tag 0x0112) -> the transpose that shows the image upright, the mapping of
-# Pillow's ImageOps.exif_transpose (applied here after any reduction, without a copy of the
-# full-size image when there is nothing to turn).
-_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
-def _orientation(img: Image.Image) -> int:
-    try:
-        value = img.getexif().get(0x0112, 1)
-    except (OSError, ValueError, SyntaxError, TypeError, KeyError):
-        return 1  # an unreadable EXIF block: the pixels are still the image
-    return value if isinstance(value, int) else 1
-
-
-def _nonzero_mask(img: Image.Image) -> Image.Image:
-    """Any mode -> 'L' 0/255 with 255 wherever a colour channel is non-zero (alpha ignored)."""
-    if img.mode == "P":
-        img = img.convert("RGBA")  # palette index 0 need not be black
-    arr = np.asarray(img)
-    if arr.ndim == 3:
-        if img.mode.endswith(("A", "a")):
-            arr = arr[..., :-1]
-        arr = arr.any(axis=-1)
-    return Image.fromarray(np.where(arr != 0, 255, 0).astype(np.uint8))
-
-
 def _label(source: str | os.PathLike | bytes) -> str:
     return "<bytes>" if isinstance(source, bytes) else os.fsdecode(source)
-
-
-def _to_gray8(img: Image.Image) -> Image.Image:
-    """16-bit/32-bit/float image -> 'L' by its bit depth, in row strips (never a whole float64
-    copy).
-
-    The rule is the same for every image, whatever its content: 16-bit values (I;16 modes, and
-    the 32-bit integer mode 'I' that some readers use for 16-bit files, clipped to 0..65535)
-    keep their high byte (``value >> 8``, so 0..255 -> 0, 65535 -> 255); float images ('F')
-    are intensities in [0, 1] (clipped, times 255, rounded). Pillow's own I;16 -> L conversion
-    clips at 255, which turns a 16-bit scan white; rescaling by the image's own maximum would
-    make a dark image bright and a value of 256 black.
-    """
-    w, h = img.size
-    out = np.empty((h, w), np.uint8)
-    rows = max(1, _STRIP_PIXELS // max(w, 1))
-    for top in range(0, h, rows):
-        bottom = min(h, top + rows)
-        strip = np.asarray(img.crop((0, top, w, bottom)))
-        if img.mode == "F":
-            out[top:bottom] = np.rint(np.clip(np.nan_to_num(strip), 0.0, 1.0) * 255.0)
-        else:
-            out[top:bottom] = np.clip(strip.astype(np.int64), 0, 65535) >> 8
-    return Image.fromarray(out)
-
-
-def _normalise_mode(img: Image.Image) -> Image.Image:
-    """Maps any Pillow mode onto 'L' or 'RGB' (alpha is dropped, not composited); an 'L' or
-    'RGB' image is returned as it is."""
-    mode = img.mode
-    if mode in ("L", "RGB"):
-        return img
-    if mode in _HIGH_DEPTH:
-        return _to_gray8(img)
-    if mode in ("1", "LA", "La"):
-        return img.convert("L")
-    if mode == "P":
-        # Palette images may carry transparency; go through RGBA so that Pillow applies it,
-        # then drop alpha like any RGBA image.
-        return img.convert("RGBA").convert("RGB")
-    return img.convert("RGB")
 
 
 def pil_to_array(
@@ -403,7 +331,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             w, h = img.size
-            if _orientation(img) in (5, 6, 7, 8):  # turned by 90 degrees
+            if orientation(img) in (5, 6, 7, 8):  # turned by 90 degrees
                 w, h = h, w
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(

@@ -69,7 +69,7 @@ _STATE_SHAPES: dict[str, tuple[str, ...]] = {
 _POSITIVE = ("gamma",)
 
 
-def _check_state(path: str, key: str, dim: Any, state: Mapping[str, np.ndarray]) -> str | None:
+def _check_state(key: str, dim: Any, state: Mapping[str, np.ndarray]) -> str | None:
     """The first problem of one classifier's saved arrays (None when they are sound)."""
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         return f"{key} has dim {dim!r} in {META_FILENAME}, expected a positive integer"
@@ -302,7 +302,7 @@ class ClassifierSet:
                 for key in wanted:
                     entry = entries[key]
                     state = {name: npz[ref] for name, ref in entry["arrays"].items()}
-                    problem = _check_state(npz_path, key, entry["dim"], state)
+                    problem = _check_state(key, entry["dim"], state)
                     if problem is not None:
                         raise ClassifierError(f"{npz_path}: {problem}; {hint}")
                     scorer_cls = SCORERS.get(entry["scorer"])

@@ -46,8 +46,7 @@ from deep_representation_one_class.reports.run_artifacts import (
     load_run,
     read_scalars,
 )
-from deep_representation_one_class.training import build
-from deep_representation_one_class.training import run_dir as run_dir_lib
+from deep_representation_one_class.training import build, data_record
 from deep_representation_one_class.utils import io
 
 logger = logging.getLogger(__name__)
@@ -85,10 +84,10 @@ def _load_test_data(run: RunArtifacts, data: Any) -> tuple[Any, str]:
     if len(data.test_x) != len(run.labels) or not np.array_equal(data.test_y, run.labels):
         return None, "the test data loaded now differ from the run's embeddings.npz"
     try:
-        record = run_dir_lib.read_data_record(run.run_dir)
+        record = data_record.read_data_record(run.run_dir)
     except UserError:
         record = None
-    if record and record.get("test_digest") not in (None, run_dir_lib.data_digest(data)):
+    if record and record.get("test_digest") not in (None, data_record.data_digest(data)):
         # Same count and labels, other pixels: thumbnails would show images the run never saw.
         return None, "the test images changed since the run (their content digest differs)"
     return data, ""

@@ -29,7 +29,7 @@ from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.reports import report
 from deep_representation_one_class.tasks import image as image_task
-from deep_representation_one_class.training import build, run_dir
+from deep_representation_one_class.training import build, data_record, run_dir
 from deep_representation_one_class.utils import io
 
 _EMBEDDING_KEYS = ("cls_pool", "cls_embed", "test_pool", "test_embed", "test_y")
@@ -106,7 +106,7 @@ def evaluate_run(
     try:
         if patches:
             data = build.load_data(cfg)
-            run_dir.check_data_record(run_path, data)
+            data_record.check_data_record(run_path, data)
             preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
             model = _restored_model(cfg, run_path)
             metrics = task.evaluate(model, data, with_logits=False, run_dir=run_path).metrics
@@ -151,7 +151,7 @@ def _restored_model(cfg, run_path):
 
 def _reextract(cfg, run_path, task):
     data = build.load_data(cfg)
-    run_dir.check_data_record(run_path, data)  # the class evaluated is the run's, or refused
+    data_record.check_data_record(run_path, data)  # the class evaluated is the run's, or refused
     # Records (or upgrades an older folder with) how the images were prepared.
     preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
     model = _restored_model(cfg, run_path)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
@@ -38,6 +37,10 @@ import tensorflow as tf
 from deep_representation_one_class.config import RUNTIME_KEY, Config
 from deep_representation_one_class.errors import NonFiniteLossError, RunError
 from deep_representation_one_class.resolve import option_owners
+from deep_representation_one_class.training.data_record import (
+    DATA_RECORD,
+    read_data_record,
+)
 from deep_representation_one_class.training.lock import LOCK, Lock
 from deep_representation_one_class.utils import hardware, io
 
@@ -46,7 +49,6 @@ logger = logging.getLogger(__name__)
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
-DATA_RECORD = "data.json"
 # Everything a run writes into its folder; --force_init deletes these and nothing else.
 RUN_FILES = (
     io.RUN_MARKER,
@@ -176,58 +178,6 @@ def _check_outside_data(cfg: Config) -> None:
             f"--model_dir {cfg.model_dir} lies inside the data root {root}: the run's files "
             "(report thumbnails of test images) would be read as data by the next run; "
             "pick a --model_dir outside it"
-        )
-
-
-# ----------------------------------------------------------------------------- data record
-def data_digest(data: Any) -> str:
-    """BLAKE2b of the decoded test images and labels: what the run evaluated, byte for byte."""
-    h = hashlib.blake2b(digest_size=16)
-    for arr in (data.test_x, data.test_y):
-        a = np.ascontiguousarray(arr)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
-
-
-def data_record(given_category: str, data: Any) -> dict[str, Any]:
-    """What ``data.json`` holds: the category as given and as resolved, the class list, the
-    test-image count and digest."""
-    return {
-        "dataset": data.name,
-        "category_given": str(given_category),
-        "category": str(data.category),
-        "class_names": [str(c) for c in data.class_names],
-        "test_images": len(data.test_x),
-        "test_digest": data_digest(data),
-    }
-
-
-def read_data_record(run_path: str) -> dict[str, Any] | None:
-    """The run's ``data.json`` (None for runs written before it existed)."""
-    path = os.path.join(run_path, DATA_RECORD)
-    if not os.path.isfile(path):
-        return None
-    return io.read_json(path, expect=dict)
-
-
-def check_data_record(run_path: str, data: Any) -> None:
-    """Refuses data that resolve to another category or class list than the run recorded.
-
-    Raises:
-      RunError: naming the run's ``data.json``, what it recorded and what the data give now.
-    """
-    rec = read_data_record(run_path)
-    if rec is None:
-        return
-    then = (rec.get("category"), list(rec.get("class_names") or []))
-    now = (str(data.category), [str(c) for c in data.class_names])
-    if then != now:
-        path = os.path.join(run_path, DATA_RECORD)
-        raise RunError(
-            f"the data no longer match the run ({path}): it used category {then[0]!r} of "
-            f"classes {then[1]}, the data now give {now[0]!r} of {now[1]}; restore the data "
-            "or train a new run in another --model_dir"
         )
 
 

@@ -37,7 +37,7 @@ from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import RunError
 from deep_representation_one_class.models import backbones
 from deep_representation_one_class.reports import hparams, report
-from deep_representation_one_class.training import build, distribute, loop, run_dir
+from deep_representation_one_class.training import build, data_record, distribute, loop, run_dir
 from deep_representation_one_class.utils import hardware, io
 
 __all__ = ["RunResult", "run"]
@@ -99,7 +99,7 @@ def run(cfg: Config) -> RunResult:
     data = build.load_data(cfg)
     given = cfg.category
     if chief and state.is_run and not cfg.force_init:
-        run_dir.check_data_record(cfg.model_dir, data)  # e.g. '0' now resolves to another class
+        data_record.check_data_record(cfg.model_dir, data)  # e.g. '0' now resolves to another class
     if datasets.DATASETS.get(cfg.dataset).categories is None and data.category != cfg.category:
         # Open-set datasets resolve the category at load ('0' -> the first folder): store the
         # name, so that a class folder added later cannot change what the run evaluates.
@@ -108,7 +108,7 @@ def run(cfg: Config) -> RunResult:
     plan = build.step_plan(cfg, len(train_x))
     folder = run_dir.RunFolder(cfg, state) if chief else None
     if folder is not None:
-        folder.start(run_dir.data_record(given, data))
+        folder.start(data_record.data_record(given, data))
         # How the images were prepared, for everything that serves the run (served ==
         # evaluated); rewritten on resume, since the evaluation uses the data as loaded now.
         preprocessing.write(cfg.model_dir, preprocessing.from_config(cfg, data.scale))
