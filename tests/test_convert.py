@@ -238,3 +238,29 @@ def test_missing_runtime_is_one_actionable_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(runtimes.RuntimeMissingError, match=r"\[openvino\]"):
         runtimes.load("openvino", str(tmp_path))
+
+
+def test_serving_bench_records_every_runtime_and_checks_scores(fake_run, tmp_path):
+    from deep_representation_one_class.benchmarks import serving
+
+    out, md = tmp_path / "s.jsonl", tmp_path / "s.md"
+    records = serving.main(
+        [fake_run], str(out), str(md), ("tflite", "onnxruntime"), max_images=16, windows=1
+    )
+    assert [r["runtime"] for r in records] == ["detector", "tflite", "onnxruntime"]
+    assert len(out.read_text().splitlines()) == 3
+    for r in records:
+        if "skipped" in r:  # onnxruntime absent: recorded with the reason, not dropped
+            assert r["runtime"] == "onnxruntime" and "[export]" in r["skipped"]
+            continue
+        assert r["images_per_s"] > 0 and r["latency_ms_median"] > 0 and r["images"] == 16
+        assert r["max_rel_diff_vs_detector"] < 1e-3, r
+        assert r["loadavg_start"] and isinstance(r["cpu_flags"], list)
+    assert md.read_text().count(f"| {os.path.basename(fake_run)} |") == 3
+
+
+def test_serving_bench_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from deep_representation_one_class.benchmarks import bench
+
+    with pytest.raises(bench.BenchError, match="not a run folder"):
+        bench.main(["--serving", str(tmp_path)])
