@@ -73,10 +73,16 @@ def images_and_scores(fmnist_run):
     return x, det.score(x)
 
 
+_EXPORTS: dict[tuple[str, str, str], str] = {}
+
+
 def _export(run_dir, tmp_path_factory, fmt, quantize="none") -> str:
-    out = str(tmp_path_factory.mktemp(f"export_{fmt}_{quantize}") / "model")
-    convert.export_converted(run_dir, out, fmt, quantize, CLASSIFIERS)
-    return out
+    """The run's export in ``fmt`` (converted once per test module)."""
+    if (run_dir, fmt, quantize) not in _EXPORTS:
+        out = str(tmp_path_factory.mktemp(f"export_{fmt}_{quantize}") / "model")
+        convert.export_converted(run_dir, out, fmt, quantize, CLASSIFIERS)
+        _EXPORTS[(run_dir, fmt, quantize)] = out
+    return _EXPORTS[(run_dir, fmt, quantize)]
 
 
 # The exports compute in float32. 1e-3 relative, plus 1e-5 absolute for scores near zero: the
