@@ -13,12 +13,12 @@ own test images, in one process and one sitting, with:
                    ONNX and TensorFlow frontends cannot convert these exports)
 
 Per runtime: images/s on batches (median of timed windows after a warm-up), the latency of one
-image (median and 90th percentile of single-image calls), the load time, and the largest score
-difference from the Detector on the same images (relative, with 1e-5 absolute for scores near
-zero, as the parity tests); a runtime whose package is missing is recorded as skipped with the
-reason. Every record carries the CPU flags, the thread settings and the load average, and goes
-to ``--out`` (JSONL, default ``results/serving_bench.jsonl``); ``--serving_md`` writes the
-Markdown table of the records of this command.
+image (median and 90th percentile of single-image calls), the load time, and how far its scores
+are from the Detector's on the same images (largest difference over the score range, and the
+change of the test AUROC); a runtime whose package is missing or that rejects the model is
+recorded as skipped with the reason. Every record carries the CPU flags, the thread settings
+and the load average, and goes to ``--out`` (JSONL, default ``results/serving_bench.jsonl``);
+``--serving_md`` writes the Markdown table of the records of this command.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ RUNTIME_CASES = {
     "onnxruntime": ("onnx", "none", "onnxruntime"),
     "openvino": ("tflite", "none", "openvino"),
 }
-ABS_TOL = 1e-5  # absolute floor of the score comparison (the 1-NN cosine distance near 0)
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "fma")
 
 
@@ -71,19 +70,30 @@ def _windows(fn: Callable[[], None], windows: int, calls: int) -> list[float]:
     return out
 
 
-def _max_diff(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float | None:
-    keys = set(got) & set(want)
-    if not keys:
-        return None
-    return max(
-        float(
-            np.max(
-                np.abs(np.asarray(got[k], np.float64) - want[k])
-                / (np.abs(want[k]) + ABS_TOL / 1e-3)
-            )
-        )
-        for k in keys
-    )
+def _score_diffs(
+    got: dict[str, np.ndarray], want: dict[str, np.ndarray], labels: np.ndarray | None
+) -> dict[str, Any]:
+    """How far a runtime's scores are from the Detector's, per classifier.
+
+    ``max_diff_over_range``: the largest |difference| divided by the spread (max - min) of the
+    Detector's scores, which stays meaningful for scores that cross zero (GDE log-densities,
+    OC-SVM decisions); ``auroc_delta``: the largest change of the test AUROC (x100).
+    """
+    from deep_representation_one_class.evaluation import metrics
+
+    keys = sorted(set(got) & set(want))
+    over_range, auroc_delta = {}, {}
+    for k in keys:
+        g = np.asarray(got[k], np.float64)
+        spread = float(np.ptp(want[k])) or 1.0
+        over_range[k] = float(np.max(np.abs(g - want[k]))) / spread
+        if labels is not None and 0 < labels.sum() < labels.size:
+            auroc_delta[k] = abs(metrics.auroc(labels, g) - metrics.auroc(labels, want[k]))
+    return {
+        "max_diff_over_range": max(over_range.values()) if over_range else None,
+        "diff_over_range": {k: float(f"{v:.3g}") for k, v in over_range.items()},
+        "max_auroc_delta": max(auroc_delta.values()) if auroc_delta else None,
+    }
 
 
 def measure(
@@ -93,6 +103,7 @@ def measure(
     reference: dict[str, np.ndarray] | None,
     windows: int = 5,
     latency_calls: int = 20,
+    labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Throughput, single-image latency and score difference of one scoring function."""
     batch = min(batch, len(images))
@@ -104,13 +115,14 @@ def measure(
     per_batch = _windows(lambda: score(x), windows, max(1, 64 // batch))
     single = _windows(lambda: score(images[:1]), latency_calls, 1)
     got = score(images) if reference is not None else {}
+    diffs = _score_diffs(got, reference, labels) if reference is not None else {}
     return {
         "images_per_s": round(batch / statistics.median(per_batch), 1),
         "batch": batch,
         "latency_ms_median": round(1000 * statistics.median(single), 2),
         "latency_ms_p90": round(1000 * float(np.percentile(single, 90)), 2),
         "first_call_s": round(first, 3),
-        "max_rel_diff_vs_detector": _max_diff(got, reference) if reference is not None else None,
+        **diffs,
     }
 
 
@@ -131,6 +143,7 @@ def bench_run(
     det = Detector.load(run_dir)
     data = build.load_data(det.config)
     images = np.asarray(data.test_x[:max_images])
+    labels = np.asarray(data.test_y[:max_images]).astype(bool)
     h, w, _ = det.input_shape
     # Batches of at most 2**19 pixels: 64 images at 32x32 ... 8 at 256x256.
     batch = max(1, min(batch, 2**19 // (h * w)))
@@ -139,6 +152,7 @@ def bench_run(
         "dataset": det.config.dataset,
         "input_shape": list(det.input_shape),
         "network": f"{det.config.net_type} width {det.config.net_width:g}",
+        "precision": det.config.precision,
         "classifiers": det.classifiers,
         "images": len(images),
         "cpu_flags": cpu_flags(),
@@ -148,8 +162,7 @@ def bench_run(
     load_start = perf.loadavg()
     want = det.score(images)
     record = {"runtime": "detector", "load_s": None, "loadavg_start": load_start}
-    record.update(measure(det.score, images, batch, want, windows))
-    record["max_rel_diff_vs_detector"] = 0.0
+    record.update(measure(det.score, images, batch, want, windows, labels=labels))
     record["loadavg_end"] = perf.loadavg()
     records.append({**base, **record})
     scratch = tempfile.mkdtemp(prefix="droc_serving_bench_")
@@ -173,9 +186,12 @@ def bench_run(
                 t0 = time.perf_counter()
                 score = runtimes.load(loader, exported[(fmt, quantize)], threads)
                 record["load_s"] = round(time.perf_counter() - t0, 3)
-                record.update(measure(score, images, batch, want, windows))
+                record.update(measure(score, images, batch, want, windows, labels=labels))
             except (runtimes.RuntimeMissingError, convert.ConvertError) as e:
                 record["skipped"] = str(e)
+            except Exception as e:  # a runtime that rejects the model: recorded, not fatal
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                record["skipped"] = f"failed: {type(e).__name__}: {first}"
             record["loadavg_end"] = perf.loadavg()
             records.append({**base, **record})
     finally:
@@ -188,20 +204,24 @@ def render_markdown(records: Sequence[dict[str, Any]]) -> str:
     """One table: a row per (run, runtime)."""
     lines = [
         "| run | input | runtime | images/s (batch) | 1-image latency ms (median / p90) "
-        "| max score diff vs Detector | load s | load avg |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| max score diff / score range | max AUROC change | load s | load avg |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
         shape = "x".join(str(v) for v in r["input_shape"])
         if "skipped" in r:
-            lines.append(f"| {r['run']} | {shape} | {r['runtime']} | skipped: {r['skipped']} |||||")
+            lines.append(
+                f"| {r['run']} | {shape} | {r['runtime']} | skipped: {r['skipped']} ||||||"
+            )
             continue
-        diff = r.get("max_rel_diff_vs_detector")
+        diff = r.get("max_diff_over_range")
+        delta = r.get("max_auroc_delta")
         load = r.get("load_s")
         lines.append(
             f"| {r['run']} | {shape} | {r['runtime']} | {r['images_per_s']:.0f} ({r['batch']}) "
             f"| {r['latency_ms_median']:.1f} / {r['latency_ms_p90']:.1f} "
             f"| {'–' if diff is None else f'{diff:.1e}'} "
+            f"| {'–' if delta is None else f'{delta:.2f}'} "
             f"| {'–' if load is None else f'{load:.2f}'} "
             f"| {r['loadavg_start'][0]:.1f}–{r['loadavg_end'][0]:.1f} |"
         )
