@@ -73,10 +73,16 @@ def images_and_scores(fmnist_run):
     return x, det.score(x)
 
 
+_EXPORTS: dict[tuple[str, str, str], str] = {}
+
+
 def _export(run_dir, tmp_path_factory, fmt, quantize="none") -> str:
-    out = str(tmp_path_factory.mktemp(f"export_{fmt}_{quantize}") / "model")
-    convert.export_converted(run_dir, out, fmt, quantize, CLASSIFIERS)
-    return out
+    """The run's export in ``fmt`` (converted once per test module)."""
+    if (run_dir, fmt, quantize) not in _EXPORTS:
+        out = str(tmp_path_factory.mktemp(f"export_{fmt}_{quantize}") / "model")
+        convert.export_converted(run_dir, out, fmt, quantize, CLASSIFIERS)
+        _EXPORTS[(run_dir, fmt, quantize)] = out
+    return _EXPORTS[(run_dir, fmt, quantize)]
 
 
 # The exports compute in float32. 1e-3 relative, plus 1e-5 absolute for scores near zero: the
@@ -98,21 +104,26 @@ def _relative_error(got, want) -> dict[str, float]:
     }
 
 
-def test_float32_lowering_rewrites_every_double():
+def test_float32_lowering_rewrites_every_double_and_bfloat16():
     import tensorflow as tf
 
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float64, [None], name="x")
-        tf.identity(tf.cast(x, tf.float32) * 2.0 + tf.cast(x * np.float64(0.5), tf.float32))
+        half = tf.cast(tf.cast(x, tf.bfloat16) * tf.constant(3.0, tf.bfloat16), tf.float64)
+        tf.identity(x * np.float64(0.5) + half, name="y")
     gd = graph.as_graph_def()
     convert.lower_to_float32(gd)
-    double = tf.float64.as_datatype_enum
+    lowered = {tf.float64.as_datatype_enum, tf.bfloat16.as_datatype_enum}
     for node in gd.node:
         for attr in node.attr.values():
-            assert attr.type != double and attr.tensor.dtype != double, node
-    const = next(n for n in gd.node if n.op == "Const" and n.attr["value"].tensor.dtype != 3)
-    assert tf.make_ndarray(const.attr["value"].tensor).dtype in (np.float32, np.int32)
+            assert attr.type not in lowered and attr.tensor.dtype not in lowered, node
+    # The rewritten graph is valid and computes the same thing in float32.
+    fn = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(gd, name=""), [])
+    run = fn.prune("x:0", "y:0")
+    got = run(tf.constant([1.0, 2.0], tf.float32)).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, [3.5, 7.0])
 
 
 def test_tflite_matches_detector(fmnist_run, tmp_path_factory, images_and_scores):
@@ -238,3 +249,61 @@ def test_missing_runtime_is_one_actionable_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(runtimes.RuntimeMissingError, match=r"\[openvino\]"):
         runtimes.load("openvino", str(tmp_path))
+
+
+def test_serving_bench_records_every_runtime_and_checks_scores(fake_run, tmp_path):
+    from deep_representation_one_class.benchmarks import serving
+
+    out, md = tmp_path / "s.jsonl", tmp_path / "s.md"
+    records = serving.main(
+        [fake_run], str(out), str(md), ("tflite", "onnxruntime"), max_images=16, windows=1
+    )
+    assert [r["runtime"] for r in records] == ["detector", "tflite", "onnxruntime"]
+    assert len(out.read_text().splitlines()) == 3
+    for r in records:
+        if "skipped" in r:  # onnxruntime absent: recorded with the reason, not dropped
+            assert r["runtime"] == "onnxruntime" and "[export]" in r["skipped"]
+            continue
+        assert r["images_per_s"] > 0 and r["latency_ms_median"] > 0 and r["images"] == 16
+        # fake_run is float32: the float32 exports are within ~1e-5 of the score range.
+        assert r["max_diff_over_range"] < 1e-3, r
+        assert r["max_auroc_delta"] is None or r["max_auroc_delta"] < 0.5, r
+        assert r["loadavg_start"] and isinstance(r["cpu_flags"], list)
+    assert md.read_text().count(f"| {os.path.basename(fake_run)} |") == 3
+
+
+def test_serving_bench_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from deep_representation_one_class.benchmarks import bench
+
+    with pytest.raises(bench.BenchError, match="not a run folder"):
+        bench.main(["--serving", str(tmp_path)])
+
+
+def test_mixed_bfloat16_run_exports_in_float32(tmp_path_factory):
+    """--precision=auto is mixed_bfloat16 on AVX512_BF16 CPUs; TFLite has no bfloat16 kernels,
+    so the converted network runs in float32: its scores differ from the bfloat16 Detector's
+    by bfloat16 rounding only."""
+    from deep_representation_one_class.serving.detector import Detector
+    from deep_representation_one_class.training import build, runner
+
+    base = tmp_path_factory.mktemp("bf16_run")
+    cfg = tiny_config(
+        strategy="default",
+        model_dir=str(base / "run"),
+        classifiers=("gde", "kde"),
+        precision="mixed_bfloat16",
+    )
+    runner.run(cfg)
+    det = Detector.load(str(base / "run"))
+    x = build.load_data(det.config).test_x
+    want = det.score(x)
+    out = str(base / "export")
+    convert.export_converted(str(base / "run"), out, "tflite", "none", ("gde", "kde"))
+    got = runtimes.load("tflite", out)(x)
+    for name in ("gde", "kde"):
+        g = np.asarray(got[name], np.float64)
+        # bfloat16 keeps 8 bits of mantissa: differences of a few 1e-3 relative, not more.
+        assert np.max(np.abs(g - want[name]) / (np.abs(want[name]) + 1e-2)) < 5e-2, name
+        assert (
+            np.corrcoef(np.argsort(np.argsort(g)), np.argsort(np.argsort(want[name])))[0, 1] > 0.9
+        )

@@ -304,3 +304,20 @@ def test_patch_detection_reports_every_metric_kind():
     plain, _, _ = patch_dense.detection(*args, masks=masks, shape=(16, 16))
     assert "pool.gde.image_aupr" not in plain and "pool.gde.pixel_aupr" not in plain
     assert plain["pool.gde.pro"] == got["pool.gde.pro"]
+
+
+def test_console_table_keeps_the_new_metrics_out_of_the_auroc_rows():
+    from deep_representation_one_class import cli
+
+    metrics = {
+        "pool.gde": 90.0,
+        "pool.gde.image_auroc": 90.0,
+        "pool.gde.pixel_auroc": 95.0,
+        "pool.gde.image_aupr": 97.0,
+        "pool.gde.pixel_f1_max": 40.0,
+        "pool.gde.image_auroc.crack": 99.0,
+    }
+    table = cli.format_table(metrics)
+    rows = [line.split()[0] for line in table.splitlines() if line.strip()]
+    assert rows.count("pool") == 2  # the AUROC row and the pixel AUROC row, nothing else
+    assert "crack" not in table and "97.00" not in table and "99.00" not in table

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import cli
-from deep_representation_one_class.benchmarks import perf
+from deep_representation_one_class.benchmarks import perf, serving
 from deep_representation_one_class.benchmarks.cases import (
     CASES,
     CIFAR10_CLASS_IMAGES,
@@ -266,7 +266,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(DEFAULT_CASES),
         help=f"comma-separated cases; valid: {', '.join(CASES)}",
     )
-    p.add_argument("--out", default="results/bench_cpu.jsonl", help="JSONL file to append to")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSONL file to append to (default results/bench_cpu.jsonl; --serving: "
+        "results/serving_bench.jsonl)",
+    )
     p.add_argument(
         "--summarize",
         default="",
@@ -294,6 +299,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help="time the classifiers on a run's embeddings.npz instead of synthetic features",
     )
+    p.add_argument(
+        "--serving",
+        default="",
+        help="comma-separated run folders: measure scoring in every runtime instead "
+        "(benchmarks/serving.py; JSONL to --out, default results/serving_bench.jsonl)",
+    )
+    p.add_argument("--serving_md", default="", help="--serving: also write this Markdown table")
     p.add_argument("--no_peak", action="store_true", help="skip the matmul peak measurement")
     p.add_argument("--peak_size", type=int, default=0, help="matmul side (0: 2048 CPU, 8192 GPU)")
     args = p.parse_args(argv)
@@ -308,6 +320,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if min(args.windows, args.window_steps, args.eval_batch_size, args.cls_train) < 0:
         raise BenchError("--windows, --window_steps, --eval_batch_size, --cls_* must be >= 0")
     args.case_names = names
+    if args.out is None and not args.serving:
+        args.out = "results/bench_cpu.jsonl"
     return args
 
 
@@ -318,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.summarize:
         print(summarize(args.summarize))
         return []
+    if args.serving:
+        out = "results/serving_bench.jsonl" if args.out is None else args.out
+        runs = [r.strip() for r in args.serving.split(",") if r.strip()]
+        return serving.main(runs, out, args.serving_md)
     # Thread pools must be sized before TensorFlow creates them (i.e. before any op runs).
     if args.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)

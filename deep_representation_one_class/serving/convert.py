@@ -3,11 +3,15 @@
 The converters read only the SavedModel's ``serving_default`` signature (its named inputs and
 outputs), so any export with such a signature converts, whatever the run's level:
 
-1. The signature is frozen (variables become constants) and every float64 tensor of the graph
-   is lowered to float32. The exports compute their scores in float64 (the classifiers' state is
-   stored as float64), which TFLite's built-in kernels do not implement; float32 scores agree
-   with the float64 ones to about 1e-5 relative (the parity tests hold them to 1e-3). The
-   lowered graph is saved as an intermediate float32 SavedModel with the same signature names.
+1. The signature is frozen (variables become constants) and every float64, bfloat16 and float16
+   tensor of the graph is lowered to float32. The exports compute their scores in float64 (the
+   classifiers' state is stored as float64) and mixed-precision runs their convolutions in
+   bfloat16, neither of which TFLite's built-in kernels (nor ONNX Runtime's CPU convolutions)
+   implement. For a float32 run the float32 scores agree with the float64 ones to about 1e-5
+   relative (the parity tests hold them to 1e-3); for a mixed-bfloat16 run the converted model
+   computes the network in float32, so its scores differ from the in-process bfloat16 ones by
+   bfloat16's rounding (about 1e-2 relative) and are, if anything, the more exact. The lowered
+   graph is saved as an intermediate float32 SavedModel with the same signature names.
 2. TFLite: ``tf.lite.TFLiteConverter`` on that SavedModel, built-in ops only, so the file runs
    on the stand-alone LiteRT interpreter as well as ``tf.lite.Interpreter``; ``quantize=
    "dynamic_int8"`` stores weights as int8 (dynamic-range quantisation: activations stay float).
@@ -73,21 +77,30 @@ def _signature(saved_model_dir: str):
     return model, model.signatures[SIGNATURE]
 
 
+# float64 (the scorers), bfloat16 and float16 (mixed-precision runs: --precision=auto is
+# mixed_bfloat16 on CPUs with AVX512_BF16) all become float32: TFLite's built-in kernels and
+# ONNX Runtime's CPU convolutions have none of them.
+_LOWERED = (tf.float64, tf.bfloat16, tf.float16)
+
+
 def _lower_attr(attr) -> None:
-    double, single = tf.float64.as_datatype_enum, tf.float32.as_datatype_enum
-    if attr.HasField("type") and attr.type == double:
+    lowered = {d.as_datatype_enum for d in _LOWERED}
+    single = tf.float32.as_datatype_enum
+    if attr.HasField("type") and attr.type in lowered:
         attr.type = single
     if attr.HasField("list"):
         for i, t in enumerate(attr.list.type):
-            if t == double:
+            if t in lowered:
                 attr.list.type[i] = single
-    if attr.HasField("tensor") and attr.tensor.dtype == double:
+    if attr.HasField("tensor") and attr.tensor.dtype in lowered:
         value = tf.make_ndarray(attr.tensor).astype(np.float32)
         attr.tensor.CopyFrom(tf.make_tensor_proto(value))
 
 
 def lower_to_float32(graph_def) -> None:
-    """Rewrites every float64 dtype and constant of ``graph_def`` (and its functions) in place."""
+    """Rewrites every float64/bfloat16/float16 dtype and constant of ``graph_def`` (and its
+    functions) to float32, in place."""
+    lowered = {d.as_datatype_enum for d in _LOWERED}
     for node in graph_def.node:
         for attr in node.attr.values():
             _lower_attr(attr)
@@ -96,7 +109,7 @@ def lower_to_float32(graph_def) -> None:
             for attr in node.attr.values():
                 _lower_attr(attr)
         for arg in [*fn.signature.input_arg, *fn.signature.output_arg]:
-            if arg.type == tf.float64.as_datatype_enum:
+            if arg.type in lowered:
                 arg.type = tf.float32.as_datatype_enum
 
 

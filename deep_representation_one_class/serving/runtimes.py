@@ -10,7 +10,7 @@ Runtimes (optional packages are imported only when used):
   tflite       the LiteRT interpreter (``ai_edge_litert`` when installed, else
                ``tf.lite.Interpreter``), XNNPACK on CPU
   onnxruntime  ``onnxruntime.InferenceSession`` on ``model.onnx`` (extra ``[export]``)
-  openvino     ``openvino`` compiling ``model.onnx`` for the CPU (extra ``[openvino]``)
+  openvino     ``openvino`` compiling ``model.tflite`` for the CPU (extra ``[openvino]``)
 """
 
 from __future__ import annotations
@@ -102,17 +102,39 @@ def onnxruntime(path: str, threads: int = 0) -> ScoreFn:
     return run
 
 
+def _tflite_output_names(model_file: str) -> dict[str, str]:
+    """TFLite tensor name -> signature output name (OpenVINO names outputs by tensor)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter  # noqa: N806
+    interp = Interpreter(model_path=model_file)
+    details = interp.get_signature_runner("serving_default").get_output_details()
+    by_index = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    return {by_index[d["index"]]: name for name, d in details.items()}
+
+
 @RUNTIMES.register("openvino")
 def openvino(path: str, threads: int = 0) -> ScoreFn:
-    """``model.onnx`` compiled by OpenVINO for the CPU (dynamic batch)."""
+    """The export's ``model.tflite`` compiled by OpenVINO for the CPU (dynamic batch).
+
+    OpenVINO 2026.4 reads the TFLite file; it cannot convert the ONNX file (its ONNX frontend
+    rejects the Loop that tf2onnx makes of the per-image preprocessing) nor the SavedModel (its
+    TensorFlow frontend rejects the resource variables).
+    """
     ov = _import("openvino", "openvino")
+    model_file = _file(path, "model.tflite")
+    names = _tflite_output_names(model_file)
     core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
     # f32 inference precision: OpenVINO would otherwise run bf16 on CPUs that have it.
-    config["INFERENCE_PRECISION_HINT"] = "f32"
-    compiled = core.compile_model(core.read_model(_file(path, "model.onnx")), "CPU", config)
+    config: dict = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(core.read_model(model_file), "CPU", config)
     request = compiled.create_infer_request()
-    outputs = [(o, o.get_any_name()) for o in compiled.outputs]
+    outputs = [(o, names.get(o.get_any_name(), o.get_any_name())) for o in compiled.outputs]
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
         result = request.infer({0: images})
