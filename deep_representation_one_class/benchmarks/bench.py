@@ -24,6 +24,7 @@ import dataclasses
 import gc
 import json
 import os
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import cli
-from deep_representation_one_class.benchmarks import perf
+from deep_representation_one_class.benchmarks import isa, perf
 from deep_representation_one_class.benchmarks.cases import (
     CASES,
     CIFAR10_CLASS_IMAGES,
@@ -52,6 +53,7 @@ from deep_representation_one_class.benchmarks.measure import (
     measure_extraction,
     measure_training,
 )
+from deep_representation_one_class.utils import allocator
 
 
 def _paper_steps(case: BenchCase) -> int:
@@ -294,6 +296,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help="time the classifiers on a run's embeddings.npz instead of synthetic features",
     )
+    p.add_argument(
+        "--isa",
+        default="native",
+        help="comma-separated: native (the CPU as it is) and/or avx2 (as on a CPU without "
+        "AVX-512: natively where the CPU has none, else each case in a child process with "
+        "oneDNN capped by ONEDNN_MAX_CPU_ISA=AVX2; the JSON says which)",
+    )
     p.add_argument("--no_peak", action="store_true", help="skip the matmul peak measurement")
     p.add_argument("--peak_size", type=int, default=0, help="matmul side (0: 2048 CPU, 8192 GPU)")
     args = p.parse_args(argv)
@@ -307,8 +316,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise BenchError(f"--strategy must be mirrored or default, got {args.strategy}")
     if min(args.windows, args.window_steps, args.eval_batch_size, args.cls_train) < 0:
         raise BenchError("--windows, --window_steps, --eval_batch_size, --cls_* must be >= 0")
+    args.isas = [i.strip().lower() for i in args.isa.split(",") if i.strip()]
+    if not args.isas or set(args.isas) - set(isa.ISAS):
+        raise BenchError(f"--isa must list {' and/or '.join(isa.ISAS)}, got {args.isa!r}")
     args.case_names = names
     return args
+
+
+def _emit(record: dict[str, Any], out: str) -> None:
+    line = json.dumps(record, sort_keys=False)
+    print(line, flush=True)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "a") as f:
+            f.write(line + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -318,6 +339,49 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.summarize:
         print(summarize(args.summarize))
         return []
+    records: list[dict[str, Any]] = []
+    ran_here = False
+    for kind in args.isas:
+        if isa.needs_child(kind):
+            # oneDNN reads its ISA cap once, when it first runs: another process is needed.
+            for name in args.case_names:
+                if CASES[name].precision == "mixed_bfloat16":
+                    # Under the cap TensorFlow still sends bfloat16 ops to oneDNN, which has no
+                    # kernel for them below AVX512_CORE_BF16: the process crashes
+                    # (results/onednn_isa.md). A real AVX2 CPU runs them, slower than float32.
+                    print(f"note: {name} skipped for --isa={kind} (emulated: no bfloat16 "
+                          "kernels under the oneDNN cap)", file=sys.stderr)  # fmt: skip
+                    continue
+                for record in isa.run_in_child(kind, name, _passthrough(args)):
+                    _emit(record, args.out)
+                    records.append(record)
+        elif not ran_here:  # "avx2" on a CPU without AVX-512 is this process as it is
+            records += _run_here(args)
+            ran_here = True
+    return records
+
+
+def _passthrough(args: argparse.Namespace) -> list[str]:
+    """The options of this command for a child that measures one case."""
+    flags = [
+        f"--steps_per_call={args.steps_per_call}",
+        f"--strategy={args.strategy}",
+        f"--intra_op_threads={args.intra_op_threads}",
+        f"--inter_op_threads={args.inter_op_threads}",
+        f"--windows={args.windows}",
+        f"--window_steps={args.window_steps}",
+        f"--eval_batch_size={args.eval_batch_size}",
+        f"--classifiers={args.classifiers}",
+        f"--cls_train={args.cls_train}",
+        f"--cls_test={args.cls_test}",
+        f"--features={args.features}",
+        f"--peak_size={args.peak_size}",
+    ]
+    return flags + ["--jit_compile"] * args.jit_compile + ["--no_peak"] * args.no_peak
+
+
+def _run_here(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Measures every case in this process (the ISA it runs with)."""
     # Thread pools must be sized before TensorFlow creates them (i.e. before any op runs).
     if args.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
@@ -332,7 +396,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     peaks: dict[str, tuple[float, float]] = {}
     if not args.no_peak:
         n = args.peak_size or (8192 if gpu else 2048)
-        for dtype in ("float32", "bfloat16") + (("float16",) if gpu else ()):
+        # No bfloat16 under an emulated ISA cap: oneDNN has no kernel for it there and the
+        # process would crash (results/onednn_isa.md).
+        bf16 = () if isa.describe()["emulated"] else ("bfloat16",)
+        for dtype in ("float32", *bf16) + (("float16",) if gpu else ()):
             peaks[dtype] = perf.matmul_peak(dtype, n)
     cls_names = [c for c in args.classifiers.split(",") if c.strip()]
     # The reference case runs first, so that the others can report speed-ups over it.
@@ -368,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if args.eval_batch_size:
             overrides["eval_batch_size"] = args.eval_batch_size
         case = dataclasses.replace(case, **overrides)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         record = run_case(
             name,
             case,
@@ -380,14 +448,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             threads=threads,
             reference=reference,
         )
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        # User and system CPU seconds of the case (all its threads): system time is what the
+        # allocator and thread hand-offs cost (utils/allocator.py).
+        user, system = after.ru_utime - usage.ru_utime, after.ru_stime - usage.ru_stime
+        record.update(
+            isa=isa.describe(),
+            allocator=allocator.current(),
+            cpu_user_s=round(user, 2),
+            cpu_system_s=round(system, 2),
+            cpu_system_pct=round(100.0 * system / max(user + system, 1e-9), 1),
+        )
         if case.impl == "reference" and _same_config(case):
             reference = record
-        line = json.dumps(record, sort_keys=False)
-        print(line, flush=True)
-        if args.out:
-            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-            with open(args.out, "a") as f:
-                f.write(line + "\n")
+        _emit(record, args.out)
         records.append(record)
     return records
 

@@ -22,6 +22,7 @@ from deep_representation_one_class.evaluation import localization as loc_metrics
 from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.tasks import patch_grid as patches_lib
+from deep_representation_one_class.utils import progress
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +239,51 @@ class _SimilarityScorer:
         return np.concatenate(out).astype(np.float64)
 
 
+class _SharedSimilarity:
+    """KDE and 1-NN of one feature from ONE similarity block per row chunk.
+
+    Both score against the same normalised bank (the training features); computing the
+    [rows, bank] cosine block once for both halves the dominant matmul of their scoring.
+    Same formulas, and the same float32 numbers, as two ``_SimilarityScorer``.
+    """
+
+    def __init__(self, kde: _SimilarityScorer, nn: _SimilarityScorer):
+        del nn  # the same bank (checked by the caller); 1-NN has no parameter
+        self.bank = kde.bank
+        self.gamma = kde.gamma
+        self._block = tf.function(self._block_fn, reduce_retracing=True)
+
+    def _block_fn(self, x):
+        sims = tf.matmul(
+            tf.math.l2_normalize(x, axis=1, epsilon=1e-24), self.bank, transpose_b=True
+        )
+        kde = -tf.reduce_logsumexp((2.0 * self.gamma) * sims, axis=1) / self.gamma
+        return kde, 1.0 - tf.reduce_max(sims, axis=1)
+
+    def score(self, feats: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.asarray(feats, np.float32)
+        kde, nn = [], []
+        for i in range(0, len(x), _SCORER_ROWS):
+            a, b = self._block(x[i : i + _SCORER_ROWS])
+            kde.append(a.numpy())
+            nn.append(b.numpy())
+        return {
+            "kde": np.concatenate(kde).astype(np.float64),
+            "auc": np.concatenate(nn).astype(np.float64),
+        }
+
+
+def _share_similarities(fitted: dict) -> dict[str, _SharedSimilarity]:
+    """{feature: shared block} where a feature's KDE and 1-NN use the same bank."""
+    shared = {}
+    for f in {f for f, _ in fitted}:
+        kde, nn = fitted.get((f, "kde")), fitted.get((f, "auc"))
+        both = isinstance(kde, _SimilarityScorer) and isinstance(nn, _SimilarityScorer)
+        if both and kde.bank.shape == nn.bank.shape and bool(tf.reduce_all(kde.bank == nn.bank)):
+            shared[f] = _SharedSimilarity(kde, nn)
+    return shared
+
+
 class Embedder:
     """Runs a model on uint8 windows in fixed-size batches; one trace for any batch size."""
 
@@ -280,11 +326,24 @@ class DenseScorer:
 
     def fit(self, images: np.ndarray, bank: int, seed: int, coreset_ratio: float = 1.0):
         """Fits every scorer once on ``bank`` seeded grid windows of ``images`` (uint8)."""
+        return self.fit_features(self.bank_features(images, bank, seed, coreset_ratio), seed)
+
+    def bank_features(
+        self,
+        images: np.ndarray,
+        bank: int,
+        seed: int,
+        coreset_ratio: float = 1.0,
+        desc: str = "bank windows",
+    ) -> dict[str, np.ndarray]:
+        """{feature: [K, D]} of ``bank`` seeded grid windows of ``images`` (after the coreset)."""
         _, height, width, _ = images.shape
         ys, xs = patches_lib.grid_positions(height, width, self.size, self.stride)
         bi, by, bx = sample_bank(len(images), ys, xs, bank, seed)
         parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(bi), CHUNK_PATCHES):
+        starts = range(0, len(bi), CHUNK_PATCHES)
+        sizes = [min(CHUNK_PATCHES, len(bi) - s) for s in starts]
+        for start in progress.track(starts, len(bi), desc, "windows", sizes, logger):
             sl = slice(start, start + CHUNK_PATCHES)
             windows = patches_lib.gather_patches(images, bi[sl], by[sl], bx[sl], self.size)
             for f, v in self.embed(windows).items():
@@ -294,6 +353,10 @@ class DenseScorer:
             first = next(iter(feats.values()))
             keep = coreset(first, round(coreset_ratio * len(first)), seed)
             feats = {f: v[keep] for f, v in feats.items()}
+        return feats
+
+    def fit_features(self, feats: dict[str, np.ndarray], seed: int):
+        """Fits every scorer once on the bank's features (``bank_features``)."""
         self.bank_size = len(next(iter(feats.values())))
         self.cset = classifiers_lib.fit(
             feats,
@@ -304,9 +367,12 @@ class DenseScorer:
         for key, scorer in self.cset.scorers.items():
             f, c = key.split(".", 1)
             self.fitted[f, c] = _SimilarityScorer(c, scorer) if c in ("kde", "auc") else scorer
+        self._shared = _share_similarities(self.fitted)
         return self
 
-    def score(self, images: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    def score(
+        self, images: np.ndarray, desc: str = "test windows"
+    ) -> tuple[dict, np.ndarray, np.ndarray]:
         """({(feature, scorer): [T, gh, gw] float32}, ys, xs): every grid window of ``images``."""
         n, height, width, _ = images.shape
         ys, xs = patches_lib.grid_positions(height, width, self.size, self.stride)
@@ -316,15 +382,24 @@ class DenseScorer:
         gi = np.repeat(np.arange(per_chunk), grid)
         gy = np.tile(np.repeat(ys, len(xs)), per_chunk)
         gx = np.tile(np.tile(xs, len(ys)), per_chunk)
-        for start in range(0, n, per_chunk):
+        starts = range(0, n, per_chunk)
+        sizes = [(min(n, s + per_chunk) - s) * grid for s in starts]
+        shared = getattr(self, "_shared", {})
+        for start in progress.track(starts, n * grid, desc, "windows", sizes, logger):
             stop = min(n, start + per_chunk)
             k = (stop - start) * grid
             windows = patches_lib.gather_patches(
                 images[start:stop], gi[:k], gy[:k], gx[:k], self.size
             )
             feats = self.embed(windows)
+            done = set()
+            for f, both in shared.items():
+                for c, v in both.score(feats[f]).items():
+                    out[f, c][start:stop] = v.reshape(-1, len(ys), len(xs))
+                    done.add((f, c))
             for (f, c), scorer in self.fitted.items():
-                out[f, c][start:stop] = scorer.score(feats[f]).reshape(-1, len(ys), len(xs))
+                if (f, c) not in done:
+                    out[f, c][start:stop] = scorer.score(feats[f]).reshape(-1, len(ys), len(xs))
         return out, ys, xs
 
 
@@ -340,6 +415,7 @@ def detection(
     shape: tuple[int, int] = (0, 0),
     prefix: str = "",
     keep_maps: tuple[str, str] | None = None,
+    desc: str | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray | None]:
     """Image AUROC (and, with defect masks, pixel AUROC and PRO) of every (feature, scorer).
 
@@ -352,6 +428,7 @@ def detection(
       shape: (H, W) of the canvas (for the maps).
       prefix: prepended to every metric key (``baseline_pixels.`` ...).
       keep_maps: the (feature, scorer) whose maps are returned.
+      desc: shows progress over the scorers under this name (None: silent).
 
     Returns:
       (metrics x100, {f"{feature}_{scorer}_image_score": [T]}, maps [T, H, W] of ``keep_maps``
@@ -364,7 +441,10 @@ def detection(
     metrics: dict[str, float] = {}
     image_scores: dict[str, np.ndarray] = {}
     kept = None
-    for (f, c), patch_scores in scores.items():
+    items = list(scores.items())
+    if desc is not None:
+        items = progress.track(items, len(items), desc, "scorers", logger=logger)
+    for (f, c), patch_scores in items:
         s = aggregate(patch_scores, cfg.patch_agg, valid)
         image_scores[f"{f}_{c}_image_score"] = s
         key = prefix + metric_key(f, c)

@@ -52,6 +52,7 @@ RUN_FILES = (
     "thresholds.json",
     "plots",
     "maps",
+    "eval_cache",
     "explain",
     "report.html",
     "report_files",
