@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import cli
@@ -53,6 +52,7 @@ from deep_representation_one_class.benchmarks.measure import (
     measure_extraction,
     measure_training,
 )
+from deep_representation_one_class.benchmarks.summary import summarize
 from deep_representation_one_class.utils import allocator
 
 
@@ -206,57 +206,6 @@ def _round(v: float | None, nd: int = 2) -> float | None:
     return None if v is None else round(float(v), nd)
 
 
-# ----------------------------------------------------------------------------- summary table
-def summarize(path: str) -> str:
-    """A Markdown table of the medians per case over every record in a JSONL file.
-
-    Each command run is one round (the reference case first); speed-ups are the medians of the
-    per-round ratios, so a round measured at another load still compares like with like.
-    """
-    try:
-        with open(path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError) as e:
-        raise BenchError(f"--summarize={path}: not a benchmark JSONL file ({e})") from None
-    if not records:
-        raise BenchError(f"--summarize={path}: no records")
-    by_case: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        by_case.setdefault(r["case"], []).append(r)
-
-    def med(rows: list[dict[str, Any]], *keys: str) -> float | None:
-        vals = []
-        for r in rows:
-            v: Any = r
-            for k in keys:
-                v = v.get(k) if isinstance(v, dict) else None
-            if v is not None:
-                vals.append(float(v))
-        return float(np.median(vals)) if vals else None
-
-    def cell(v: float | None, fmt: str, unit: str = "") -> str:
-        return "–" if v is None else format(v, fmt) + unit
-
-    lines = [
-        "| case | rounds | train img/s | vs ref | % bf16 peak | extract img/s | vs ref "
-        "| eval s | vs ref | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for case, rows in by_case.items():
-        lines.append(
-            f"| {case} | {len(rows)} "
-            f"| {cell(med(rows, 'train_images_per_s'), '.0f')} "
-            f"| {cell(med(rows, 'vs_reference', 'train'), '.2f', 'x')} "
-            f"| {cell(med(rows, 'pct_of_peak', 'bfloat16'), '.0f', '%')} "
-            f"| {cell(med(rows, 'extract_images_per_s'), '.0f')} "
-            f"| {cell(med(rows, 'vs_reference', 'extract'), '.2f', 'x')} "
-            f"| {cell(med(rows, 'eval_seconds_estimate'), '.1f')} "
-            f"| {cell(med(rows, 'vs_reference', 'eval'), '.2f', 'x')} "
-            f"| {cell(float(np.median([r['loadavg_start'][0] for r in rows])), '.1f')} |"
-        )
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- command line
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -352,32 +301,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     print(f"note: {name} skipped for --isa={kind} (emulated: no bfloat16 "
                           "kernels under the oneDNN cap)", file=sys.stderr)  # fmt: skip
                     continue
-                for record in isa.run_in_child(kind, name, _passthrough(args)):
+                for record in isa.run_in_child(kind, name, isa.child_options(args)):
                     _emit(record, args.out)
                     records.append(record)
         elif not ran_here:  # "avx2" on a CPU without AVX-512 is this process as it is
             records += _run_here(args)
             ran_here = True
     return records
-
-
-def _passthrough(args: argparse.Namespace) -> list[str]:
-    """The options of this command for a child that measures one case."""
-    flags = [
-        f"--steps_per_call={args.steps_per_call}",
-        f"--strategy={args.strategy}",
-        f"--intra_op_threads={args.intra_op_threads}",
-        f"--inter_op_threads={args.inter_op_threads}",
-        f"--windows={args.windows}",
-        f"--window_steps={args.window_steps}",
-        f"--eval_batch_size={args.eval_batch_size}",
-        f"--classifiers={args.classifiers}",
-        f"--cls_train={args.cls_train}",
-        f"--cls_test={args.cls_test}",
-        f"--features={args.features}",
-        f"--peak_size={args.peak_size}",
-    ]
-    return flags + ["--jit_compile"] * args.jit_compile + ["--no_peak"] * args.no_peak
 
 
 def _run_here(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from typing import Any
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.utils import hardware
 
-__all__ = ["ISAS", "cpu_flags", "describe", "needs_child", "run_in_child"]
+__all__ = ["ISAS", "child_options", "cpu_flags", "describe", "needs_child", "run_in_child"]
 
 ISAS = ("native", "avx2")
 _FLAG_PREFIXES = ("avx", "amx", "fma", "f16c")
@@ -75,6 +75,25 @@ def needs_child(kind: str) -> bool:
     if kind == "native":
         return False
     return "avx512f" in cpu_flags() and hardware.onednn_isa_cap() != kind
+
+
+def child_options(args) -> list[str]:
+    """The options of a ``bench`` command (parsed) for a child that measures one case."""
+    flags = [
+        f"--steps_per_call={args.steps_per_call}",
+        f"--strategy={args.strategy}",
+        f"--intra_op_threads={args.intra_op_threads}",
+        f"--inter_op_threads={args.inter_op_threads}",
+        f"--windows={args.windows}",
+        f"--window_steps={args.window_steps}",
+        f"--eval_batch_size={args.eval_batch_size}",
+        f"--classifiers={args.classifiers}",
+        f"--cls_train={args.cls_train}",
+        f"--cls_test={args.cls_test}",
+        f"--features={args.features}",
+        f"--peak_size={args.peak_size}",
+    ]
+    return flags + ["--jit_compile"] * args.jit_compile + ["--no_peak"] * args.no_peak
 
 
 def run_in_child(kind: str, case: str, options: list[str]) -> list[dict[str, Any]]:
