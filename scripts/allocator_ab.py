@@ -146,6 +146,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--first_round", type=int, default=0, help="number of the first round")
     p.add_argument("--conditions", default="system,glibc,tcmalloc")
     p.add_argument("--isas", default="native,avx2")
     p.add_argument("--out", default="results/allocator.jsonl")
@@ -166,7 +167,7 @@ def main() -> int:
                 for cond in conds:
                     model_dir = os.path.join(args.runs, f"{isa}_{cond}")
                     rec = run_once(isa, cond, args.steps, model_dir, extra)
-                    rec["round"] = k
+                    rec["round"] = args.first_round + k
                     print(json.dumps(rec), flush=True)
                     with open(os.path.join(ROOT, args.out), "a") as f:
                         f.write(json.dumps(rec) + "\n")

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from deep_representation_one_class import config as config_lib
 from deep_representation_one_class import resolve
-from deep_representation_one_class.benchmarks import bench, cases, measure, perf
+from deep_representation_one_class.benchmarks import bench, cases, isa, measure, perf
 from deep_representation_one_class.models import build_model
 from deep_representation_one_class.models.resnet import FusedBatchNorm
 from deep_representation_one_class.training import build, distribute, loop
@@ -392,3 +392,58 @@ def test_eval_estimate_is_extraction_plus_classifiers(tiny_record):
     n = r["classifier_sizes"]["train"] + r["classifier_sizes"]["test"]
     want = r["extract_first_call_s"] + n / r["extract_images_per_s"] + r["classifier_total_s"]
     assert r["eval_seconds_estimate"] == pytest.approx(want, rel=0.02, abs=0.02)
+
+
+# ----------------------------------------------------------------------------- ISA and CPU time
+def test_records_carry_cpu_seconds_isa_and_allocator(tiny_record):
+    r, _ = tiny_record
+    assert r["cpu_user_s"] > 0 and r["cpu_system_s"] >= 0
+    assert r["cpu_system_pct"] == pytest.approx(
+        100 * r["cpu_system_s"] / (r["cpu_user_s"] + r["cpu_system_s"]), abs=0.1
+    )
+    assert r["isa"]["name"] and r["isa"]["cpu_flags"] == isa.cpu_flags()
+    assert r["allocator"]["allocator"] in ("glibc", "glibc-tuned", "tcmalloc", "jemalloc")
+
+
+def test_isa_record_names_an_emulation(monkeypatch):
+    monkeypatch.setattr(isa, "cpu_flags", lambda: ["avx", "avx2", "avx512_bf16", "avx512f"])
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert isa.describe()["name"] == "avx512_bf16" and not isa.describe()["emulated"]
+    assert isa.needs_child("avx2") and not isa.needs_child("native")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert isa.describe() | {"cpu_flags": None} == {
+        "name": "avx2",
+        "emulated": True,
+        "onednn_max_cpu_isa": "avx2",
+        "cpu_flags": None,
+    }
+    assert not isa.needs_child("avx2")  # this process is already capped
+    monkeypatch.setattr(isa, "cpu_flags", lambda: ["avx", "avx2", "fma"])
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert isa.describe()["name"] == "avx2" and not isa.needs_child("avx2")  # a real AVX2 CPU
+
+
+def test_avx2_case_runs_capped_in_a_child(tmp_path):
+    out = tmp_path / "bench.jsonl"
+    (record,) = bench.main(
+        [
+            "--cases=tiny",
+            "--isa=avx2",
+            f"--out={out}",
+            "--cls_train=100",
+            "--cls_test=100",
+            "--classifiers=gde",
+            "--peak_size=128",
+            "--strategy=default",
+        ]
+    )
+    assert json.loads(out.read_text()) == record
+    assert record["isa"]["name"] == "avx2"
+    if "avx512f" in isa.cpu_flags():
+        assert record["isa"]["emulated"] and record["isa"]["onednn_max_cpu_isa"] == "avx2"
+        assert record["process_cpu_user_s"] >= record["cpu_user_s"] > 0
+
+
+def test_bad_isa_is_a_usage_error():
+    with pytest.raises(cases.BenchError, match="--isa must list native and/or avx2"):
+        bench.main(["--cases=tiny", "--isa=avx9000"])

@@ -24,17 +24,17 @@ import dataclasses
 import gc
 import json
 import os
+import resource
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import cli
-from deep_representation_one_class.benchmarks import perf, serving
+from deep_representation_one_class.benchmarks import isa, perf, serving
 from deep_representation_one_class.benchmarks.cases import (
     CASES,
     CIFAR10_CLASS_IMAGES,
@@ -52,6 +52,8 @@ from deep_representation_one_class.benchmarks.measure import (
     measure_extraction,
     measure_training,
 )
+from deep_representation_one_class.benchmarks.summary import summarize
+from deep_representation_one_class.utils import allocator
 
 
 def _paper_steps(case: BenchCase) -> int:
@@ -204,57 +206,6 @@ def _round(v: float | None, nd: int = 2) -> float | None:
     return None if v is None else round(float(v), nd)
 
 
-# ----------------------------------------------------------------------------- summary table
-def summarize(path: str) -> str:
-    """A Markdown table of the medians per case over every record in a JSONL file.
-
-    Each command run is one round (the reference case first); speed-ups are the medians of the
-    per-round ratios, so a round measured at another load still compares like with like.
-    """
-    try:
-        with open(path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError) as e:
-        raise BenchError(f"--summarize={path}: not a benchmark JSONL file ({e})") from None
-    if not records:
-        raise BenchError(f"--summarize={path}: no records")
-    by_case: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        by_case.setdefault(r["case"], []).append(r)
-
-    def med(rows: list[dict[str, Any]], *keys: str) -> float | None:
-        vals = []
-        for r in rows:
-            v: Any = r
-            for k in keys:
-                v = v.get(k) if isinstance(v, dict) else None
-            if v is not None:
-                vals.append(float(v))
-        return float(np.median(vals)) if vals else None
-
-    def cell(v: float | None, fmt: str, unit: str = "") -> str:
-        return "–" if v is None else format(v, fmt) + unit
-
-    lines = [
-        "| case | rounds | train img/s | vs ref | % bf16 peak | extract img/s | vs ref "
-        "| eval s | vs ref | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for case, rows in by_case.items():
-        lines.append(
-            f"| {case} | {len(rows)} "
-            f"| {cell(med(rows, 'train_images_per_s'), '.0f')} "
-            f"| {cell(med(rows, 'vs_reference', 'train'), '.2f', 'x')} "
-            f"| {cell(med(rows, 'pct_of_peak', 'bfloat16'), '.0f', '%')} "
-            f"| {cell(med(rows, 'extract_images_per_s'), '.0f')} "
-            f"| {cell(med(rows, 'vs_reference', 'extract'), '.2f', 'x')} "
-            f"| {cell(med(rows, 'eval_seconds_estimate'), '.1f')} "
-            f"| {cell(med(rows, 'vs_reference', 'eval'), '.2f', 'x')} "
-            f"| {cell(float(np.median([r['loadavg_start'][0] for r in rows])), '.1f')} |"
-        )
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- command line
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -306,6 +257,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(benchmarks/serving.py; JSONL to --out, default results/serving_bench.jsonl)",
     )
     p.add_argument("--serving_md", default="", help="--serving: also write this Markdown table")
+    p.add_argument(
+        "--isa",
+        default="native",
+        help="comma-separated: native (the CPU as it is) and/or avx2 (as on a CPU without "
+        "AVX-512: natively where the CPU has none, else each case in a child process with "
+        "oneDNN capped by ONEDNN_MAX_CPU_ISA=AVX2; the JSON says which)",
+    )
     p.add_argument("--no_peak", action="store_true", help="skip the matmul peak measurement")
     p.add_argument("--peak_size", type=int, default=0, help="matmul side (0: 2048 CPU, 8192 GPU)")
     args = p.parse_args(argv)
@@ -319,10 +277,22 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise BenchError(f"--strategy must be mirrored or default, got {args.strategy}")
     if min(args.windows, args.window_steps, args.eval_batch_size, args.cls_train) < 0:
         raise BenchError("--windows, --window_steps, --eval_batch_size, --cls_* must be >= 0")
+    args.isas = [i.strip().lower() for i in args.isa.split(",") if i.strip()]
+    if not args.isas or set(args.isas) - set(isa.ISAS):
+        raise BenchError(f"--isa must list {' and/or '.join(isa.ISAS)}, got {args.isa!r}")
     args.case_names = names
     if args.out is None and not args.serving:
         args.out = "results/bench_cpu.jsonl"
     return args
+
+
+def _emit(record: dict[str, Any], out: str) -> None:
+    line = json.dumps(record, sort_keys=False)
+    print(line, flush=True)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "a") as f:
+            f.write(line + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -336,6 +306,30 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         out = "results/serving_bench.jsonl" if args.out is None else args.out
         runs = [r.strip() for r in args.serving.split(",") if r.strip()]
         return serving.main(runs, out, args.serving_md)
+    records: list[dict[str, Any]] = []
+    ran_here = False
+    for kind in args.isas:
+        if isa.needs_child(kind):
+            # oneDNN reads its ISA cap once, when it first runs: another process is needed.
+            for name in args.case_names:
+                if CASES[name].precision == "mixed_bfloat16":
+                    # Under the cap TensorFlow still sends bfloat16 ops to oneDNN, which has no
+                    # kernel for them below AVX512_CORE_BF16: the process crashes
+                    # (results/onednn_isa.md). A real AVX2 CPU runs them, slower than float32.
+                    print(f"note: {name} skipped for --isa={kind} (emulated: no bfloat16 "
+                          "kernels under the oneDNN cap)", file=sys.stderr)  # fmt: skip
+                    continue
+                for record in isa.run_in_child(kind, name, isa.child_options(args)):
+                    _emit(record, args.out)
+                    records.append(record)
+        elif not ran_here:  # "avx2" on a CPU without AVX-512 is this process as it is
+            records += _run_here(args)
+            ran_here = True
+    return records
+
+
+def _run_here(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Measures every case in this process (the ISA it runs with)."""
     # Thread pools must be sized before TensorFlow creates them (i.e. before any op runs).
     if args.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
@@ -350,7 +344,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     peaks: dict[str, tuple[float, float]] = {}
     if not args.no_peak:
         n = args.peak_size or (8192 if gpu else 2048)
-        for dtype in ("float32", "bfloat16") + (("float16",) if gpu else ()):
+        # No bfloat16 under an emulated ISA cap: oneDNN has no kernel for it there and the
+        # process would crash (results/onednn_isa.md).
+        bf16 = () if isa.describe()["emulated"] else ("bfloat16",)
+        for dtype in ("float32", *bf16) + (("float16",) if gpu else ()):
             peaks[dtype] = perf.matmul_peak(dtype, n)
     cls_names = [c for c in args.classifiers.split(",") if c.strip()]
     # The reference case runs first, so that the others can report speed-ups over it.
@@ -386,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if args.eval_batch_size:
             overrides["eval_batch_size"] = args.eval_batch_size
         case = dataclasses.replace(case, **overrides)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         record = run_case(
             name,
             case,
@@ -398,14 +396,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             threads=threads,
             reference=reference,
         )
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        # User and system CPU seconds of the case (all its threads): system time is what the
+        # allocator and thread hand-offs cost (utils/allocator.py).
+        user, system = after.ru_utime - usage.ru_utime, after.ru_stime - usage.ru_stime
+        record.update(
+            isa=isa.describe(),
+            allocator=allocator.current(),
+            cpu_user_s=round(user, 2),
+            cpu_system_s=round(system, 2),
+            cpu_system_pct=round(100.0 * system / max(user + system, 1e-9), 1),
+        )
         if case.impl == "reference" and _same_config(case):
             reference = record
-        line = json.dumps(record, sort_keys=False)
-        print(line, flush=True)
-        if args.out:
-            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-            with open(args.out, "a") as f:
-                f.write(line + "\n")
+        _emit(record, args.out)
         records.append(record)
     return records
 

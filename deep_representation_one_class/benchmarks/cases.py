@@ -69,6 +69,11 @@ SCHEMA_KEYS = (
     "loadavg_end",
     "machine",
     "timestamp",
+    "isa",
+    "allocator",
+    "cpu_user_s",
+    "cpu_system_s",
+    "cpu_system_pct",
 )
 
 

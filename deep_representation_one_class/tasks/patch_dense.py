@@ -23,6 +23,11 @@ from deep_representation_one_class.evaluation import localization as loc_metrics
 from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.tasks import patch_grid as patches_lib
+from deep_representation_one_class.tasks.patch_similarity import (
+    _share_similarities,
+    _SimilarityScorer,
+)
+from deep_representation_one_class.utils import progress
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +63,6 @@ _PR_KINDS = ("pixel_aupr", "pixel_f1_max")
 # Windows per chunk of images: 8192 uint8 32x32x3 windows are 25 MB, their float32 batch and
 # features a few MB more.
 CHUNK_PATCHES = 8192
-# Test rows per similarity block of KDE/1-NN: [rows, bank] float32, 40 MB for a 20k bank.
-_SCORER_ROWS = 512
 _STREAM_BANK = 0xBA4C
 _STREAM_CORESET = 0xC05E
 # Dimension of the random projection the greedy coreset measures distances in (PatchCore).
@@ -218,37 +221,6 @@ def valid_pixels(sizes: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray
     return rows & cols
 
 
-class _SimilarityScorer:
-    """KDE and 1-NN scores from a fitted registry scorer's ``state()``, in float32 TensorFlow.
-
-    The registry's numpy versions compute the [test, bank] cosine block in float64, which for
-    ~10^5 test windows against a 10^4-window bank is the slowest step of the evaluation; a
-    float32 matmul and ``reduce_logsumexp`` (multi-threaded) give the same scores to about 1e-5
-    relative error, ~10x faster. Formulas as in ``evaluation.scorers``: KDE
-    ``-(1/γ)·logsumexp_j(2γ⟨z̄, z̄_j⟩)``, 1-NN ``1 - max_j ⟨z̄, z̄_j⟩``.
-    """
-
-    def __init__(self, kind: str, scorer: scorers_lib.Scorer):
-        state = scorer.state()
-        self.kind = kind
-        self.bank = tf.constant(np.asarray(state["bank"], np.float32))
-        self.gamma = float(state["gamma"]) if kind == "kde" else 0.0
-        self._block = tf.function(self._block_fn, reduce_retracing=True)
-
-    def _block_fn(self, x):
-        sims = tf.matmul(
-            tf.math.l2_normalize(x, axis=1, epsilon=1e-24), self.bank, transpose_b=True
-        )
-        if self.kind == "kde":
-            return -tf.reduce_logsumexp((2.0 * self.gamma) * sims, axis=1) / self.gamma
-        return 1.0 - tf.reduce_max(sims, axis=1)
-
-    def score(self, feats: np.ndarray) -> np.ndarray:
-        x = np.asarray(feats, np.float32)
-        out = [self._block(x[i : i + _SCORER_ROWS]).numpy() for i in range(0, len(x), _SCORER_ROWS)]
-        return np.concatenate(out).astype(np.float64)
-
-
 class Embedder:
     """Runs a model on uint8 windows in fixed-size batches; one trace for any batch size."""
 
@@ -291,11 +263,24 @@ class DenseScorer:
 
     def fit(self, images: np.ndarray, bank: int, seed: int, coreset_ratio: float = 1.0):
         """Fits every scorer once on ``bank`` seeded grid windows of ``images`` (uint8)."""
+        return self.fit_features(self.bank_features(images, bank, seed, coreset_ratio), seed)
+
+    def bank_features(
+        self,
+        images: np.ndarray,
+        bank: int,
+        seed: int,
+        coreset_ratio: float = 1.0,
+        desc: str = "bank windows",
+    ) -> dict[str, np.ndarray]:
+        """{feature: [K, D]} of ``bank`` seeded grid windows of ``images`` (after the coreset)."""
         _, height, width, _ = images.shape
         ys, xs = patches_lib.grid_positions(height, width, self.size, self.stride)
         bi, by, bx = sample_bank(len(images), ys, xs, bank, seed)
         parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(bi), CHUNK_PATCHES):
+        starts = range(0, len(bi), CHUNK_PATCHES)
+        sizes = [min(CHUNK_PATCHES, len(bi) - s) for s in starts]
+        for start in progress.track(starts, len(bi), desc, "windows", sizes, logger):
             sl = slice(start, start + CHUNK_PATCHES)
             windows = patches_lib.gather_patches(images, bi[sl], by[sl], bx[sl], self.size)
             for f, v in self.embed(windows).items():
@@ -305,6 +290,10 @@ class DenseScorer:
             first = next(iter(feats.values()))
             keep = coreset(first, round(coreset_ratio * len(first)), seed)
             feats = {f: v[keep] for f, v in feats.items()}
+        return feats
+
+    def fit_features(self, feats: dict[str, np.ndarray], seed: int):
+        """Fits every scorer once on the bank's features (``bank_features``)."""
         self.bank_size = len(next(iter(feats.values())))
         cset = classifiers_lib.fit(
             feats,
@@ -322,9 +311,12 @@ class DenseScorer:
         for key, scorer in cset.scorers.items():
             f, c = key.split(".", 1)
             self.fitted[f, c] = _SimilarityScorer(c, scorer) if c in ("kde", "auc") else scorer
+        self._shared = _share_similarities(self.fitted)
         return self
 
-    def score(self, images: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    def score(
+        self, images: np.ndarray, desc: str = "test windows"
+    ) -> tuple[dict, np.ndarray, np.ndarray]:
         """({(feature, scorer): [T, gh, gw] float32}, ys, xs): every grid window of ``images``."""
         n, height, width, _ = images.shape
         ys, xs = patches_lib.grid_positions(height, width, self.size, self.stride)
@@ -334,15 +326,24 @@ class DenseScorer:
         gi = np.repeat(np.arange(per_chunk), grid)
         gy = np.tile(np.repeat(ys, len(xs)), per_chunk)
         gx = np.tile(np.tile(xs, len(ys)), per_chunk)
-        for start in range(0, n, per_chunk):
+        starts = range(0, n, per_chunk)
+        sizes = [(min(n, s + per_chunk) - s) * grid for s in starts]
+        shared = getattr(self, "_shared", {})
+        for start in progress.track(starts, n * grid, desc, "windows", sizes, logger):
             stop = min(n, start + per_chunk)
             k = (stop - start) * grid
             windows = patches_lib.gather_patches(
                 images[start:stop], gi[:k], gy[:k], gx[:k], self.size
             )
             feats = self.embed(windows)
+            done = set()
+            for f, both in shared.items():
+                for c, v in both.score(feats[f]).items():
+                    out[f, c][start:stop] = v.reshape(-1, len(ys), len(xs))
+                    done.add((f, c))
             for (f, c), scorer in self.fitted.items():
-                out[f, c][start:stop] = scorer.score(feats[f]).reshape(-1, len(ys), len(xs))
+                if (f, c) not in done:
+                    out[f, c][start:stop] = scorer.score(feats[f]).reshape(-1, len(ys), len(xs))
         return out, ys, xs
 
 
@@ -360,6 +361,7 @@ def detection(
     keep_maps: tuple[str, str] | None = None,
     full: bool = False,
     classes: tuple[np.ndarray, Sequence[str]] | None = None,
+    desc: str | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray | None]:
     """Image AUROC (and, with defect masks, pixel AUROC and PRO) of every (feature, scorer).
 
@@ -376,6 +378,7 @@ def detection(
         ``pixel_aupr``, ``pixel_f1_max``), the numbers MVTec AD tables compare.
       classes: (``[T]`` class ids, their names; id 0 = normal) for the image AUROC of each
         defect type against the normal images, key ``<feature>.<scorer>.image_auroc.<type>``.
+      desc: shows progress over the scorers under this name (None: silent).
 
     Returns:
       (metrics x100, {f"{feature}_{scorer}_image_score": [T]}, maps [T, H, W] of ``keep_maps``
@@ -388,7 +391,10 @@ def detection(
     metrics: dict[str, float] = {}
     image_scores: dict[str, np.ndarray] = {}
     kept = None
-    for (f, c), patch_scores in scores.items():
+    items = list(scores.items())
+    if desc is not None:
+        items = progress.track(items, len(items), desc, "scorers", logger=logger)
+    for (f, c), patch_scores in items:
         s = aggregate(patch_scores, cfg.patch_agg, valid)
         image_scores[f"{f}_{c}_image_score"] = s
         key = prefix + metric_key(f, c)

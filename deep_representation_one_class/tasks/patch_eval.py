@@ -47,8 +47,8 @@ import numpy as np
 
 from deep_representation_one_class.reports import maps as visualize
 from deep_representation_one_class.tasks import baselines as baselines_lib
+from deep_representation_one_class.tasks import patch_cache, patch_serving
 from deep_representation_one_class.tasks import patch_grid as patches_lib
-from deep_representation_one_class.tasks import patch_serving
 from deep_representation_one_class.tasks import patch_synthetic as synthetic_lib
 from deep_representation_one_class.tasks.patch_dense import (
     CHUNK_PATCHES,
@@ -65,6 +65,7 @@ from deep_representation_one_class.tasks.patch_dense import (
     patch_scorers,
     sample_bank,
 )
+from deep_representation_one_class.utils import progress
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ _MAX_TB_IMAGES = 6
 
 def _synthetic_metrics(scorer: DenseScorer, synth, cfg, prefix: str, per_kind: bool):
     """``synthetic.<prefix><feature>.<scorer>`` AUROCs (headline kinds; per kind) of a scorer."""
-    scores, ys, xs = scorer.score(synth.x)
+    scores, ys, xs = scorer.score(synth.x, desc=f"synthetic-check windows{_label(prefix)}")
     shape = synth.x.shape[1:3]
     normal = synth.kind == "normal"
     subsets = {"": normal | np.isin(synth.kind, synthetic_lib.HEADLINE_KINDS)}
@@ -114,40 +115,48 @@ def _synthetic_metrics(scorer: DenseScorer, synth, cfg, prefix: str, per_kind: b
     return out
 
 
-def _baselines(model_shape, data, cfg, clfs, synth) -> tuple[dict[str, float], dict[str, float]]:
-    """Metrics of the raw-pixel and untrained-network baselines (same protocol, bounded cost)."""
+def _label(prefix: str) -> str:
+    """`` (raw pixels)`` etc. for progress lines of the baselines; "" for the run's own."""
+    return {"baseline_": " (raw pixels)", "baseline_random.": " (untrained network)"}.get(
+        prefix, ""
+    )
+
+
+def _baseline(name: str, model_shape, data, cfg, clfs, synth) -> dict[str, float]:
+    """Metrics of one baseline (``pixels``: raw pixels, ``random``: the untrained network),
+    through the run's protocol at a bounded cost (smaller bank, stride >= half a patch)."""
     size = int(cfg.patch_size)
     stride = baselines_lib.baseline_stride(size, cfg.patch_stride)
     bank = min(int(cfg.patch_bank), baselines_lib.BASELINE_BANK)
-    channels = data.test_x.shape[-1]
-    untrained = baselines_lib.random_model(cfg, model_shape)
-    embedders = {
+    if name == "pixels":
         # The pixel embedder's one feature is named "pixels": keys baseline_pixels.<scorer>.
-        "baseline_": baselines_lib.pixel_embedder(size),
-        "baseline_random.": Embedder(untrained, size, channels, cfg.eval_batch_size, ("pool",)),
-    }
-    metrics: dict[str, float] = {}
-    timings: dict[str, float] = {}
-    for name, (prefix, embed) in zip(("pixels", "random"), embedders.items()):
-        t0 = time.time()
-        scorer = DenseScorer(embed, clfs, size, stride).fit(data.cls_x, bank, cfg.seed)
-        scores, ys, xs = scorer.score(data.test_x)
-        m, _, _ = detection(
-            scores,
-            ys,
-            xs,
-            data.test_y,
-            cfg,
-            masks=data.test_masks,
-            sizes=data.test_sizes,
-            shape=data.test_x.shape[1:3],
-            prefix=prefix,
-        )
-        metrics.update(m)
-        if synth is not None:
-            metrics.update(_synthetic_metrics(scorer, synth, cfg, prefix, per_kind=False))
-        timings[name] = time.time() - t0
-    return metrics, timings
+        prefix, embed = "baseline_", baselines_lib.pixel_embedder(size)
+    else:
+        untrained = baselines_lib.random_model(cfg, model_shape)
+        channels = data.test_x.shape[-1]
+        prefix = "baseline_random."
+        embed = Embedder(untrained, size, channels, cfg.eval_batch_size, ("pool",))
+    label = _label(prefix)
+    scorer = DenseScorer(embed, clfs, size, stride)
+    scorer.fit_features(
+        scorer.bank_features(data.cls_x, bank, cfg.seed, desc=f"bank windows{label}"), cfg.seed
+    )
+    scores, ys, xs = scorer.score(data.test_x, desc=f"test windows{label}")
+    metrics, _, _ = detection(
+        scores,
+        ys,
+        xs,
+        data.test_y,
+        cfg,
+        masks=data.test_masks,
+        sizes=data.test_sizes,
+        shape=data.test_x.shape[1:3],
+        prefix=prefix,
+        desc=f"maps and metrics{label}",
+    )
+    if synth is not None:
+        metrics.update(_synthetic_metrics(scorer, synth, cfg, prefix, per_kind=False))
+    return metrics
 
 
 def synthetic_set(data, seed: int):
@@ -197,14 +206,21 @@ def evaluate_patches(
         "Patch evaluation sizes: %s.",
         ", ".join(f"{k} {v:.0f}" for k, v in memory_estimate(cfg, len(data.cls_x), n_test).items()),
     )
+    # Finished phases of an interrupted evaluation of the same weights and settings are reused.
+    cache = patch_cache.PhaseCache(run_dir, patch_cache.fingerprint(model, cfg, data))
 
     # 1-2. The bank and the scorers, fit once (no hold-out: patch runs have no thresholds).
-    t0 = time.time()
     main = DenseScorer(Embedder(model, size, channels, cfg.eval_batch_size), clfs, size, stride)
-    main.fit(data.cls_x, cfg.patch_bank, cfg.seed, float(cfg.patch_coreset))
-    if run_dir is not None:
-        main.cset.save(run_dir)
-    timings["bank_and_fit"] = time.time() - t0
+    with progress.phase("Patch bank: embedding and fitting", timings, "bank_and_fit", logger):
+        feats = cache.load_arrays("bank")
+        if feats is None:
+            feats = main.bank_features(
+                data.cls_x, cfg.patch_bank, cfg.seed, float(cfg.patch_coreset)
+            )
+            cache.save_arrays("bank", feats)
+        main.fit_features(feats, cfg.seed)
+        if run_dir is not None:
+            main.cset.save(run_dir)
     logger.info(
         "Patch bank: %d windows of %dx%d from %d images (stride %d%s); scorers %s.",
         main.bank_size,
@@ -216,34 +232,44 @@ def evaluate_patches(
         ", ".join(clfs),
     )
 
-    # 3-6. Dense test scores, aggregation, maps and metrics.
-    t0 = time.time()
-    scores, ys, xs = main.score(data.test_x)
-    timings["score_test"] = time.time() - t0
+    # 3. Dense test scores.
+    with progress.phase("Test windows: embedding and scoring", timings, "score_test", logger):
+        cached = cache.load_arrays("test_scores")
+        if cached is None:
+            scores, ys, xs = main.score(data.test_x, desc="test windows")
+            cache.save_arrays(
+                "test_scores",
+                {"grid_y": ys, "grid_x": xs, **{f"{f}.{c}": v for (f, c), v in scores.items()}},
+            )
+        else:
+            ys, xs = cached["grid_y"], cached["grid_x"]
+            scores = {key: cached[".".join(key)] for key in main.fitted}
     grid = len(ys) * len(xs)
     timings["patches_per_sec"] = (main.bank_size + n_test * grid) / max(
         timings["score_test"] + timings["bank_and_fit"], 1e-9
     )
+
+    # 4-6. Aggregation, maps and metrics.
     masks = data.test_masks
     if masks is None or not masks.any():
         logger.warning("No defect masks: pixel AUROC and PRO are skipped (image AUROC only).")
     # The maps, panels and the summary's headline come from the first listed classifier.
     primary = ("pool", clfs[0]) if ("pool", clfs[0]) in main.fitted else next(iter(main.fitted))
-    t0 = time.time()
-    metrics, image_scores, primary_maps = detection(
-        scores,
-        ys,
-        xs,
-        data.test_y,
-        cfg,
-        masks=masks,
-        sizes=data.test_sizes,
-        shape=(height, width),
-        keep_maps=primary,
-        full=True,
-        classes=(data.test_class, data.class_names),
-    )
-    timings["metrics"] = time.time() - t0
+    with progress.phase("Maps and metrics", timings, "metrics", logger):
+        metrics, image_scores, primary_maps = detection(
+            scores,
+            ys,
+            xs,
+            data.test_y,
+            cfg,
+            masks=masks,
+            sizes=data.test_sizes,
+            shape=(height, width),
+            keep_maps=primary,
+            full=True,
+            classes=(data.test_class, data.class_names),
+            desc="maps and metrics",
+        )
     arrays: dict[str, np.ndarray] = {
         "test_y": data.test_y,
         "test_class": data.test_class,
@@ -259,44 +285,53 @@ def evaluate_patches(
         arrays[f"{primary[0]}_{primary[1]}_anomaly_map"] = primary_maps.astype(np.float16)
 
     # 8. Synthetic anomalies on held-out normals.
-    t0 = time.time()
     synth = synthetic_set(data, cfg.seed)
-    if synth is None:
-        logger.warning(
-            "No held-out normal images (--synthetic_holdout=0 or too few training images): "
-            "no synthetic-anomaly validation score."
-        )
-    else:
-        metrics.update(_synthetic_metrics(main, synth, cfg, "", per_kind=True))
-    timings["synthetic"] = time.time() - t0
+    with progress.phase("Synthetic-anomaly check", timings, "synthetic", logger):
+        if synth is None:
+            logger.warning(
+                "No held-out normal images (--synthetic_holdout=0 or too few training images): "
+                "no synthetic-anomaly validation score."
+            )
+        else:
+            done = cache.load_metrics("synthetic")
+            if done is None:
+                done = _synthetic_metrics(main, synth, cfg, "", per_kind=True)
+                cache.save_metrics("synthetic", done)
+            metrics.update(done)
     if run_dir is not None:
         # Image and pixel thresholds of the held-out normals, for serving (patch_serving.py).
         patch_serving.write_thresholds(run_dir, main, data, cfg, image_scores)
 
     # 9. Baselines.
     if cfg.baselines and model_shape is not None:
-        base_metrics, base_timings = _baselines(model_shape, data, cfg, clfs, synth)
-        metrics.update(base_metrics)
-        timings.update({f"baseline_{k}": v for k, v in base_timings.items()})
+        for name in ("pixels", "random"):
+            label = {"pixels": "raw pixels", "random": "untrained network"}[name]
+            with progress.phase(f"Baseline: {label}", timings, f"baseline_{name}", logger):
+                done = cache.load_metrics(f"baseline_{name}")
+                if done is None:
+                    done = _baseline(name, model_shape, data, cfg, clfs, synth)
+                    cache.save_metrics(f"baseline_{name}", done)
+                metrics.update(done)
 
     # Panels of the main scorer.
-    t0 = time.time()
     f, c = primary
-    if primary_maps is not None and run_dir is not None:
-        visualize.write_panels(
-            data,
-            arrays["test_masks"],
-            primary_maps,
-            arrays[f"{f}_{c}_image_score"],
-            f"{f}.{c} {cfg.patch_agg}",
-            run_dir,
-            writer,
-            step,
-            tag=f"mvtec/anomaly_maps_{f}_{c}",
-            max_tb_images=_MAX_TB_IMAGES,
-        )
-    timings["panels"] = time.time() - t0
+    with progress.phase("Map panels", timings, "panels", logger):
+        if primary_maps is not None and run_dir is not None:
+            visualize.write_panels(
+                data,
+                arrays["test_masks"],
+                primary_maps,
+                arrays[f"{f}_{c}_image_score"],
+                f"{f}.{c} {cfg.patch_agg}",
+                run_dir,
+                writer,
+                step,
+                tag=f"mvtec/anomaly_maps_{f}_{c}",
+                max_tb_images=_MAX_TB_IMAGES,
+            )
     timings["total"] = time.time() - t_start
+    timings["reused_phases"] = float(len(cache.reused))
+    cache.clear()  # everything is in the returned values now
     logger.info(
         "Patch evaluation: %s.",
         ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())),

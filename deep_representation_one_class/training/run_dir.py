@@ -64,6 +64,7 @@ RUN_FILES = (
     "preprocessing.json",
     "plots",
     "maps",
+    "eval_cache",
     "explain",
     "report.html",
     "report_files",

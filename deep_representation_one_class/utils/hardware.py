@@ -18,6 +18,8 @@ import os
 
 import tensorflow as tf
 
+from deep_representation_one_class.utils import allocator
+
 _CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # oneDNN ISA caps without native bfloat16 (case-insensitive); other values (AVX512_CORE_BF16,
 # the AMX and AVX10 levels, ALL, DEFAULT) leave the bfloat16 kernels available.
@@ -77,8 +79,6 @@ def runtime_record() -> dict:
     """How this process computes, for a run's ``config.json`` and ``summary.json``: the memory
     allocator (``utils/allocator.py``), oneDNN's ISA cap, native bfloat16 and the thread pools
     (0 = TensorFlow's default, one thread per core)."""
-    from deep_representation_one_class.utils import allocator
-
     alloc = allocator.current()
     return {
         "allocator": alloc["allocator"],
