@@ -399,6 +399,9 @@ register_dataset(
             "synthetic_holdout": 16,
         },
         label="MVTec AD",
+        # PatchCore-style frozen ImageNet window features (EfficientNet-Lite0, offline) are the
+        # default; the from-scratch recipes above stay one --method away (docs/pretrained.md).
+        method="patchcore",
     ),
     "mvtec_ad",
     category_aliases={c: c for c in CATEGORIES},

@@ -112,14 +112,17 @@ def _effnet_check(config) -> None:
 def _effnet_frozen(config, channels: int, size: int, level: str) -> keras.Model:
     del config
     net = effnet.pretrained_efficientnet_lite0()
-    net.trainable = False
+    if level == "image":
+        trunk = keras.Model(net.input, net.get_layer("avg_pool").output, name="lite0_pooled")
+    else:
+        # Only up to the stride-16 tap: the later blocks and the head are never computed.
+        taps = [net.get_layer(name).output for name in effnet.MID_LAYERS]
+        trunk = keras.Model(net.input, taps, name="lite0_mid")
+    trunk.trainable = False
     inputs = keras.Input(shape=(None, None, channels), name="images")
     x = SignedUnitPreprocess(size, name="lite0_preprocess")(inputs)
-    out = net(x, training=False)
-    if level == "image":
-        feats = out["pooled"]
-    else:
-        feats = LocalAggregate(name="local_aggregate")([out["stride8"], out["stride16"]])
+    out = trunk(x, training=False)
+    feats = out if level == "image" else LocalAggregate(name="local_aggregate")(out)
     return keras.Model(inputs, feats, name=f"efficientnet_lite0_{level}")
 
 
