@@ -307,8 +307,15 @@ register_dataset(
         defaults={"baselines": True, "synthetic_holdout": 16},
         # Your own images: frozen ImageNet features (EfficientNet-Lite0, offline) beat every
         # from-scratch recipe on real photos within a 10-minute CPU budget (docs/pretrained.md);
-        # they are fed at the backbone's 224 px. --method=contrastive etc. train from scratch.
+        # they are fed at the backbone's 224 px. GDE first (the served classifier): it scored
+        # highest on validation (results/selection/pretrained_cifar10.md).
+        # --method=contrastive etc. train from scratch.
         method="imagenet",
-        method_defaults={"imagenet": {"input_shape": (224, 224, 3)}},
+        method_defaults={
+            "imagenet": {
+                "input_shape": (224, 224, 3),
+                "classifiers": ("gde", "kde", "auc", "kocsvm", "locsvm"),
+            }
+        },
     )
 )
