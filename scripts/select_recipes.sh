@@ -15,6 +15,10 @@
 #   budget_large  a 5,000-image folder (--root, e.g. the CIFAR-10 JPEG copy), one category
 #                 (--category, default ship): the bare contrastive defaults (750 steps) against
 #                 375 and 1500 steps. These go to <plan>_<category> folders and tables.
+#   pretrained_cifar10  CIFAR-10 classes 3 and 8 (cat and ship, the weakest from scratch;
+#                 --root with cifar-10-batches-py): frozen ImageNet EfficientNet-Lite0 features
+#                 (--method=imagenet) with the 32-px images fed at 96 and at 128 px, every
+#                 classifier, and the raw-pixel / untrained-network baselines.
 #
 # Usage:
 #   scripts/select_recipes.sh --plan=fmnist [--out=runs/selection] [--results=results/selection]
@@ -72,8 +76,15 @@ case "$plan" in
       "contrastive_750|contrastive|"
       "contrastive_1500|contrastive|--train_steps=1500")
     ;;
-  "") die "--plan is required (fmnist, budget_small or budget_large)" ;;
-  *) die "unknown --plan '$plan' (fmnist, budget_small or budget_large)" ;;
+  pretrained_cifar10)
+    [[ -n "$root" ]] || die "--plan=$plan needs --root (a folder with cifar-10-batches-py)"
+    dataset="cifar10ood" categories="3 8"
+    extra=("--root=$root" ${extra[@]+"${extra[@]}"})
+    recipes=("lite0_96|imagenet|--backbone=efficientnet_lite0 --pretrained_size=96 --baselines"
+      "lite0_128|imagenet|--backbone=efficientnet_lite0 --pretrained_size=128")
+    ;;
+  "") die "--plan is required (fmnist, budget_small, budget_large or pretrained_cifar10)" ;;
+  *) die "unknown --plan '$plan' (fmnist, budget_small, budget_large or pretrained_cifar10)" ;;
 esac
 
 status=0

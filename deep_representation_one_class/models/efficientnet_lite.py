@@ -56,6 +56,7 @@ INSTALL_HINT = f"pip install {DISTRIBUTION} (a core dependency: pip install -e .
 DEFAULT_PADDING = "same"
 # Block outputs (0-based block index) at strides 8 and 16, and the last block.
 STRIDE8_BLOCK, STRIDE16_BLOCK = 4, 10
+MID_LAYERS = (f"block{STRIDE8_BLOCK}_add", f"block{STRIDE16_BLOCK}_add")
 
 
 def block_table() -> list[tuple[int, int, int, int, int]]:
