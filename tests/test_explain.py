@@ -16,10 +16,10 @@ IDX = [0, 1, 16, 17]
 
 
 def _train_rotation_run(path) -> str:
-    from deep_representation_one_class import config
+    from deep_representation_one_class import resolve
     from deep_representation_one_class.training import runner
 
-    cfg = config.build(
+    cfg = resolve.build(
         method="rotation",
         dataset="fake",
         category="0",
@@ -183,10 +183,10 @@ def test_grad_cam_lights_the_quadrant_that_holds_the_anomaly(gde_resnet18, kind)
 
 
 def test_dscore_needs_a_rotation_run(tmp_path):
-    from deep_representation_one_class import config
+    from deep_representation_one_class import resolve
     from deep_representation_one_class.utils import io
 
-    io.write_json(str(tmp_path / "config.json"), config.build(dataset="fake").to_dict())
+    io.write_json(str(tmp_path / "config.json"), resolve.build(dataset="fake").to_dict())
     with pytest.raises(explain.ExplainError, match="rotation classifier"):
         explain.Explainer(str(tmp_path), "dscore")
 
