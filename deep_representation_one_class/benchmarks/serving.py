@@ -203,12 +203,12 @@ def bench_run(
 def render_markdown(records: Sequence[dict[str, Any]]) -> str:
     """One table: a row per (run, runtime)."""
     lines = [
-        "| run | input | runtime | images/s (batch) | 1-image latency ms (median / p90) "
+        "| run | input, precision | runtime | images/s (batch) | 1-image latency ms (median / p90) "
         "| max score diff / score range | max AUROC change | load s | load avg |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
-        shape = "x".join(str(v) for v in r["input_shape"])
+        shape = "x".join(str(v) for v in r["input_shape"]) + f", {r.get('precision', '?')}"
         if "skipped" in r:
             lines.append(
                 f"| {r['run']} | {shape} | {r['runtime']} | skipped: {r['skipped']} ||||||"
@@ -262,3 +262,12 @@ def main(
     if md_out:
         io.write_text(md_out, render_markdown(records))
     return records
+
+
+if __name__ == "__main__":
+    # Re-render the Markdown table of a JSONL file: python -m ...benchmarks.serving FILE.jsonl
+    import json
+    import sys
+
+    with open(sys.argv[1]) as f:
+        sys.stdout.write(render_markdown([json.loads(line) for line in f if line.strip()]))
