@@ -6,8 +6,10 @@
 # Trains two short runs (their weights do not change the speed), then measures, in one process,
 # the in-process Detector, the SavedModel, TFLite (float32 and int8 weights), ONNX Runtime and
 # OpenVINO on each run's test images:
-#   fmnist   the quick contrastive default (Fashion-MNIST class 0, 32x32, ResNet-18 width 0.25),
-#            100 training steps;
+#   fmnist_fp32  the quick contrastive default (Fashion-MNIST class 0, 32x32, ResNet-18 width
+#            0.25), 100 training steps, float32;
+#   fmnist   the same with --precision=auto (mixed bfloat16 on CPUs with AVX512_BF16: the
+#            in-process paths run bfloat16, the TFLite/ONNX exports float32);
 #   bottle   the MVTec AD bottle folder as an image-level folder dataset (train/good normal,
 #            test/* scored) at 256x256, ResNet-18 width 0.25, 30 steps of 16 (skipped without
 #            the data).
@@ -23,7 +25,9 @@ for arg in "$@"; do
     *) echo "unknown option $arg (valid: --mvtec_root=DIR --out=DIR)" >&2; exit 2 ;;
   esac
 done
-runs="$OUT/fmnist"
+runs="$OUT/fmnist_fp32,$OUT/fmnist"
+python train_and_eval_loop.py --method=contrastive --train_steps=100 --report=false \
+  --precision=float32 --model_dir="$OUT/fmnist_fp32"
 python train_and_eval_loop.py --method=contrastive --train_steps=100 --report=false \
   --model_dir="$OUT/fmnist"
 if [[ -d "$MVTEC/bottle/train/good" ]]; then

@@ -80,7 +80,7 @@ def _export(run_dir, tmp_path_factory, fmt, quantize="none") -> str:
     """The run's export in ``fmt`` (converted once per test module)."""
     if (run_dir, fmt, quantize) not in _EXPORTS:
         out = str(tmp_path_factory.mktemp(f"export_{fmt}_{quantize}") / "model")
-        convert.export_converted(run_dir, out, fmt, quantize, CLASSIFIERS)
+        export_lib.export_model(run_dir, out, fmt, quantize, CLASSIFIERS)
         _EXPORTS[(run_dir, fmt, quantize)] = out
     return _EXPORTS[(run_dir, fmt, quantize)]
 
@@ -298,7 +298,7 @@ def test_mixed_bfloat16_run_exports_in_float32(tmp_path_factory):
     x = build.load_data(det.config).test_x
     want = det.score(x)
     out = str(base / "export")
-    convert.export_converted(str(base / "run"), out, "tflite", "none", ("gde", "kde"))
+    export_lib.export_model(str(base / "run"), out, "tflite", "none", ("gde", "kde"))
     got = runtimes.load("tflite", out)(x)
     for name in ("gde", "kde"):
         g = np.asarray(got[name], np.float64)

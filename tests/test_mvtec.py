@@ -18,6 +18,7 @@ from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.datasets import mvtec as mvtec_data
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.reports import maps as visualize
+from deep_representation_one_class.tasks import patch_dense
 from deep_representation_one_class.tasks import patch_eval as ev
 from deep_representation_one_class.tasks import patch_grid as patches
 from deep_representation_one_class.training import runner
@@ -380,10 +381,21 @@ def test_train_and_localise_synthetic_defects(mvtec_root, tmp_path):
         f"{f}.{c}{s}"
         for f in ("pool", "embed")
         for c in ("gde", "kde", "auc")
-        for s in ("", ".image_auroc", ".pixel_auroc", ".pro")
+        for s in ("", *(f".{kind}" for kind in patch_dense.METRIC_KINDS))
+    }
+    # The image AUROC of each defect type of the generated data, per feature and scorer.
+    types = {k.rsplit(".", 1)[1] for k in metrics if ".image_auroc." in k}
+    assert types and not types & {"good", "image_auroc"}
+    expected |= {
+        f"{f}.{c}.image_auroc.{t}"
+        for f in ("pool", "embed")
+        for c in ("gde", "kde", "auc")
+        for t in types
     }
     own = {k for k in metrics if not k.startswith(("synthetic.", "baseline_"))}
     assert own == expected  # locsvm is skipped on patches
+    # The PR metrics are for the test set only, not the baselines or the synthetic check.
+    assert not [k for k in metrics if k.startswith(("synthetic.", "baseline_")) and "aupr" in k]
     # Every defect run also reports its baselines and the synthetic-anomaly check.
     for key in ("baseline_pixels.gde.pixel_auroc", "baseline_random.pool.kde.pro"):
         assert key in metrics, sorted(metrics)

@@ -23,6 +23,7 @@ and the load average, and goes to ``--out`` (JSONL, default ``results/serving_be
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -34,6 +35,13 @@ from typing import Any
 import numpy as np
 
 from deep_representation_one_class.benchmarks import perf
+from deep_representation_one_class.benchmarks.cases import BenchError
+from deep_representation_one_class.evaluation import metrics
+from deep_representation_one_class.serving import convert, runtimes
+from deep_representation_one_class.serving import export as export_lib
+from deep_representation_one_class.serving.detector import Detector
+from deep_representation_one_class.training import build
+from deep_representation_one_class.utils import io
 
 # Runtime name -> (export format, quantize, runtimes.RUNTIMES loader); detector is separate.
 RUNTIME_CASES = {
@@ -79,8 +87,6 @@ def _score_diffs(
     Detector's scores, which stays meaningful for scores that cross zero (GDE log-densities,
     OC-SVM decisions); ``auroc_delta``: the largest change of the test AUROC (x100).
     """
-    from deep_representation_one_class.evaluation import metrics
-
     keys = sorted(set(got) & set(want))
     over_range, auroc_delta = {}, {}
     for k in keys:
@@ -135,11 +141,6 @@ def bench_run(
     windows: int = 5,
 ) -> list[dict[str, Any]]:
     """Exports one run in every format and measures each runtime on its test images."""
-    from deep_representation_one_class.serving import convert, runtimes
-    from deep_representation_one_class.serving import export as export_lib
-    from deep_representation_one_class.serving.detector import Detector
-    from deep_representation_one_class.training import build
-
     det = Detector.load(run_dir)
     data = build.load_data(det.config)
     images = np.asarray(data.test_x[:max_images])
@@ -175,12 +176,9 @@ def bench_run(
                 if (fmt, quantize) not in exported:
                     out = os.path.join(scratch, f"{fmt}_{quantize}")
                     t0 = time.perf_counter()
-                    if fmt == "savedmodel":
-                        export_lib.export_saved_model(run_dir, out, det.classifiers, det.feature)
-                    else:
-                        convert.export_converted(
-                            run_dir, out, fmt, quantize, det.classifiers, det.feature
-                        )
+                    export_lib.export_model(
+                        run_dir, out, fmt, quantize, det.classifiers, det.feature
+                    )
                     record["export_s"] = round(time.perf_counter() - t0, 2)
                     exported[(fmt, quantize)] = out
                 t0 = time.perf_counter()
@@ -203,12 +201,12 @@ def bench_run(
 def render_markdown(records: Sequence[dict[str, Any]]) -> str:
     """One table: a row per (run, runtime)."""
     lines = [
-        "| run | input | runtime | images/s (batch) | 1-image latency ms (median / p90) "
+        "| run | input, precision | runtime | images/s (batch) | 1-image latency ms (median / p90) "
         "| max score diff / score range | max AUROC change | load s | load avg |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
-        shape = "x".join(str(v) for v in r["input_shape"])
+        shape = "x".join(str(v) for v in r["input_shape"]) + f", {r.get('precision', '?')}"
         if "skipped" in r:
             lines.append(
                 f"| {r['run']} | {shape} | {r['runtime']} | skipped: {r['skipped']} ||||||"
@@ -238,11 +236,6 @@ def main(
     windows: int = 5,
 ) -> list[dict[str, Any]]:
     """Benchmarks every run; appends the records to ``out`` and writes ``md_out`` if given."""
-    import json
-
-    from deep_representation_one_class.benchmarks.cases import BenchError
-    from deep_representation_one_class.utils import io
-
     unknown = [r for r in runtimes_wanted if r not in RUNTIME_CASES]
     if unknown:
         raise BenchError(f"unknown runtimes {unknown}; valid: {', '.join(RUNTIME_CASES)}")
@@ -262,3 +255,11 @@ def main(
     if md_out:
         io.write_text(md_out, render_markdown(records))
     return records
+
+
+if __name__ == "__main__":
+    # Re-render the Markdown table of a JSONL file: python -m ...benchmarks.serving FILE.jsonl
+    import sys
+
+    with open(sys.argv[1]) as f:
+        sys.stdout.write(render_markdown([json.loads(line) for line in f if line.strip()]))

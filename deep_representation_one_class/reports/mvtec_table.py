@@ -6,7 +6,7 @@ sample SD when there are several) and writes one Markdown table per representati
 over the categories present, the categories missing from the 15 and the paper's 15-category
 means for orientation, then the image AUROC of each defect type. A CSV with one row per
 (representation, category) goes next to it. Runs evaluated before AUPR/F1-max existed show "–"
-there (``evaluate --model_dir=RUN`` recomputes them).
+there (``evaluate --model_dir=RUN --reextract`` recomputes them).
 
 CLI: ``python -m deep_representation_one_class.reports.mvtec_table RUNS_DIR [--key pool.gde]
 [--out results/mvtec]``.

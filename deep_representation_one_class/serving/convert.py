@@ -19,10 +19,11 @@ outputs), so any export with such a signature converts, whatever the run's level
    and outputs carry the signature's names, so ``onnxruntime`` callers feed ``{"images": x}``
    and get ``{"kde": ..., ...}`` back.
 
-``export_converted`` writes the run's SavedModel to a scratch folder, converts it and renames
-the result into place: an export folder holds ``model.tflite`` or ``model.onnx`` plus the same
-``assets.extra/droc_export.json`` as a SavedModel export (classifiers, input shape, thresholds,
-and the format).
+``export_converted`` (called by ``serving.export.export_model``, the API and the
+``export --format`` command) writes the run's SavedModel to a scratch folder, converts it and
+renames the result into place: an export folder holds ``model.tflite`` or ``model.onnx`` plus
+the same ``assets.extra/droc_export.json`` as a SavedModel export (classifiers, input shape,
+thresholds, and the format).
 """
 
 from __future__ import annotations
@@ -286,31 +287,39 @@ def export_converted(
     run_dir: str,
     out_dir: str,
     fmt: str,
-    quantize: str = "none",
-    classifiers: Sequence[str] | None = None,
-    feature: str = "pool",
-    overwrite: bool = False,
+    quantize: str,
+    classifiers: Sequence[str],
+    feature: str,
+    overwrite: bool,
+    *,
+    export_saved_model: Callable[..., str],
+    check_out: Callable[[str, str, bool], None],
+    info_path: str,
 ) -> str:
     """Exports a run in ``fmt``: its SavedModel, converted, renamed into ``out_dir`` at the end.
 
+    Called by ``serving.export.export_model``, which passes its own SavedModel exporter, its
+    check of ``out_dir`` and the path of its metadata file (so that this module does not import
+    the exporter that imports it).
+
     Args:
       run_dir: the finished run folder.
-      out_dir: destination folder (the SavedModel exporter's rules: new or empty, or with
-        ``overwrite`` an earlier export of any format).
+      out_dir: destination folder (``check_out``'s rules: new or empty, or with ``overwrite``
+        an earlier export of any format).
       fmt: a name in ``FORMATS`` other than savedmodel.
       quantize: ``"none"`` or (TFLite) ``"dynamic_int8"``.
-      classifiers, feature, overwrite: as for ``serving.export.export_saved_model``.
+      classifiers, feature, overwrite: as for the SavedModel exporter.
+      export_saved_model: ``fn(run_dir, out_dir, classifiers, feature)`` writing the SavedModel.
+      check_out: ``fn(run_dir, out_dir, overwrite)`` raising when ``out_dir`` may not be used.
+      info_path: the export's metadata file, relative to the export folder.
 
     Returns:
-      ``out_dir``; the model file is ``out_dir/FORMATS[fmt].filename``, the metadata
-      ``out_dir/assets.extra/droc_export.json``.
+      ``out_dir``; the model file is ``out_dir/FORMATS[fmt].filename``.
     """
-    from deep_representation_one_class.serving import export as export_lib
-
     spec = check_format(fmt, quantize)
     if spec.convert is None:
         raise ConvertError(f"--format={fmt} is written by the SavedModel exporter itself")
-    export_lib._check_out(run_dir, out_dir, overwrite)
+    check_out(run_dir, out_dir, overwrite)
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -318,9 +327,7 @@ def export_converted(
     try:
         sm_dir = os.path.join(scratch, "savedmodel")
         stage = os.path.join(scratch, "stage")
-        kwargs = {} if classifiers is None else {"classifiers": classifiers}
-        export_lib.export_saved_model(run_dir, sm_dir, feature=feature, **kwargs)
-        info_path = export_lib.EXPORT_INFO
+        export_saved_model(run_dir, sm_dir, classifiers, feature)
         os.makedirs(os.path.join(stage, os.path.dirname(info_path)))
         spec.convert(sm_dir, os.path.join(stage, spec.filename), quantize)
         info = io.read_json(os.path.join(sm_dir, info_path), expect=dict)

@@ -202,6 +202,40 @@ def export_saved_model(
     return out_dir
 
 
+def export_model(
+    run_dir: str,
+    out_dir: str,
+    fmt: str = "savedmodel",
+    quantize: str = "none",
+    classifiers: Sequence[str] = DEFAULT_CLASSIFIERS,
+    feature: str = "pool",
+    overwrite: bool = False,
+) -> str:
+    """Writes the run's detector in ``fmt``: ``savedmodel``, ``tflite`` or ``onnx``.
+
+    TFLite and ONNX are converted from the SavedModel (``serving/convert.py``); ``quantize``
+    (``"dynamic_int8"``) applies to TFLite. Arguments otherwise as ``export_saved_model``.
+
+    Returns:
+      ``out_dir`` (the model file inside it: ``convert.FORMATS[fmt].filename``).
+    """
+    spec = convert.check_format(fmt, quantize)
+    if spec.convert is None:
+        return export_saved_model(run_dir, out_dir, classifiers, feature, overwrite)
+    return convert.export_converted(
+        run_dir,
+        out_dir,
+        fmt,
+        quantize,
+        classifiers,
+        feature,
+        overwrite,
+        export_saved_model=export_saved_model,
+        check_out=_check_out,
+        info_path=EXPORT_INFO,
+    )
+
+
 # ----------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
@@ -248,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> int:
         names = [n.strip() for n in args.classifiers.split(",") if n.strip()]
         if args.format != "savedmodel" or args.quantize != "none":
-            out = convert.export_converted(
+            out = export_model(
                 args.model_dir,
                 args.out,
                 args.format,
