@@ -302,6 +302,9 @@ class Config:
                 kw[k] = tuple(kw[k])
         if kw.get("aug_list_for_test") is None:
             kw["aug_list_for_test"] = ""
+        # Runs written before --backbone existed: their frozen features were ResNet-50's.
+        if "backbone" not in kw and kw.get("method") in ("imagenet", "patchcore"):
+            kw["backbone"] = "resnet50_imagenet"
         options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in owners}
         try:
             return cls(**kw, options=options)

