@@ -58,9 +58,9 @@ def test_interrupted_evaluation_resumes_without_extracting_again(tmp_path, monke
         calls.append(desc)
         return bank_features(self, *a, desc=desc, **kw)
 
-    def counted_score(self, images, desc="test windows"):
+    def counted_score(self, images, desc="test windows", **kw):
         calls.append(desc)
-        return score(self, images, desc=desc)
+        return score(self, images, desc=desc, **kw)
 
     monkeypatch.setattr(patch_dense.DenseScorer, "bank_features", counted_bank)
     monkeypatch.setattr(patch_dense.DenseScorer, "score", counted_score)
@@ -123,3 +123,39 @@ def test_shared_similarity_equals_separate_kde_and_nn():
     both = shared["pool"].score(test)
     np.testing.assert_allclose(both["kde"], kde.score(test), rtol=1e-6)
     np.testing.assert_allclose(both["auc"], nn.score(test), rtol=1e-6, atol=1e-7)
+
+
+def test_synthetic_copies_embed_only_their_changed_windows():
+    from deep_representation_one_class.tasks import baselines as baselines_lib
+    from deep_representation_one_class.tasks import patch_synthetic
+
+    rng = np.random.default_rng(4)
+    normals = rng.integers(0, 256, (4, 48, 48, 3), dtype=np.uint8)
+    synth = patch_synthetic.synthesize(normals, None, seed=1)
+    sources = patch_eval.synthetic_sources(synth)
+    n = len(normals)
+    assert (sources[:n] == -1).all()
+    # The copies are kind-major: copy k*n + i of normal i.
+    np.testing.assert_array_equal(sources[n:], np.tile(np.arange(n), len(patch_synthetic.KINDS)))
+    calls = []
+
+    def embed(windows):
+        calls.append(len(windows))
+        return baselines_lib.pixel_embedder(16)(windows)
+
+    scorer = patch_dense.DenseScorer(embed, ("gde", "kde", "auc"), 16, 4)
+    scorer.fit(rng.integers(0, 256, (6, 48, 48, 3), dtype=np.uint8), 300, seed=0)
+    calls.clear()
+    dense, ys, xs = scorer.score(synth.x)
+    full = sum(calls)
+    calls.clear()
+    shared, _, _ = scorer.score(synth.x, same_as=sources)
+    assert sum(calls) < 0.6 * full, (sum(calls), full)  # most windows of a copy are its normal's
+    for key in dense:
+        np.testing.assert_allclose(shared[key], dense[key], rtol=1e-5, atol=1e-6)
+    # Windows over a changed pixel are exactly the ones re-embedded.
+    grid = patch_dense.changed_windows(synth.x[n], synth.x[0], ys, xs, 16)
+    region = np.argwhere(np.any(synth.x[n] != synth.x[0], axis=-1))
+    (y0, x0), (y1, x1) = region.min(0), region.max(0)
+    want = (ys[:, None] <= y1) & (ys[:, None] + 16 > y0) & (xs[None] <= x1) & (xs[None] + 16 > x0)
+    assert grid.sum() > 0 and not (grid & ~want).any()

@@ -37,6 +37,7 @@ __all__ = [
     "DenseScorer",
     "PatchEvalError",
     "aggregate",
+    "changed_windows",
     "coreset",
     "detection",
     "metric_key",
@@ -315,36 +316,59 @@ class DenseScorer:
         return self
 
     def score(
-        self, images: np.ndarray, desc: str = "test windows"
+        self, images: np.ndarray, desc: str = "test windows", same_as: np.ndarray | None = None
     ) -> tuple[dict, np.ndarray, np.ndarray]:
-        """({(feature, scorer): [T, gh, gw] float32}, ys, xs): every grid window of ``images``."""
+        """({(feature, scorer): [T, gh, gw] float32}, ys, xs): every grid window of ``images``.
+
+        ``same_as[t] = r`` (r >= 0, an image embedded in full) says that image t is image r
+        changed in a region (a synthetic anomaly of a held-out normal): only t's windows that
+        overlap a changed pixel are embedded; the others are r's windows, pixel for pixel, and
+        take r's scores. -1 (or None for all): every window is embedded.
+        """
         n, height, width, _ = images.shape
         ys, xs = patches_lib.grid_positions(height, width, self.size, self.stride)
-        grid = len(ys) * len(xs)
-        per_chunk = max(1, CHUNK_PATCHES // grid)
         out = {key: np.empty((n, len(ys), len(xs)), np.float32) for key in self.fitted}
-        gi = np.repeat(np.arange(per_chunk), grid)
-        gy = np.tile(np.repeat(ys, len(xs)), per_chunk)
-        gx = np.tile(np.tile(xs, len(ys)), per_chunk)
-        starts = range(0, n, per_chunk)
-        sizes = [(min(n, s + per_chunk) - s) * grid for s in starts]
-        shared = getattr(self, "_shared", {})
-        for start in progress.track(starts, n * grid, desc, "windows", sizes, logger):
-            stop = min(n, start + per_chunk)
-            k = (stop - start) * grid
-            windows = patches_lib.gather_patches(
-                images[start:stop], gi[:k], gy[:k], gx[:k], self.size
-            )
-            feats = self.embed(windows)
-            done = set()
-            for f, both in shared.items():
-                for c, v in both.score(feats[f]).items():
-                    out[f, c][start:stop] = v.reshape(-1, len(ys), len(xs))
-                    done.add((f, c))
-            for (f, c), scorer in self.fitted.items():
-                if (f, c) not in done:
-                    out[f, c][start:stop] = scorer.score(feats[f]).reshape(-1, len(ys), len(xs))
+        todo = np.ones((n, len(ys), len(xs)), bool)
+        derived = []
+        for t, r in enumerate(np.full(n, -1) if same_as is None else same_as):
+            if 0 <= r < n and r != t and same_as[r] < 0:
+                todo[t] = changed_windows(images[t], images[r], ys, xs, self.size)
+                derived.append((t, int(r)))
+        ti, iy, ix = np.nonzero(todo)  # image-major, then rows, then columns
+        starts = range(0, len(ti), CHUNK_PATCHES)
+        sizes = [min(CHUNK_PATCHES, len(ti) - s) for s in starts]
+        for start in progress.track(starts, len(ti), desc, "windows", sizes, logger):
+            sl = slice(start, start + CHUNK_PATCHES)
+            windows = patches_lib.gather_patches(images, ti[sl], ys[iy[sl]], xs[ix[sl]], self.size)
+            for key, values in self._score_windows(windows).items():
+                out[key][ti[sl], iy[sl], ix[sl]] = values
+        for t, r in derived:
+            same = ~todo[t]
+            for values in out.values():
+                values[t][same] = values[r][same]
         return out, ys, xs
+
+    def _score_windows(self, windows: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+        feats = self.embed(windows)
+        scores = {}
+        for f, both in getattr(self, "_shared", {}).items():
+            scores.update({(f, c): v for c, v in both.score(feats[f]).items()})
+        for (f, c), scorer in self.fitted.items():
+            if (f, c) not in scores:
+                scores[f, c] = scorer.score(feats[f])
+        return scores
+
+
+def changed_windows(
+    image: np.ndarray, source: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: int
+) -> np.ndarray:
+    """[gh, gw] bool: grid windows in which ``image`` differs from ``source`` (same shape)."""
+    diff = np.any(image != source, axis=-1)
+    sat = np.zeros((diff.shape[0] + 1, diff.shape[1] + 1), np.int64)  # summed-area table
+    sat[1:, 1:] = diff.cumsum(0).cumsum(1)
+    y0, x0 = ys[:, None], xs[None, :]
+    y1, x1 = y0 + size, x0 + size
+    return (sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]) > 0
 
 
 def detection(

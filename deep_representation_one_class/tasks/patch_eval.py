@@ -90,7 +90,11 @@ _MAX_TB_IMAGES = 6
 
 def _synthetic_metrics(scorer: DenseScorer, synth, cfg, prefix: str, per_kind: bool):
     """``synthetic.<prefix><feature>.<scorer>`` AUROCs (headline kinds; per kind) of a scorer."""
-    scores, ys, xs = scorer.score(synth.x, desc=f"synthetic-check windows{_label(prefix)}")
+    # Each corrupted copy differs from its normal in one region: only the windows over it are
+    # embedded, the others share the normal's scores (about 4x fewer windows at stride 8).
+    scores, ys, xs = scorer.score(
+        synth.x, desc=f"synthetic-check windows{_label(prefix)}", same_as=synthetic_sources(synth)
+    )
     shape = synth.x.shape[1:3]
     normal = synth.kind == "normal"
     subsets = {"": normal | np.isin(synth.kind, synthetic_lib.HEADLINE_KINDS)}
@@ -157,6 +161,22 @@ def _baseline(name: str, model_shape, data, cfg, clfs, synth) -> dict[str, float
     if synth is not None:
         metrics.update(_synthetic_metrics(scorer, synth, cfg, prefix, per_kind=False))
     return metrics
+
+
+def synthetic_sources(synth) -> np.ndarray:
+    """[M] index of the held-out normal each synthetic image was made from (-1: a normal).
+
+    Found by content (the normal with the fewest differing pixels), so it holds whatever the
+    order of the set; a copy that differs from every normal in most pixels counts as its own.
+    """
+    normals = np.flatnonzero(synth.kind == "normal")
+    out = np.full(len(synth.x), -1, np.int64)
+    for t in np.flatnonzero(synth.kind != "normal"):
+        diff = [np.count_nonzero(np.any(synth.x[t] != synth.x[i], axis=-1)) for i in normals]
+        best = int(np.argmin(diff))
+        if diff[best] < 0.5 * synth.x.shape[1] * synth.x.shape[2]:
+            out[t] = normals[best]
+    return out
 
 
 def synthetic_set(data, seed: int):
