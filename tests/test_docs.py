@@ -13,17 +13,6 @@ DOCS = REPO / "docs"
 RESULTS = REPO / "results"
 MAX_README_LINES = 250
 
-# Pages linked from the README whose text is maintained together with the features they
-# describe and is not part of this tree yet. Once a page exists the test below asks for its
-# removal from this tuple, so that from then on its links are checked like the others.
-PENDING_PAGES = (
-    "docs/exports.md",
-    "docs/failure_and_resume.md",
-    "docs/performance.md",
-    "docs/pretrained.md",
-    "docs/serving.md",
-)
-
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 # An AUROC-like measurement: 2-3 digits, a point, decimals (94.8, 92.81). Parameters in the
 # prose (0.5, 1e-6, 256) are not measurements.
@@ -60,17 +49,9 @@ def test_relative_links_resolve(page):
         if link.startswith(("http:", "https:", "mailto:", "#")):
             continue
         target = (page.parent / link.split("#")[0]).resolve()
-        rel = target.relative_to(REPO).as_posix() if target.is_relative_to(REPO) else link
-        if rel in PENDING_PAGES:
-            continue
         if not target.exists():
             broken.append(link)
     assert not broken, f"{page.name}: broken links {broken}"
-
-
-def test_pending_pages_are_still_pending():
-    present = [p for p in PENDING_PAGES if (REPO / p).exists()]
-    assert not present, f"{present} exist now: remove them from PENDING_PAGES"
 
 
 def test_measured_numbers_in_the_docs_come_from_results():

@@ -142,8 +142,7 @@ class DatasetSpec:
         ``resample``, and ``resize_policy: True`` when it honours ``--resize_policy``); the
         run records it so that served images are prepared the same way.
       method: the method a run uses when the user names none ('' = the global default).
-      method_defaults: method name -> further defaults when the run uses that method (e.g.
-        the input side of the pretrained default on user folders).
+      method_defaults: method name -> further defaults when the run uses that method.
     """
 
     name: str
