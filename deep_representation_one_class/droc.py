@@ -6,7 +6,8 @@
     droc VERB --help                         # a verb's flags
 
 Each verb is the command line of one module, imported only when the verb runs: this module
-imports nothing but the standard library, so ``droc --help`` and a mistyped verb answer at
+imports nothing but the standard library (and utils/allocator.py, which imports only that), so
+``droc --help`` and a mistyped verb answer at
 once, without loading TensorFlow. The older names stay as aliases of the same modules:
 ``python train_and_eval_loop.py`` (= ``droc train``), ``python -m
 deep_representation_one_class.<verb>`` and the ``droc-<verb>`` console scripts.
@@ -19,6 +20,8 @@ import difflib
 import importlib
 import sys
 from collections.abc import Sequence
+
+from deep_representation_one_class.utils.allocator import ensure_fast_allocator
 
 EXIT_USAGE = 2  # as cli.EXIT_USAGE (not imported: this module stays standard-library only)
 
@@ -83,8 +86,9 @@ def run_verb(verb: str, argv: Sequence[str], prog: str | None = None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``droc [--help] VERB [flags]``; returns the exit status where no verb runs (a verb's
     command line exits the process itself)."""
-    # Allocator set-up goes on this line (utils/allocator.py's ensure_fast_allocator()): the
-    # first statement, before any verb module imports TensorFlow.
+    # First, before any verb module imports TensorFlow: re-execute once with tcmalloc (or glibc
+    # tunables) where that applies (utils/allocator.py; standard library only).
+    ensure_fast_allocator()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         if len(args) > 1 and args[0] == "help" and args[1] in VERBS:
