@@ -25,7 +25,6 @@ command -v strace >/dev/null || { echo "error: strace is not installed (apt-get 
 # The setting names and their environments: allocator switch, then TensorFlow thread pools.
 settings=(
   "system|DROC_ALLOCATOR=system"
-  "glibc|DROC_ALLOCATOR=glibc"
   "tcmalloc|DROC_ALLOCATOR=tcmalloc"
   "tcmalloc, inter-op 1|DROC_ALLOCATOR=tcmalloc TF_NUM_INTEROP_THREADS=1"
 )

@@ -15,10 +15,10 @@ the training CPU time as *system* time. Two remedies, in order of preference:
 Both are read by the dynamic loader and by glibc when a process starts, so
 ``ensure_fast_allocator()`` re-executes the current command once, with the same interpreter and
 arguments (``sys.executable``, ``sys.orig_argv``) and the environment extended. It must be the
-first thing a program does (before TensorFlow is imported, so the re-exec costs ~0.1 s), and it
-only acts in a program launched as one of this package's commands (``python -m
-deep_representation_one_class...``, ``train_and_eval_loop.py``, the ``droc*`` console scripts):
-imported by pytest, a notebook or a user's script it does nothing.
+first thing a program does (before TensorFlow is imported, so the re-exec costs a fraction of a
+second), and it only acts in a program launched as one of this package's commands (``python -m
+deep_representation_one_class...``, ``train_and_eval_loop.py``, the ``droc*`` console
+scripts): imported by pytest, a notebook or a user's script it does nothing.
 
 ``DROC_ALLOCATOR`` chooses: ``auto`` (default: tcmalloc if installed, else glibc tunables),
 ``tcmalloc`` (error if not installed), ``glibc`` (tunables only) or ``system`` (leave the process
