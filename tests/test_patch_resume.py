@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from test_mvtec import SIZE, make_mvtec_tree
 
-from deep_representation_one_class import config as config_lib
+from deep_representation_one_class import resolve
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.tasks import patch_cache, patch_dense, patch_eval
 from deep_representation_one_class.training import runner
 
 
 def _config(root, model_dir):
-    return config_lib.build(
+    return resolve.build(
         method="contrastive",
         dataset="mvtec",
         category="tile",
