@@ -50,7 +50,7 @@ def holdout_thresholds(scorer, holdout_x, holdout_sizes, cfg, seed: int = 0) -> 
       ``{"quantiles": {"pool.auc": {...}}, "pixel_quantiles": {...}, "num_holdout": n}``.
     """
     n, height, width = holdout_x.shape[:3]
-    scores, ys, xs = scorer.score(holdout_x)
+    scores, ys, xs = scorer.score(holdout_x, desc="held-out normal windows")
     size = int(cfg.patch_size)
     valid = valid_windows(holdout_sizes, n, ys, xs, size)
     pixels = valid_pixels(holdout_sizes, (height, width))
