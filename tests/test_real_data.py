@@ -68,6 +68,7 @@ def test_short_training_run_on_real_cifar(cifar_routes, tmp_path, route):
         kw = dict(dataset="cifar10ood", root=os.path.dirname(pickles), category="0")
     cfg = resolve.build(
         **kw,
+        method="contrastive",  # folder's default is the frozen pretrained path; train here
         net_type="resnet10",
         net_width=0.125,
         head_dims=(64, 32),
