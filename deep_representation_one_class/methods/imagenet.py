@@ -29,13 +29,12 @@ import os
 from types import MappingProxyType
 
 import keras
-import tensorflow as tf
 from keras import layers
 
 from deep_representation_one_class.datasets.cifar import is_online
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.methods.base import METHODS, Method
-from deep_representation_one_class.models.backbones import BACKBONES, input_size
+from deep_representation_one_class.models.backbones import BACKBONES, ResizedRGB, input_size
 from deep_representation_one_class.registry import Option
 
 # Side the images are resized to before the backbone. A module constant rather than a flag:
@@ -109,22 +108,12 @@ def resolve_weights(path: str | None, method: str) -> str:
     )
 
 
-class ImageNetPreprocess(layers.Layer):
-    """[B, H, W, C] float in [0, 1] -> [B, S, S, 3] float32, as the ImageNet ResNet-50 expects."""
+class ImageNetPreprocess(ResizedRGB):
+    """[B, H, W, C] float in [0, 1] -> [B, S, S, 3] float32, as the ImageNet ResNet-50 expects
+    (RGB->BGR, ImageNet channel means subtracted from [0, 255] values)."""
 
-    def __init__(self, size: int, **kwargs):
-        super().__init__(**kwargs)
-        self.size = int(size)
-
-    def call(self, images):
-        x = tf.cast(images, tf.float32)
-        if x.shape[-1] == 1:
-            x = tf.tile(x, [1, 1, 1, 3])
-        x = tf.image.resize(x, (self.size, self.size), method="bilinear")
+    def scale(self, x):
         return keras.applications.resnet50.preprocess_input(x * 255.0)
-
-    def get_config(self):
-        return {**super().get_config(), "size": self.size}
 
 
 def build_imagenet_model(

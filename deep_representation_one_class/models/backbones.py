@@ -60,24 +60,33 @@ class Backbone:
 BACKBONES: Registry[Backbone] = Registry("backbone")
 
 
-@keras.saving.register_keras_serializable(package="droc")
-class SignedUnitPreprocess(layers.Layer):
-    """[B, H, W, C] in [0, 1] -> [B, S, S, 3] in [-1, 1] (bilinear resize; gray tiled to RGB),
-    the input EfficientNet-Lite's weights expect."""
+class ResizedRGB(layers.Layer):
+    """[B, H, W, C] in [0, 1] -> [B, S, S, 3] float32 (bilinear resize; gray tiled to RGB), then
+    ``scale``: the value range a pretrained network's weights expect."""
 
     def __init__(self, size: int, **kwargs):
         super().__init__(**kwargs)
         self.size = int(size)
 
+    def scale(self, x):
+        return x
+
     def call(self, images):
         x = tf.cast(images, tf.float32)
         if x.shape[-1] == 1:
             x = tf.tile(x, [1, 1, 1, 3])
-        x = tf.image.resize(x, (self.size, self.size), method="bilinear")
-        return x * 2.0 - 1.0
+        return self.scale(tf.image.resize(x, (self.size, self.size), method="bilinear"))
 
     def get_config(self):
         return {**super().get_config(), "size": self.size}
+
+
+@keras.saving.register_keras_serializable(package="droc")
+class SignedUnitPreprocess(ResizedRGB):
+    """Inputs in [-1, 1], as EfficientNet-Lite's weights expect."""
+
+    def scale(self, x):
+        return x * 2.0 - 1.0
 
 
 @keras.saving.register_keras_serializable(package="droc")

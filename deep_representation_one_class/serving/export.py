@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,14 +28,13 @@ from deep_representation_one_class import cli
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation.scorers import SCORERS
-from deep_representation_one_class.serving import convert
+from deep_representation_one_class.serving import convert, saved_model_io
 from deep_representation_one_class.serving.detector import Detector, read_run_config, view0_fn
 from deep_representation_one_class.serving.export_patches import export_patch_saved_model
 from deep_representation_one_class.training import build
 from deep_representation_one_class.training.run_dir import is_run_output
-from deep_representation_one_class.utils import io
 
-EXPORT_INFO = os.path.join("assets.extra", "droc_export.json")
+EXPORT_INFO = saved_model_io.EXPORT_INFO
 DEFAULT_CLASSIFIERS = ("kde", "gde", "kocsvm")
 
 
@@ -166,39 +163,19 @@ def export_saved_model(
     out_dir = os.path.abspath(out_dir)
     detector = Detector.load(run_dir, names, feature)
     module = build_module(detector)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp_export_", dir=parent)
-    old = None
-    try:
-        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
-        io.write_json(
-            os.path.join(tmp, EXPORT_INFO),
-            {
-                "run_dir": os.path.abspath(run_dir),
-                "classifiers": detector.classifiers,
-                "feature": detector.feature,
-                "input_shape": list(detector.input_shape),
-                "input": (
-                    "uint8 [B, H, W, C] at input_shape, each image prepared by 'preprocessing'; "
-                    "scores: higher = more anomalous"
-                ),
-                "preprocessing": detector.spec.to_dict(),
-                "thresholds": detector.thresholds,
-            },
-        )
-        if os.path.exists(out_dir):
-            # An empty folder, or (with --overwrite) an earlier export: moved aside first so
-            # the rename below is atomic, then deleted.
-            old = tempfile.mkdtemp(prefix=".tmp_old_export_", dir=parent)
-            os.rmdir(old)
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    info = {
+        "run_dir": os.path.abspath(run_dir),
+        "classifiers": detector.classifiers,
+        "feature": detector.feature,
+        "input_shape": list(detector.input_shape),
+        "input": (
+            "uint8 [B, H, W, C] at input_shape, each image prepared by 'preprocessing'; "
+            "scores: higher = more anomalous"
+        ),
+        "preprocessing": detector.spec.to_dict(),
+        "thresholds": detector.thresholds,
+    }
+    saved_model_io.save_aside(module, out_dir, EXPORT_INFO, info)
     return out_dir
 
 

@@ -23,21 +23,19 @@ the map to the content and aggregate there. The batch size is free, the image si
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from deep_representation_one_class.serving import saved_model_io
 from deep_representation_one_class.serving.patch_detector import PatchDetector
 from deep_representation_one_class.tasks import patch_dense
 from deep_representation_one_class.tasks import patch_grid as patches_lib
-from deep_representation_one_class.utils import io
 
 __all__ = ["build_patch_module", "export_patch_saved_model", "gaussian_kernel"]
 
-EXPORT_INFO = os.path.join("assets.extra", "droc_export.json")
+EXPORT_INFO = saved_model_io.EXPORT_INFO
 
 
 def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
@@ -168,45 +166,27 @@ def export_patch_saved_model(
     out_dir = os.path.abspath(out_dir)
     det = PatchDetector.load(run_dir, classifiers, feature)
     module = build_patch_module(det)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp_export_", dir=parent)
-    old = None
-    try:
-        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
-        io.write_json(
-            os.path.join(tmp, EXPORT_INFO),
-            {
-                "run_dir": os.path.abspath(run_dir),
-                "level": "patches",
-                "classifiers": det.classifiers,
-                "map_classifier": det.classifiers[0],
-                "feature": det.feature,
-                "input_shape": list(det.input_shape),
-                "input": (
-                    "images: float32 [B, H, W, C] in [0, 1] at input_shape, each image prepared "
-                    "by 'preprocessing' (content at the top-left, the rest padded)"
-                ),
-                "outputs": {
-                    "<scorer>_score": "float32 [B], higher = more anomalous (all windows)",
-                    "anomaly_map": "float32 [B, H, W] canvas map; cut [:h, :w] for the content",
-                },
-                "preprocessing": det.spec.to_dict(),
-                "patch": {
-                    k: getattr(det.config, k)
-                    for k in ("patch_size", "patch_stride", "patch_agg", "smooth_sigma")
-                },
-                "thresholds": det.thresholds,
-            },
-        )
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=".tmp_old_export_", dir=parent)
-            os.rmdir(old)
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    info = {
+        "run_dir": os.path.abspath(run_dir),
+        "level": "patches",
+        "classifiers": det.classifiers,
+        "map_classifier": det.classifiers[0],
+        "feature": det.feature,
+        "input_shape": list(det.input_shape),
+        "input": (
+            "images: float32 [B, H, W, C] in [0, 1] at input_shape, each image prepared "
+            "by 'preprocessing' (content at the top-left, the rest padded)"
+        ),
+        "outputs": {
+            "<scorer>_score": "float32 [B], higher = more anomalous (all windows)",
+            "anomaly_map": "float32 [B, H, W] canvas map; cut [:h, :w] for the content",
+        },
+        "preprocessing": det.spec.to_dict(),
+        "patch": {
+            k: getattr(det.config, k)
+            for k in ("patch_size", "patch_stride", "patch_agg", "smooth_sigma")
+        },
+        "thresholds": det.thresholds,
+    }
+    saved_model_io.save_aside(module, out_dir, EXPORT_INFO, info)
     return out_dir
