@@ -373,3 +373,31 @@ def test_real_bottle_scores_reproduce_the_run(shared_data, tmp_path):
     result = _check_serving().check(cfg.model_dir)
     print(json.dumps(result["served_vs_run"], indent=1))
     assert result["test_images"] == 83 and result["max_abs_diff"] < 1.0
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_converted_patch_export_matches_in_process(patch_run, tmp_path, fmt):
+    """TFLite and ONNX of a patch-level run: image scores and anomaly maps as in-process."""
+    if fmt == "onnx":
+        pytest.importorskip("tf2onnx", reason="ONNX export needs the [export] extra (tf2onnx)")
+        pytest.importorskip("onnxruntime", reason="ONNX parity needs the [export] extra")
+    from deep_representation_one_class.serving import export, runtimes
+    from deep_representation_one_class.serving.patch_detector import PatchDetector
+
+    out = export.export_model(str(patch_run / "run"), str(tmp_path / fmt), fmt=fmt)
+    det = PatchDetector.load(str(patch_run / "run"))
+    paths = _test_files(patch_run / "data" / "part")
+    images, _ = det.load_images(paths)
+    full = [im for im in images if im.shape[:2] == (64, 64)][:6]
+    canvases, _, _ = det.prepare(full)
+    runtime = "onnxruntime" if fmt == "onnx" else fmt
+    got = runtimes.load(runtime, out)((canvases / np.float32(255.0)).astype(np.float32))
+    scores, maps = det.score_and_maps(full, "auc")
+    for name in ("auc", "kde"):
+        want = np.asarray(scores[name], np.float64)
+        span = float(np.ptp(want)) or 1.0
+        err = np.abs(np.asarray(got[f"{name}_score"], np.float64) - want) / span
+        assert err.max() < 1e-3, (name, err.max())
+    want_maps = np.stack(maps).astype(np.float64)
+    err = np.abs(np.asarray(got["anomaly_map"], np.float64) - want_maps).max()
+    assert err / (float(np.ptp(want_maps)) or 1.0) < 1e-3, err
