@@ -401,3 +401,58 @@ def test_converted_patch_export_matches_in_process(patch_run, tmp_path, fmt):
     want_maps = np.stack(maps).astype(np.float64)
     err = np.abs(np.asarray(got["anomaly_map"], np.float64) - want_maps).max()
     assert err / (float(np.ptp(want_maps)) or 1.0) < 1e-3, err
+
+
+@pytest.mark.slow
+def test_real_bottle_pretrained_default_exports_match(shared_data, tmp_path):
+    """Bottle with the --dataset=mvtec defaults (frozen EfficientNet-Lite0 patch features; a
+    smaller bank and stride to keep it short): TFLite and ONNX exports give the in-process image
+    scores and anomaly maps."""
+    from deep_representation_one_class import resolve
+    from deep_representation_one_class.serving import export, runtimes
+    from deep_representation_one_class.serving.patch_detector import PatchDetector
+    from deep_representation_one_class.training import runner
+
+    root = shared_data / "mvtec_ad"
+    if not (root / "bottle" / "train" / "good").is_dir():
+        pytest.skip(f"MVTec AD bottle is absent under {root}")
+    cfg = resolve.build(
+        dataset="mvtec",
+        category="bottle",
+        root=str(root),
+        cache_dir=str(tmp_path / "cache"),
+        strategy="default",
+        patch_stride=16,
+        patch_bank=2000,
+        baselines=False,
+        report=False,
+    ).replace(model_dir=str(tmp_path / "run"))
+    assert cfg.method == "patchcore" and cfg.backbone == "efficientnet_lite0"
+    assert runner.run(cfg).status == "complete"
+    det = PatchDetector.load(cfg.model_dir)
+    paths = sorted(str(p) for p in (root / "bottle" / "test").rglob("*.png"))[::20]
+    images, _ = det.load_images(paths)
+    canvases, sizes, _ = det.prepare(images)
+    assert (sizes == canvases.shape[1:3]).all()  # bottle fills its canvas: no padding
+    # The export maps the canvas; compare before the in-process maps go to the images' size.
+    scores, maps = det._dense(canvases, sizes, det.classifiers, det.classifiers[:1])
+    want_maps = np.asarray(maps[det.classifiers[0]], np.float64)
+    formats = ["tflite"]
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+
+        formats.append("onnx")
+    except ImportError:
+        print("ONNX export not checked: the [export] extra (tf2onnx, onnxruntime) is absent")
+    for fmt in formats:
+        out = export.export_model(cfg.model_dir, str(tmp_path / fmt), fmt=fmt)
+        got = runtimes.load("onnxruntime" if fmt == "onnx" else fmt, out)(
+            (canvases / np.float32(255.0)).astype(np.float32)
+        )
+        for name in det.classifiers:
+            want = np.asarray(scores[name], np.float64)
+            rel = np.abs(np.asarray(got[f"{name}_score"], np.float64) - want) / np.abs(want)
+            assert rel.max() < 1e-3, (fmt, name, rel.max())
+        err = np.abs(np.asarray(got["anomaly_map"], np.float64) - want_maps).max()
+        assert err / float(np.ptp(want_maps)) < 1e-3, (fmt, err)
