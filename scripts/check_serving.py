@@ -61,16 +61,7 @@ def pixel_metrics(maps: list[np.ndarray], masks: list[np.ndarray]) -> tuple[floa
     """Pixel AUROC and PRO (FPR <= 0.3) over maps of any sizes (padded; padding excluded)."""
     from deep_representation_one_class.evaluation import localization
 
-    h = max(m.shape[0] for m in maps)
-    w = max(m.shape[1] for m in maps)
-    big_maps = np.zeros((len(maps), h, w), np.float32)
-    big_masks = np.zeros((len(maps), h, w), np.uint8)
-    valid = np.zeros((len(maps), h, w), bool)
-    for i, (a, m) in enumerate(zip(maps, masks)):
-        big_maps[i, : a.shape[0], : a.shape[1]] = a
-        big_masks[i, : m.shape[0], : m.shape[1]] = m
-        valid[i, : a.shape[0], : a.shape[1]] = True
-    loc = localization.localization_metrics(big_masks, big_maps, max_fpr=0.3, valid=valid)
+    loc = localization.localization_metrics_any_size(masks, maps, max_fpr=0.3)
     return float(loc["pixel_auroc"]), float(loc["pro"])
 
 

@@ -110,3 +110,14 @@ def _no_weight_downloads(monkeypatch):
 
     monkeypatch.setattr(imagenet, "is_online", lambda *a, **k: False)
     monkeypatch.setattr(imagenet, "cached_weights", lambda: None)
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    """A fresh workspace as the current directory (the bad-input tests); decoded-image caches
+    go outside it."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DROC_CACHE_DIR", str(tmp_path / "cache"))
+    return root

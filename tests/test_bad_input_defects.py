@@ -47,16 +47,6 @@ from deep_representation_one_class.serving.image_input import load_images
 from deep_representation_one_class.training import data_record, rescore
 
 
-@pytest.fixture
-def ws(tmp_path, monkeypatch):
-    """A fresh workspace (the current directory); decoded-image caches go outside it."""
-    root = tmp_path / "ws"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("DROC_CACHE_DIR", str(tmp_path / "cache"))
-    return root
-
-
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
     """(data root, finished run): trained with --category=0 on train/good and test/{good,

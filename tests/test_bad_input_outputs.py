@@ -40,16 +40,6 @@ from deep_representation_one_class.serving import explain_run, export, score
 from deep_representation_one_class.training import run_dir
 
 
-@pytest.fixture
-def ws(tmp_path, monkeypatch):
-    """A fresh workspace (the current directory); decoded-image caches go outside it."""
-    root = tmp_path / "ws"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("DROC_CACHE_DIR", str(tmp_path / "cache"))
-    return root
-
-
 # ============================================================================= files
 def test_6_report_never_deletes_a_users_page_and_switches_at_the_end(fake_run, ws, capsys):
     (ws / "report.html").write_text("<html>my own notes</html>")

@@ -32,6 +32,7 @@ from deep_representation_one_class.evaluation.scorers import EvaluationInputErro
 __all__ = [
     "area_up_to",
     "localization_metrics",
+    "localization_metrics_any_size",
     "pixel_auroc",
     "pro_curve",
     "pro_score",
@@ -188,6 +189,24 @@ def localization_metrics(
         "pixel_aupr": 100.0 * ap,
         "pixel_f1_max": 100.0 * f1,
     }
+
+
+def localization_metrics_any_size(
+    masks: list[np.ndarray], maps: list[np.ndarray], max_fpr: float = 0.3
+) -> dict[str, float]:
+    """``localization_metrics`` over per-image maps and masks of different sizes (served maps
+    come at each image's own resolution): each pair is placed top-left on a common canvas and
+    the padding is left out of every metric."""
+    h = max(m.shape[0] for m in maps)
+    w = max(m.shape[1] for m in maps)
+    big_maps = np.zeros((len(maps), h, w), np.float32)
+    big_masks = np.zeros((len(maps), h, w), np.uint8)
+    valid = np.zeros((len(maps), h, w), bool)
+    for i, (a, m) in enumerate(zip(maps, masks)):
+        big_maps[i, : a.shape[0], : a.shape[1]] = a
+        big_masks[i, : m.shape[0], : m.shape[1]] = m
+        valid[i, : a.shape[0], : a.shape[1]] = True
+    return localization_metrics(big_masks, big_maps, max_fpr=max_fpr, valid=valid)
 
 
 def _check_max_fpr(max_fpr: float) -> None:
