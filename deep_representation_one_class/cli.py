@@ -83,6 +83,13 @@ def require_tensorflow() -> None:
         sys.exit(EXIT_FAILURE)
 
 
+def prog_name(default: str) -> str:
+    """The command's name for usage lines: ``droc VERB`` when the ``droc`` dispatcher runs it
+    (it sets ``sys.argv[0]``), else ``default`` (the ``python -m`` or ``droc-VERB`` spelling)."""
+    given = sys.argv[0] if sys.argv else ""
+    return given if given.startswith("droc ") else default
+
+
 def entry_point(main: Callable[[], int]) -> None:
     """Console-script wrapper shared by the argparse CLIs: quiet start-up, then exit code."""
     quiet_tensorflow()

@@ -209,7 +209,7 @@ def _round(v: float | None, nd: int = 2) -> float | None:
 # ----------------------------------------------------------------------------- command line
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m deep_representation_one_class.bench",
+        prog=cli.prog_name("python -m deep_representation_one_class.bench"),
         description="Throughput benchmark; prints one JSON line per case.",
     )
     p.add_argument(

@@ -285,7 +285,7 @@ def _parse_where(items: Sequence[str]) -> list[tuple[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(
-        prog="python -m deep_representation_one_class.aggregate",
+        prog=cli.prog_name("python -m deep_representation_one_class.aggregate"),
         description="Aggregate run folders (summary.json) into the paper's result tables.",
     )
     p.add_argument("runs_dir", nargs="+", help="folder(s) to walk for run folders")

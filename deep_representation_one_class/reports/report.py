@@ -414,7 +414,7 @@ def write_report(folder: str, data: Any = None, k: int = 8, key: str | None = No
 # ----------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m deep_representation_one_class.report",
+        prog=cli.prog_name("python -m deep_representation_one_class.report"),
         description="Write report.html (+ report_files/) for a finished run or a sweep folder.",
     )
     p.add_argument("--model_dir", required=True, help="a finished run folder or a sweep folder")

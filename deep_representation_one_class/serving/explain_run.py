@@ -170,7 +170,7 @@ def explain_run(
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(
-        prog="python -m deep_representation_one_class.explain",
+        prog=cli.prog_name("python -m deep_representation_one_class.explain"),
         description="Explain one-class scores with integrated gradients or Grad-CAM: PNG grids "
         "(image | heatmap | overlay) of the k most anomalous and k most normal test images.",
     )

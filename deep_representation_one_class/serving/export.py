@@ -217,7 +217,7 @@ def export_model(
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(
-        prog="python -m deep_representation_one_class.export",
+        prog=cli.prog_name("python -m deep_representation_one_class.export"),
         description="Export a trained run as a TensorFlow SavedModel, TFLite or ONNX model that "
         "maps uint8 images [B, H, W, C] to anomaly scores (loadable without this package).",
     )

@@ -99,7 +99,7 @@ def write_csv(
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(
-        prog="droc-score",
+        prog=cli.prog_name("droc-score"),
         description="Score images with a trained one-class run and write a CSV of anomaly "
         "scores and decisions.",
     )

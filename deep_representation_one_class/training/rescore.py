@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     # argparse, not absl flags: only main.py defines absl flags, so that this module can be
     # imported next to the trainer without flag clashes.
     p = argparse.ArgumentParser(
-        prog="python -m deep_representation_one_class.evaluate",
+        prog=cli.prog_name("python -m deep_representation_one_class.evaluate"),
         description=__doc__.splitlines()[0],
     )
     p.add_argument("--model_dir", required=True, help="run folder with config.json")
