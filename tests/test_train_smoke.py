@@ -256,6 +256,7 @@ _END_TO_END = {
     "imagenet": "test_baselines.py",
     "cutpaste": "test_defects.py",
     "patchcore": "test_defects.py",
+    "mean_shifted": "test_mean_shifted.py",
 }
 
 

@@ -5,6 +5,7 @@ from deep_representation_one_class.methods import (  # noqa: F401
     cutpaste,
     denoising,
     imagenet,
+    mean_shifted,
     patchcore,
     rotation,
     rotnet,

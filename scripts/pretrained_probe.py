@@ -1,0 +1,232 @@
+"""Frozen-feature variants of the offline EfficientNet-Lite0 on a CIFAR-10 validation split.
+
+A selection study, not a benchmark: which input side, which layers of the network, horizontal
+flip averaging and which one-class scorer give the best *validation* AUROC on CIFAR-10
+classes. The test set is never read. For every class c, ``--per_class`` training images of
+each class are drawn (seeded); 90% of class c's are the one-class training set, its other 10%
+the validation inliers, and the drawn images of the other nine classes the validation outliers.
+
+Features are extracted once per side for all drawn images (and their mirror images) and
+cached in ``--out``; every variant is then fitted per class. Layers: the global average of
+``s8``/``s16`` (block outputs at strides 8 and 16), ``b14`` (stride-32 block 14), ``b15``
+(the last block, 320 channels, before the head) and ``head`` (the 1280-channel head, what
+``--method=imagenet`` uses). A combination L2-normalises each layer's pooled vector and
+concatenates them. Scorers: the library's GDE and k-nearest-neighbour cosine distance (mean of
+the k nearest, k = 1, 2, 5).
+
+    python scripts/pretrained_probe.py --cifar_root=data/cifar10-jpeg-pickles \
+        --sides=128,224 --out=runs/probe --table=results/selection/pretrained_probe.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from deep_representation_one_class.utils import allocator
+
+allocator.ensure_fast_allocator(force=True)
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from deep_representation_one_class.evaluation.scorers.gde import GdeScorer  # noqa: E402
+from deep_representation_one_class.models import efficientnet_lite as effnet  # noqa: E402
+
+LAYERS = {
+    "s8": f"block{effnet.STRIDE8_BLOCK}_add",
+    "s16": f"block{effnet.STRIDE16_BLOCK}_add",
+    "b14": "block14_add",
+    "b15": "block15_project_bn",
+    "head": "head_bn_relu6",
+}
+COMBOS = {
+    "head": ("head",),
+    "b15": ("b15",),
+    "b14+b15+head": ("b14", "b15", "head"),
+    "b15+head": ("b15", "head"),
+    "s16+b14+b15+head": ("s16", "b14", "b15", "head"),
+    "all": ("s8", "s16", "b14", "b15", "head"),
+}
+NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def load_train(root: str) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for i in range(1, 6):
+        with open(os.path.join(root, "cifar-10-batches-py", f"data_batch_{i}"), "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        xs.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(np.asarray(batch[b"labels"], np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def draw(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(
+        np.concatenate(
+            [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(10)]
+        )
+    )
+
+
+def extract(images: np.ndarray, side: int, batch: int = 100) -> dict[str, np.ndarray]:
+    net = effnet.pretrained_efficientnet_lite0()
+    probe = keras.Model(net.input, [net.get_layer(n).output for n in LAYERS.values()])
+
+    @tf.function(jit_compile=False)
+    def pooled(x):
+        x = tf.image.resize(tf.cast(x, tf.float32) / 255.0, (side, side), method="bilinear")
+        x = x * 2.0 - 1.0
+        outs = probe(tf.concat([x, x[:, :, ::-1]], 0), training=False)
+        return [tf.reduce_mean(o, axis=[1, 2]) for o in outs]
+
+    acc = {k: [] for k in LAYERS}
+    for start in range(0, len(images), batch):
+        outs = pooled(images[start : start + batch])
+        for key, o in zip(LAYERS, outs):
+            acc[key].append(o.numpy())
+    feats = {}
+    for key, parts in acc.items():
+        both = np.concatenate([p.reshape(2, -1, p.shape[-1]) for p in parts], axis=1)
+        feats[key] = both[0]
+        feats[key + "_flip"] = both[1]
+    return feats
+
+
+def l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn(train: np.ndarray, test: np.ndarray, k: int) -> np.ndarray:
+    sim = l2(test) @ l2(train).T
+    top = -np.partition(-sim, k - 1, axis=1)[:, :k]
+    return 1.0 - top.mean(axis=1)
+
+
+def combo(feats, names, flip: bool) -> np.ndarray:
+    parts = []
+    for n in names:
+        f = feats[n]
+        if flip:
+            f = 0.5 * (f + feats[n + "_flip"])
+        parts.append(l2(f.astype(np.float64)))
+    return np.concatenate(parts, axis=1)
+
+
+def evaluate(feats, y, seed: int, combos, scorers) -> list[dict]:
+    rows = []
+    for c in range(10):
+        rng = np.random.default_rng(seed + 100 + c)
+        inl = rng.permutation(np.flatnonzero(y == c))
+        n_train = (9 * len(inl)) // 10
+        tr, val_in = inl[:n_train], inl[n_train:]
+        val_out = np.flatnonzero(y != c)
+        test = np.concatenate([val_in, val_out])
+        label = np.concatenate([np.zeros(len(val_in)), np.ones(len(val_out))])
+        for cname in combos:
+            names = COMBOS[cname]
+            for flip in (False, True):
+                x = combo(feats, names, flip)
+                scores = {}
+                for sname in scorers:
+                    if sname == "gde":
+                        scores[sname] = GdeScorer().fit(x[tr]).score(x[test])
+                    else:
+                        scores[sname] = knn(x[tr], x[test], int(sname[3:]))
+                for sname, s in scores.items():
+                    rows.append(
+                        dict(
+                            cls=c,
+                            layers=cname,
+                            flip=flip,
+                            scorer=sname,
+                            auc=100.0 * roc_auc_score(label, s),
+                        )
+                    )
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cifar_root", required=True)
+    p.add_argument("--sides", default="128,224")
+    p.add_argument("--per_class", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/probe")
+    p.add_argument("--table", default="")
+    p.add_argument("--combos", default=",".join(COMBOS), help="layer combinations to fit")
+    p.add_argument("--scorers", default="gde,knn1,knn2,knn5")
+    args = p.parse_args()
+    x, y = load_train(args.cifar_root)
+    idx = draw(y, args.per_class, args.seed)
+    x, y = x[idx], y[idx]
+    os.makedirs(args.out, exist_ok=True)
+    all_rows, timing = [], {}
+    for side in [int(s) for s in args.sides.split(",")]:
+        path = os.path.join(args.out, f"feats_{side}_{args.per_class}_{args.seed}.npz")
+        if os.path.exists(path):
+            feats = dict(np.load(path))
+        else:
+            t0, c0 = time.time(), time.process_time()
+            feats = extract(x, side)
+            timing[side] = (time.time() - t0, time.process_time() - c0)
+            np.savez(path + ".tmp.npz", **feats)
+            os.replace(path + ".tmp.npz", path)
+            print(
+                f"side {side}: {len(x)} images x 2 (flip) in {timing[side][0]:.0f} s wall, "
+                f"{timing[side][1]:.0f} CPU-s",
+                flush=True,
+            )
+        combos = args.combos.split(",")
+        for row in evaluate(feats, y, args.seed, combos, args.scorers.split(",")):
+            row["side"] = side
+            all_rows.append(row)
+    summarize(all_rows, args, timing)
+    return 0
+
+
+def summarize(rows, args, timing) -> None:
+    keys = sorted({(r["side"], r["layers"], r["flip"], r["scorer"]) for r in rows})
+    table = []
+    for key in keys:
+        aucs = [r["auc"] for r in rows if (r["side"], r["layers"], r["flip"], r["scorer"]) == key]
+        table.append((float(np.mean(aucs)), key, aucs))
+    table.sort(key=lambda t: -t[0])
+    lines = [
+        "# Frozen EfficientNet-Lite0 variants on a CIFAR-10 validation split",
+        "",
+        f"Validation AUROC x 100 (the test set is not read): {args.per_class} training images "
+        "per class drawn (seed "
+        f"{args.seed}); per class, 90% of its own as training inliers, 10% as validation "
+        "inliers, the other classes' drawn images as validation outliers. Command: "
+        f"`python scripts/pretrained_probe.py --cifar_root=data/cifar10-jpeg-pickles "
+        f"--sides={args.sides} --per_class={args.per_class}` (CIFAR-10, JPEG q75 copy).",
+        "",
+        "| side | layers | flip avg | scorer | " + " | ".join(NAMES) + " | mean |",
+        "|---|---|---|---|" + "---|" * 11,
+    ]
+    for mean, (side, layers, flip, scorer), aucs in table:
+        cells = " | ".join(f"{a:.1f}" for a in aucs)
+        lines.append(
+            f"| {side} | {layers} | {'yes' if flip else 'no'} | {scorer} | {cells} | {mean:.2f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print("\n".join(lines[:20]))
+    if args.table:
+        tmp = args.table + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, args.table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
