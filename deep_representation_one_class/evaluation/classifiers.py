@@ -35,12 +35,12 @@ import numpy as np
 
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation.scorers import SCORERS, Scorer, as_features
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import io, run_folder
 
 logger = logging.getLogger(__name__)
 
-FILENAME = "classifiers.npz"
-META_FILENAME = "classifiers.json"
+FILENAME = run_folder.CLASSIFIERS
+META_FILENAME = run_folder.CLASSIFIERS_META
 VERSION = 1
 # Fewer held-out (or fit) rows than this and every row is fit (in-sample thresholds).
 MIN_ROWS = 5
