@@ -135,3 +135,106 @@ def test_run_files_are_unique_and_cover_what_a_start_writes():
     assert len(set(rf.RUN_FILES)) == len(rf.RUN_FILES)
     assert set(rf.START_FILES) <= set(rf.RUN_FILES)
     assert rf.LOCK not in rf.RUN_FILES  # the lock is the holder's, never deleted as output
+
+
+# ----------------------------------------------------------------------------- old run folders
+def _old_copy(fake_run, tmp_path, **config_changes) -> pathlib.Path:
+    """A copy of the fake run as an older version wrote it: no preprocessing spec, no scores,
+    no data record, and ``config_changes`` applied to its config.json."""
+    import json
+    import shutil
+
+    run = tmp_path / "old_run"
+    shutil.copytree(fake_run, run)
+    for name in (rf.PREPROCESSING, rf.SCORES, rf.DATA):
+        (run / name).unlink()
+    raw = json.loads((run / rf.CONFIG).read_text())
+    raw.pop("resize_policy")  # a run from before the flag: its images were squashed
+    raw.update(config_changes)
+    (run / rf.CONFIG).write_text(json.dumps(raw))
+    return run
+
+
+def _images(folder: pathlib.Path) -> pathlib.Path:
+    from PIL import Image
+
+    from deep_representation_one_class.datasets import fake
+
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i, img in enumerate(fake.make_images(3, 0, (40, 24, 3), rng)):
+        Image.fromarray(img).save(folder / f"{i}.png")
+    return folder
+
+
+def test_an_old_run_without_a_spec_serves_as_it_was_trained(fake_run, tmp_path, capsys):
+    from deep_representation_one_class.serving import export, score
+    from deep_representation_one_class.serving.detector import Detector
+
+    run = _old_copy(fake_run, tmp_path)
+    images = _images(tmp_path / "images")
+    det = Detector.load(str(run), ["kde"])
+    assert det.spec.source == rf.CONFIG and det.spec.resize_policy == "squash"
+    new = Detector.load(fake_run, ["kde"])  # the same run with its recorded spec
+    assert det.spec.input_shape == new.spec.input_shape
+    x_old, _ = det.load_images(str(images))
+    x_new, _ = new.load_images(str(images))
+    np.testing.assert_array_equal(x_old, x_new)
+    np.testing.assert_allclose(det.score(x_old)["kde"], new.score(x_new)["kde"], rtol=1e-5)
+    out = tmp_path / "scores.csv"
+    assert score.main([f"--model_dir={run}", f"--images={images}", f"--out={out}"]) == 0
+    assert out.is_file()
+    exported = tmp_path / "export"
+    assert export.main([f"--model_dir={run}", f"--out={exported}", "--classifiers=kde"]) == 0
+    capsys.readouterr()
+
+
+def test_an_old_same_scale_run_says_how_to_upgrade_and_the_upgrade_works(
+    fake_run, tmp_path, capsys
+):
+    from PIL import Image
+
+    from deep_representation_one_class.serving import explain_run, export, score
+    from deep_representation_one_class.serving.detector import Detector, DetectorError
+    from deep_representation_one_class.training import rescore
+
+    # The same network, trained (as far as the folder says) on a folder of images of several
+    # sizes under same_scale: the factor depended on the data and was not recorded.
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for split, cls, n in (("train", "part", 16), ("test", "part", 4), ("test", "defect", 4)):
+        (data / split / cls).mkdir(parents=True)
+        for i in range(n):
+            shape = (24, 40, 3) if i % 2 else (36, 20, 3)
+            img = rng.integers(0, 255, shape, dtype=np.uint8)
+            Image.fromarray(img).save(data / split / cls / f"{i}.png")
+    run = _old_copy(
+        fake_run,
+        tmp_path,
+        dataset="folder",
+        category="part",
+        root=str(data),
+        resize_policy="same_scale",
+        cache_dir="",
+    )
+    images = _images(tmp_path / "images")
+    upgrade = f"evaluate --model_dir={run} --reextract"
+    with pytest.raises(DetectorError, match="same_scale") as e:
+        Detector.load(str(run))
+    assert upgrade in str(e.value) and "\n" not in str(e.value)
+    out = tmp_path / "scores.csv"
+    for main, argv in (
+        (score.main, [f"--images={images}", f"--out={out}"]),
+        (export.main, [f"--out={tmp_path / 'export'}"]),
+        (explain_run.main, [f"--images={images}"]),
+    ):
+        assert main([f"--model_dir={run}", *argv]) == 2, main.__module__
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and upgrade in err, (main.__module__, err)
+    assert not out.exists()
+    # The upgrade: extracted again from the data, the factor is recorded, and it serves.
+    rescore.evaluate_run(str(run), reextract=True)
+    spec = Detector.load(str(run), ["kde"]).spec
+    assert spec.resize_policy == "same_scale" and spec.scale == pytest.approx(32 / 40)
+    assert score.main([f"--model_dir={run}", f"--images={images}", f"--out={out}"]) == 0
+    assert rf.read_scores(str(run)) is not None
