@@ -238,3 +238,9 @@ def test_an_old_same_scale_run_says_how_to_upgrade_and_the_upgrade_works(
     assert spec.resize_policy == "same_scale" and spec.scale == pytest.approx(32 / 40)
     assert score.main([f"--model_dir={run}", f"--images={images}", f"--out={out}"]) == 0
     assert rf.read_scores(str(run)) is not None
+
+
+def test_the_docs_page_describes_every_run_file():
+    page = (PACKAGE.parent / "docs" / "run_folder.md").read_text()
+    missing = [n for n in (*rf.RUN_FILES, rf.LOCK) if f"`{n}" not in page]
+    assert not missing, missing
