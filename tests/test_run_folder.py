@@ -244,3 +244,20 @@ def test_the_docs_page_describes_every_run_file():
     page = (PACKAGE.parent / "docs" / "run_folder.md").read_text()
     missing = [n for n in (*rf.RUN_FILES, rf.LOCK) if f"`{n}" not in page]
     assert not missing, missing
+
+
+def test_checkpoints_are_restored_in_one_place():
+    # Training's resume, evaluate --reextract and serving all call training.checkpoints.restore.
+    owner = PACKAGE / "training" / "checkpoints.py"
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == owner:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("Checkpoint", "CheckpointManager", "latest_checkpoint")
+                and getattr(node.value, "attr", None) == "train"  # tf.train.<name>
+            ):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.attr}")
+    assert not found, "\n".join(found)
