@@ -31,6 +31,8 @@ KEYS = {
     rf.TEST_MASKS,
     rf.GRID_Y,
     rf.GRID_X,
+    rf.FIT_ROWS,
+    rf.HOLDOUT_ROWS,
     *(rf.feature_key(s, f) for s in (rf.CLS, rf.TEST) for f in rf.FEATURES),
 }
 SUFFIXES = ("_image_score", "_anomaly_map", "_patch_scores")

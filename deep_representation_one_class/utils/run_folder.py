@@ -193,6 +193,18 @@ def parse_score_array_key(array_key: str) -> str | None:
     return array_key[len(_SCORE_PREFIX) :] if array_key.startswith(_SCORE_PREFIX) else None
 
 
+# classifiers.npz: the rows of the classifier-train features the classifiers were fit on (and
+# held out), and each fitted scorer's arrays (their keys are recorded in classifiers.json).
+FIT_ROWS = "split/fit_rows"
+HOLDOUT_ROWS = "split/holdout_rows"
+
+
+def classifier_array_key(score_key: str, name: str) -> str:
+    """``classifiers.npz`` key of array ``name`` of the scorer fitted for ``score_key``."""
+    _split_score_key(score_key)
+    return f"{score_key}/{name}"
+
+
 # The embeddings.npz arrays that must have one row per classifier-train / test image.
 EMBEDDING_ROWS = (
     tuple(feature_key(CLS, f) for f in FEATURES),
