@@ -203,10 +203,9 @@ def validate(cfg: Config) -> Config:
         methods.METHODS.get(method).check_config(cfg, len(views))
         _check_trainable_backbone(cfg, method)
         task_cls.check_config(cfg)
-        # Op parameters that depend on the image size (crop999999 at 32 px) are only checked
-        # when the views are built; build them here (no TensorFlow op runs, ~1 ms) so that
-        # they fail before --force_init deletes anything.
-        task_cls(canonical).views()
+        # Op parameters that depend on the image size (crop999999 at 32 px) are checked when
+        # the run builds its task and views, once (``training.build.task_for``), before it
+        # writes or deletes anything.
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     return canonical

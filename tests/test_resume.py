@@ -22,7 +22,7 @@ from deep_representation_one_class import config as config_lib
 from deep_representation_one_class.datasets import pipeline
 from deep_representation_one_class.errors import NonFiniteLossError, RunError
 from deep_representation_one_class.training import build, run_dir, runner
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import io, run_folder
 
 
 # ----------------------------------------------------------------------------- the data stream
@@ -160,7 +160,7 @@ def test_finished_run_is_never_overwritten_and_force_init_restarts(tmp_path):
         assert f.read() == "x"
     with open(summary, "rb") as f:
         assert f.read() != before  # rewritten (its timings differ)
-    assert os.path.exists(os.path.join(cfg.model_dir, io.RUN_MARKER))
+    assert os.path.exists(os.path.join(cfg.model_dir, run_folder.MARKER))
 
 
 def test_force_init_refuses_a_folder_without_the_marker(tmp_path):
@@ -196,8 +196,7 @@ def test_atomic_writes_leave_the_old_file_on_failure(tmp_path):
 def test_nonfinite_weights_are_never_checkpointed(tmp_path):
     cfg = _eval_only_config(tmp_path, num_epoch=1)
     model = build.make_model(cfg)
-    ckpt = tf.train.Checkpoint(model=model)
-    saver = run_dir.Checkpoints(ckpt, model, str(tmp_path), chief=True)
+    saver = run_dir.Checkpoints(model, str(tmp_path), chief=True)
     assert saver.save(1).endswith("ckpt-1")
     assert saver.save(1).endswith("ckpt-1")  # same step: not written twice
     model.weights[0].assign(np.full(model.weights[0].shape, np.inf, np.float32))

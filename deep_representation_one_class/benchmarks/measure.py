@@ -23,6 +23,7 @@ from deep_representation_one_class.datasets import pipeline
 from deep_representation_one_class.evaluation import features, metrics
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.training import build, distribute, loop
+from deep_representation_one_class.utils import run_folder as rf
 
 
 def _random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -194,9 +195,9 @@ def load_run_features(path: str) -> tuple[dict, dict, np.ndarray]:
     """(train, test, labels) from a run's ``embeddings.npz`` (real features, real sizes)."""
     try:
         z = np.load(path)
-        train = {"pool": z["cls_pool"], "embed": z["cls_embed"]}
-        test = {"pool": z["test_pool"], "embed": z["test_embed"]}
-        return train, test, z["test_y"]
+        train = {f: z[rf.feature_key(rf.CLS, f)] for f in rf.FEATURES}
+        test = {f: z[rf.feature_key(rf.TEST, f)] for f in rf.FEATURES}
+        return train, test, z[rf.TEST_LABELS]
     except (OSError, KeyError, ValueError) as e:
         raise BenchError(
             f"--features={path} is not a run's embeddings.npz ({type(e).__name__}); "

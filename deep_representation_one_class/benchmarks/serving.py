@@ -42,6 +42,7 @@ from deep_representation_one_class.serving import export as export_lib
 from deep_representation_one_class.serving.detector import Detector
 from deep_representation_one_class.training import build
 from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import run_folder as rf
 
 # Runtime name -> (export format, quantize, runtimes.RUNTIMES loader); detector is separate.
 RUNTIME_CASES = {
@@ -239,9 +240,9 @@ def main(
     unknown = [r for r in runtimes_wanted if r not in RUNTIME_CASES]
     if unknown:
         raise BenchError(f"unknown runtimes {unknown}; valid: {', '.join(RUNTIME_CASES)}")
-    missing = [r for r in runs if not os.path.isfile(os.path.join(r, "config.json"))]
+    missing = [r for r in runs if not os.path.isfile(rf.path(r, rf.CONFIG))]
     if missing:
-        raise BenchError(f"--serving: {missing[0]} is not a run folder (no config.json)")
+        raise BenchError(f"--serving: {missing[0]} is not a run folder (no {rf.CONFIG})")
     threads = os.cpu_count() or 1
     records = []
     for run in runs:

@@ -32,7 +32,7 @@ from deep_representation_one_class.datasets.cache import (
     cached_arrays,
     fingerprint,
 )
-from deep_representation_one_class.utils.io import RUN_MARKER
+from deep_representation_one_class.utils.run_folder import MARKER as RUN_MARKER
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ from deep_representation_one_class.datasets import images
 from deep_representation_one_class.datasets.base import DATASETS
 from deep_representation_one_class.datasets.dogvscat import cover_and_crop
 from deep_representation_one_class.errors import UserError
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import run_folder
 
 __all__ = [
     "FILENAME",
@@ -43,7 +42,7 @@ __all__ = [
     "write",
 ]
 
-FILENAME = "preprocessing.json"
+FILENAME = run_folder.PREPROCESSING
 VERSION = 1
 _PADDINGS = ("symmetric", "constant", "edge", "reflect")
 
@@ -196,15 +195,17 @@ def from_config(cfg: Any, scale: float | None = None, source: str = "run") -> Pr
 
 def write(run_dir: str, spec: PreprocessingSpec) -> None:
     """Writes ``<run_dir>/preprocessing.json`` atomically."""
-    io.write_json(os.path.join(run_dir, FILENAME), spec.to_dict())
+    run_folder.write_json(run_dir, FILENAME, spec.to_dict())
 
 
 def read(run_dir: str) -> PreprocessingSpec | None:
     """The run's recorded spec, or None when the folder predates it."""
-    path = os.path.join(run_dir, FILENAME)
-    if not os.path.isfile(path):
-        return None
-    return PreprocessingSpec.from_dict(io.read_json(path, expect=dict), path)
+    raw = run_folder.read_json(run_dir, FILENAME)
+    return (
+        None
+        if raw is None
+        else PreprocessingSpec.from_dict(raw, run_folder.path(run_dir, FILENAME))
+    )
 
 
 def for_run(run_dir: str, cfg: Any, raw_config: Mapping[str, Any] | None = None):
@@ -225,19 +226,19 @@ def for_run(run_dir: str, cfg: Any, raw_config: Mapping[str, Any] | None = None)
     if spec is not None:
         if tuple(spec.input_shape) != tuple(int(v) for v in cfg.input_shape):
             raise PreprocessingError(
-                f"{os.path.join(run_dir, FILENAME)} says input_shape {spec.input_shape}, "
-                f"config.json {tuple(cfg.input_shape)}; restore the run's own files"
+                f"{run_folder.path(run_dir, FILENAME)} says input_shape {spec.input_shape}, "
+                f"{run_folder.CONFIG} {tuple(cfg.input_shape)}; restore the run's own files"
             )
         return spec
     if raw_config is not None and "resize_policy" not in raw_config:
         cfg = cfg.replace(resize_policy="squash")
     try:
-        return from_config(cfg, None, source="config.json")
+        return from_config(cfg, None, source=run_folder.CONFIG)
     except PreprocessingError:
         raise PreprocessingError(
             f"{run_dir} was trained with --resize_policy=same_scale but predates "
-            f"{FILENAME}, which records its scale factor; record it with: python -m "
-            f"deep_representation_one_class.evaluate --model_dir={run_dir} --reextract"
+            f"{FILENAME}, which records its scale factor; record it with: "
+            f"{run_folder.upgrade_hint(run_dir)}"
         ) from None
 
 

@@ -35,12 +35,12 @@ import numpy as np
 
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation.scorers import SCORERS, Scorer, as_features
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import io, run_folder
 
 logger = logging.getLogger(__name__)
 
-FILENAME = "classifiers.npz"
-META_FILENAME = "classifiers.json"
+FILENAME = run_folder.CLASSIFIERS
+META_FILENAME = run_folder.CLASSIFIERS_META
 VERSION = 1
 # Fewer held-out (or fit) rows than this and every row is fit (in-sample thresholds).
 MIN_ROWS = 5
@@ -203,8 +203,8 @@ class ClassifierSet:
     def save(self, run_dir: str) -> None:
         """Writes ``classifiers.npz`` then ``classifiers.json`` (atomically, each fsynced)."""
         arrays: dict[str, np.ndarray] = {
-            "split/fit_rows": self.split.fit_rows,
-            "split/holdout_rows": self.split.holdout_rows,
+            run_folder.FIT_ROWS: self.split.fit_rows,
+            run_folder.HOLDOUT_ROWS: self.split.holdout_rows,
         }
         by_digest: dict[str, str] = {}
         entries: dict[str, Any] = {}
@@ -217,8 +217,9 @@ class ClassifierSet:
                 digest = hashlib.sha256(
                     arr.dtype.str.encode() + str(arr.shape).encode() + arr.tobytes()
                 ).hexdigest()
-                ref = by_digest.setdefault(digest, f"{key}/{name}")
-                if ref == f"{key}/{name}":
+                own = run_folder.classifier_array_key(key, name)
+                ref = by_digest.setdefault(digest, own)
+                if ref == own:
                     arrays[ref] = arr
                 refs[name] = ref
             entries[key] = {
@@ -292,8 +293,8 @@ class ClassifierSet:
             io.check_npz_headers(npz_path)
             with np.load(npz_path, allow_pickle=False) as npz:
                 split = FitSplit(
-                    npz["split/fit_rows"].astype(np.int64),
-                    npz["split/holdout_rows"].astype(np.int64),
+                    npz[run_folder.FIT_ROWS].astype(np.int64),
+                    npz[run_folder.HOLDOUT_ROWS].astype(np.int64),
                     str(split_meta["source"]),
                     float(split_meta["fraction"]),
                     int(split_meta["seed"]),

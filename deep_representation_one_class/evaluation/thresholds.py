@@ -32,11 +32,11 @@ from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.evaluation import scorers as scorers_lib
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import io, run_folder
 
 logger = logging.getLogger(__name__)
 
-FILENAME = "thresholds.json"
+FILENAME = run_folder.THRESHOLDS
 VERSION = 2
 # Quantile name -> level; "max" (the largest held-out score) is stored as well.
 QUANTILES: dict[str, float] = {

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from deep_representation_one_class.utils import run_folder as rf
 from deep_representation_one_class.utils.io import atomic_path
 
 __all__ = ["apply_colormap", "mask_outline", "render_panel", "save_png", "write_panels"]
@@ -150,7 +151,7 @@ def write_panels(
         return
     # Percentiles keep a few extreme pixels from washing every other map out.
     vmin, vmax = (float(v) for v in np.percentile(maps, [1.0, 99.9]))
-    folder = os.path.join(run_dir, "maps") if run_dir is not None else None
+    folder = rf.path(run_dir, rf.MAPS) if run_dir is not None else None
     if folder is not None:
         os.makedirs(folder, exist_ok=True)
     firsts = [int(np.flatnonzero(data.test_class == k)[0]) for k in np.unique(data.test_class)]

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 from deep_representation_one_class.datasets.mvtec import CATEGORIES
 from deep_representation_one_class.errors import UserError
+from deep_representation_one_class.utils import run_folder as rf
 from deep_representation_one_class.utils.io import atomic_path
 
 __all__ = ["PAPER", "ReportError", "collect", "main", "render_csv", "render_markdown"]
@@ -81,10 +82,10 @@ def collect(runs_dir: str, key: str = "pool.gde") -> dict[str, dict[str, list[di
         raise ReportError(f"runs folder {runs_dir} does not exist; pass the sweep's --out folder")
     table: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for folder, _, files in os.walk(runs_dir):
-        if "summary.json" not in files:
+        if rf.SUMMARY not in files:
             continue
         try:
-            with open(os.path.join(folder, "summary.json")) as f:
+            with open(rf.path(folder, rf.SUMMARY)) as f:
                 summary = json.load(f)
         except (OSError, ValueError):
             continue

@@ -30,6 +30,7 @@ from sklearn.metrics import roc_curve
 
 from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import run_folder as rf
 
 DPI = 100
 SIZE = (640, 440)  # pixels of the single-panel figures (width, height)
@@ -288,7 +289,7 @@ def write_run_plots(
       one figure) and ``hist_<feature>_<classifier>.png`` per key.
     """
     y = np.asarray(test_labels).reshape(-1)
-    out_dir = out_dir or os.path.join(run_dir, "plots")
+    out_dir = out_dir or rf.path(run_dir, rf.PLOTS)
     if y.size == 0 or y.min() == y.max():
         return []  # ROC and class histograms need both classes.
     finite = _finite_pairs(y, scores)

@@ -18,10 +18,10 @@ import tempfile
 from collections.abc import Callable
 
 from deep_representation_one_class.errors import UserError
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import io, run_folder
 
-REPORT = "report.html"
-FILES = "report_files"
+REPORT = run_folder.REPORT
+FILES = run_folder.REPORT_FILES
 # Marks a report_files/ folder (and, as a <meta> tag, a page) as this package's.
 MARKER = ".droc_report"
 GENERATOR = '<meta name="generator" content="deep_representation_one_class">'

@@ -47,7 +47,7 @@ from deep_representation_one_class.reports.run_artifacts import (
     read_scalars,
 )
 from deep_representation_one_class.training import build, data_record
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import io, run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def _figures(run: RunArtifacts, folder: str) -> tuple[str, str]:
     roc = [(p, "ROC curves of every classifier (legend: AUROC)") for p in rel if "/roc_" in p]
     hist = [(p, "inlier vs. outlier scores; dashed: the threshold") for p in rel if "/hist_" in p]
     scores = H.figures(roc, 2) + H.section("Score histograms", H.figures(hist, 3), level=3)
-    series = read_scalars(os.path.join(run.run_dir, "tb"))
+    series = read_scalars(run_folder.path(run.run_dir, run_folder.TENSORBOARD))
     if not series:
         return scores, H.paragraph("No training curves (no tb/ events with train/loss).", True)
     plots.save_figure(plots.training_curves_figure(series), os.path.join(folder, "curves.png"))

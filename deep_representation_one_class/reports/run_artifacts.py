@@ -2,9 +2,12 @@
 
 * ``summary.json``: metrics, the resolved config, timings and the eval history.
 * ``thresholds.json``: inlier-score quantiles and the test report (TPR/FPR at the threshold).
-* ``embeddings.npz``: test labels and classes; image runs also the test features, which the
-  run's saved classifiers (``classifiers.npz``, ``ClassifierSet.load``) score again, exactly as
-  evaluated; patch runs (MVTec) their image scores, the main scorer's anomaly maps and masks.
+* ``scores.npz``: the test scores the evaluation computed, shown as they are (nothing is
+  scored again). A run evaluated before it existed has its image scores in ``embeddings.npz``
+  (patch runs), or its test features there, which the run's saved classifiers
+  (``classifiers.npz``, ``ClassifierSet.load``) score exactly as evaluated (image runs).
+* ``embeddings.npz``: test labels and classes; patch runs (MVTec) also the main scorer's
+  anomaly maps and the masks.
 * ``tb/``: the training curves (``train/loss``, ``train/acc``, ``monitor/lr``).
 * ``explain/``: attribution grids written by the ``explain`` command.
 """
@@ -14,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,11 +28,9 @@ from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import run_folder as rf
 
 CURVE_TAGS = ("train/loss", "train/acc", "monitor/lr")
-_PATCH_SCORE = re.compile(r"^(?P<feature>[a-z]+)_(?P<clf>[a-z]+)_image_score$")
-_PATCH_MAP = re.compile(r"^(?P<feature>[a-z]+)_(?P<clf>[a-z]+)_anomaly_map$")
 
 
 class ReportError(UserError, ValueError):
@@ -50,7 +50,7 @@ class RunArtifacts:
       labels: [T] 0/1 test labels (1 = outlier).
       test_class: [T] original class ids.
       scores: score key (``pool.kde``, ``dscore.auc``) -> [T] test scores, higher = more
-        anomalous; the saved fit's scores for image runs, the stored image scores for patch runs.
+        anomalous: those the evaluation computed (``scores.npz``).
       patch: True for patch (MVTec) runs.
       maps: [T, H, W] float32 anomaly maps of ``map_key`` (patch runs), else None.
       masks: [T, H, W] uint8 ground truth (patch runs), else None.
@@ -74,19 +74,25 @@ class RunArtifacts:
 
 
 def is_run(folder: str) -> bool:
-    return os.path.isfile(os.path.join(folder, "summary.json"))
+    return rf.has_summary(folder)
 
 
-def _image_scores(run_dir: str, arrays: dict[str, np.ndarray], notes: list[str]):
+def _rescored(run_dir: str, arrays: dict[str, np.ndarray], notes: list[str]):
+    """An image run evaluated before ``scores.npz``: its saved classifiers score its saved test
+    features (exactly as evaluated)."""
     scores: dict[str, np.ndarray] = {}
-    feats = {f: arrays[f"test_{f}"] for f in ("pool", "embed") if f"test_{f}" in arrays}
+    feats = {
+        f: arrays[rf.feature_key(rf.TEST, f)]
+        for f in rf.FEATURES
+        if rf.feature_key(rf.TEST, f) in arrays
+    }
     try:
         cset = classifiers_lib.ClassifierSet.load(run_dir)
         scores.update(cset.score(feats))
     except classifiers_lib.ClassifierError as e:
         notes.append(f"classifier scores unavailable: {e}")
-    if "test_view_logits" in arrays:
-        for name, s in scorers_lib.rotation_scores(arrays["test_view_logits"]).items():
+    if rf.TEST_VIEW_LOGITS in arrays:
+        for name, s in scorers_lib.rotation_scores(arrays[rf.TEST_VIEW_LOGITS]).items():
             scores[f"{name}.auc"] = np.asarray(s, np.float64)
     return scores
 
@@ -97,20 +103,18 @@ def load_run(run_dir: str) -> RunArtifacts:
     Raises:
       ReportError: no complete ``summary.json`` or no ``embeddings.npz``.
     """
-    path = os.path.join(run_dir, "summary.json")
-    if not os.path.isfile(path):
+    summary = rf.read_summary(run_dir)
+    if summary is None:
         raise ReportError(
-            f"{run_dir} is not a finished run (no summary.json) and holds no finished runs; "
+            f"{run_dir} is not a finished run (no {rf.SUMMARY}) and holds no finished runs; "
             "pass the --model_dir of a finished training run or a sweep folder"
         )
-    summary = io.read_json(path, expect=dict)
     config = dict(summary.get("config") or {})
-    emb_path = os.path.join(run_dir, "embeddings.npz")
-    if not os.path.isfile(emb_path):
-        raise ReportError(f"{run_dir} has no embeddings.npz; re-evaluate the run first")
-    arrays = io.load_npz(emb_path, required=("test_y",))
-    labels = np.asarray(arrays["test_y"]).reshape(-1).astype(np.int64)
-    test_class = np.asarray(arrays.get("test_class", labels)).reshape(-1)
+    if not os.path.isfile(rf.path(run_dir, rf.EMBEDDINGS)):
+        raise ReportError(f"{run_dir} has no {rf.EMBEDDINGS}; re-evaluate the run first")
+    arrays = rf.read_embeddings(run_dir, required=(rf.TEST_LABELS,), rows=())
+    labels = np.asarray(arrays[rf.TEST_LABELS]).reshape(-1).astype(np.int64)
+    test_class = np.asarray(arrays.get(rf.TEST_CLASS, labels)).reshape(-1)
     notes: list[str] = []
     run = RunArtifacts(
         run_dir=run_dir,
@@ -123,18 +127,27 @@ def load_run(run_dir: str) -> RunArtifacts:
         scores={},
         notes=notes,
     )
-    patch_keys = {m["feature"] + "." + m["clf"]: k for k in arrays if (m := _PATCH_SCORE.match(k))}
+    patch_keys = {key: k for k in arrays if (key := rf.parse_image_score_key(k))}
+    saved = rf.read_scores(run_dir)
+    if saved is not None and any(len(v) != len(labels) for v in saved.values()):
+        raise ReportError(
+            f"{rf.path(run_dir, rf.SCORES)} does not match {rf.EMBEDDINGS} (another number of "
+            f"test images); re-evaluate the run: {rf.upgrade_hint(run_dir)}"
+        )
     if patch_keys:
         run.patch = True
-        run.scores = {key: np.asarray(arrays[k], np.float64) for key, k in patch_keys.items()}
         for k in arrays:
-            if m := _PATCH_MAP.match(k):
-                run.map_key = f"{m['feature']}.{m['clf']}"
+            if key := rf.parse_anomaly_map_key(k):
+                run.map_key = key
                 run.maps = np.asarray(arrays[k], np.float32)
-        if "test_masks" in arrays:
-            run.masks = np.asarray(arrays["test_masks"])
+        if rf.TEST_MASKS in arrays:
+            run.masks = np.asarray(arrays[rf.TEST_MASKS])
+    if saved is not None:
+        run.scores = saved
+    elif patch_keys:
+        run.scores = {key: np.asarray(arrays[k], np.float64) for key, k in patch_keys.items()}
     else:
-        run.scores = _image_scores(run_dir, arrays, notes)
+        run.scores = _rescored(run_dir, arrays, notes)
     return run
 
 
@@ -168,11 +181,9 @@ def read_scalars(tb_dir: str, tags: Sequence[str] = CURVE_TAGS) -> dict[str, tup
 
 def explain_grids(run_dir: str) -> list[str]:
     """The ``explain/*_most_anomalous.png`` / ``*_most_normal.png`` grids of a run, sorted."""
-    folder = os.path.join(run_dir, "explain")
+    folder = rf.path(run_dir, rf.EXPLAIN)
     return sorted(
-        p
-        for p in glob.glob(os.path.join(folder, "*.png"))
-        if p.endswith(("_most_anomalous.png", "_most_normal.png"))
+        p for p in glob.glob(os.path.join(folder, "*.png")) if p.endswith(rf.EXPLAIN_GRIDS)
     )
 
 

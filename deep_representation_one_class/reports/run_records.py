@@ -20,6 +20,7 @@ from typing import Any
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.models.backbones import BACKBONES
 from deep_representation_one_class.reports import paper_results as paper
+from deep_representation_one_class.utils import run_folder as rf
 
 _METHOD_LABELS = {
     "rotnet": "RotNet",
@@ -201,7 +202,7 @@ def _config_of(summary: Mapping[str, Any], folder: str) -> Mapping[str, Any] | N
     """The run config: inside summary.json, else a sibling hparams/config file or the parent's."""
     if isinstance(summary.get("config"), Mapping):
         return summary["config"]
-    for candidate in ("hparams.json", "config.json", os.path.join("..", "config.json")):
+    for candidate in (rf.HPARAMS, rf.CONFIG, os.path.join(os.pardir, rf.CONFIG)):
         path = os.path.join(folder, candidate)
         if os.path.isfile(path):
             return _unwrap(_read_json(path))
@@ -239,7 +240,7 @@ def _read_finished(
     folder: str, run_path: str, where: Sequence[tuple[str, str]], warnings: list[str]
 ) -> Run | Unfinished | None:
     try:
-        summary = _read_json(os.path.join(folder, "summary.json"))
+        summary = _read_json(rf.path(folder, rf.SUMMARY))
         config = _config_of(summary, folder) if isinstance(summary, Mapping) else None
     except (OSError, ValueError) as e:
         return Unfinished(run_path, f"unreadable summary.json ({e})")
@@ -261,7 +262,7 @@ def _read_unfinished(
     folder: str, run_path: str, where: Sequence[tuple[str, str]]
 ) -> Unfinished | None:
     try:
-        config = _unwrap(_read_json(os.path.join(folder, "config.json"))) or {}
+        config = _unwrap(_read_json(rf.path(folder, rf.CONFIG))) or {}
     except (OSError, ValueError) as e:
         return Unfinished(run_path, f"no summary.json; unreadable config.json ({e})")
     if where and not _matches(config, where):
@@ -293,9 +294,9 @@ def scan_runs(
         for folder, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             run_path = os.path.dirname(folder) if os.path.basename(folder) == "stats" else folder
-            if "summary.json" in filenames:
+            if rf.SUMMARY in filenames:
                 record = _read_finished(folder, run_path, where, warnings)
-            elif "config.json" in filenames:
+            elif rf.CONFIG in filenames:
                 record = _read_unfinished(folder, run_path, where)
             else:
                 continue

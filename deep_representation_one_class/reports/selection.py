@@ -25,6 +25,7 @@ from scipy import stats
 
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.utils import io as io_lib
+from deep_representation_one_class.utils import run_folder as rf
 
 __all__ = ["candidates", "main", "ranking", "render"]
 
@@ -35,8 +36,8 @@ _FIELDS = ("recipe", "features", "synthetic", "image_auroc", "pixel_auroc", "pro
 def _runs(root: str) -> list[tuple[str, dict]]:
     found = []
     for dirpath, _, files in os.walk(root):
-        if "summary.json" in files:
-            summary = io_lib.read_json(os.path.join(dirpath, "summary.json"))
+        if rf.SUMMARY in files:
+            summary = io_lib.read_json(rf.path(dirpath, rf.SUMMARY))
             if summary.get("run", {}).get("complete"):
                 found.append((os.path.relpath(dirpath, root), summary))
     return sorted(found)

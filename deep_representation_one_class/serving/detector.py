@@ -44,6 +44,7 @@ from deep_representation_one_class.serving.run_loading import (
     restore_model,
 )
 from deep_representation_one_class.training import build
+from deep_representation_one_class.utils.run_folder import CONFIG
 
 
 # ----------------------------------------------------------------------------- run loading
@@ -78,7 +79,7 @@ class Detector:
 
     def __init__(self, run_dir, config, model, feature, scorers, thresholds, spec=None):
         self.run_dir = run_dir
-        self.spec = spec if spec is not None else prep_lib.from_config(config, source="config.json")
+        self.spec = spec if spec is not None else prep_lib.from_config(config, source=CONFIG)
         self.config = config
         self.model = model
         self.feature = feature
@@ -134,7 +135,7 @@ class Detector:
             thresholds = thresholds_lib.load_thresholds(run_dir) or {}
         except UserError as e:
             raise DetectorError(str(e)) from None
-        model = restore_model(run_dir, cfg)
+        model = restore_model(run_dir, cfg, task)
         return cls(run_dir, cfg, model, feature, cset.for_feature(feature), thresholds, spec)
 
     # ------------------------------------------------------------------------- properties

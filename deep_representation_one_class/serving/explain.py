@@ -110,14 +110,15 @@ class Explainer:
         self.detector = None
         if name in ROTATION_SCORES:
             self.config = detector_lib.read_run_config(run_dir)
-            views = build.task_for(self.config).views()
+            task = build.task_for(self.config)
+            views = task.views()
             test_fn, n_views = views.test, views.num_test
             if self.config.latent_dim != n_views or n_views < 2:
                 raise ExplainError(
                     f"'{name}' is the rotation classifier's score; {run_dir} is a "
                     f"{self.config.method} run without one (use kde or gde)"
                 )
-            self.model = detector_lib.restore_model(run_dir, self.config)
+            self.model = detector_lib.restore_model(run_dir, self.config, task)
             self.classifier = name
             self._views = test_fn
             self._turns = _rotation_turns(self.config, n_views)

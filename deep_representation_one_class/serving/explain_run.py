@@ -24,19 +24,21 @@ from deep_representation_one_class.serving.explain import (
 )
 from deep_representation_one_class.training import build, rescore
 from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import run_folder as rf
 
 
 # ----------------------------------------------------------------------------- the run-level task
 def _test_set(explainer: Explainer, feature: str):
     """Test images (float), their scores from embeddings.npz and captions."""
     cfg = explainer.config
+    test_key = rf.feature_key(rf.TEST, feature)
     arrays = rescore.load_embeddings(
-        os.path.join(explainer.run_dir, "embeddings.npz"), required=("test_y", f"test_{feature}")
+        rf.path(explainer.run_dir, rf.EMBEDDINGS), required=(rf.TEST_LABELS, test_key)
     )
     if explainer.detector is not None:
-        scores = explainer.detector.score_features(arrays[f"test_{feature}"])[explainer.classifier]
-    elif "test_view_logits" in arrays:
-        scores = scorers_lib.rotation_scores(arrays["test_view_logits"])[explainer.classifier]
+        scores = explainer.detector.score_features(arrays[test_key])[explainer.classifier]
+    elif rf.TEST_VIEW_LOGITS in arrays:
+        scores = scorers_lib.rotation_scores(arrays[rf.TEST_VIEW_LOGITS])[explainer.classifier]
     else:
         raise ExplainError("embeddings.npz has no test_view_logits; the run is not a rotation run")
     try:
@@ -46,7 +48,9 @@ def _test_set(explainer: Explainer, feature: str):
             f"cannot load the run's test data ({str(e).splitlines()[0]}); pass --images to "
             "explain your own files instead"
         ) from None
-    if data.test_x.shape[0] != scores.shape[0] or not np.array_equal(data.test_y, arrays["test_y"]):
+    if data.test_x.shape[0] != scores.shape[0] or not np.array_equal(
+        data.test_y, arrays[rf.TEST_LABELS]
+    ):
         raise ExplainError(
             "the test data loaded now differ from the run's embeddings.npz (changed data?); "
             "pass --images instead"
@@ -119,7 +123,7 @@ def explain_run(
         source = "test set"
     order = np.argsort(-np.asarray(scores), kind="stable")
     picks = {"most_anomalous": order[:k], "most_normal": order[::-1][:k]}
-    out_dir = out_dir or os.path.join(run_dir, "explain")
+    out_dir = out_dir or rf.path(run_dir, rf.EXPLAIN)
     written = []
     grids = {}
     for tag, idx in picks.items():
@@ -154,10 +158,10 @@ def explain_run(
     written.append(path)
     if log_tensorboard:
         step = 0
-        summary = os.path.join(run_dir, "summary.json")
-        if os.path.exists(summary):
-            step = int(io.read_json(summary).get("run", {}).get("global_step", 0))
-        writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
+        summary = rf.read_summary(run_dir)
+        if summary is not None:
+            step = int(summary.get("run", {}).get("global_step", 0))
+        writer = tf.summary.create_file_writer(rf.path(run_dir, rf.TENSORBOARD))
         with writer.as_default(step=step):
             for tag, grid in grids.items():
                 tf.summary.image(f"explain/{explainer.classifier}_{method}/{tag}", grid[None])

@@ -5,16 +5,12 @@ Shared by ``Detector`` (image-level runs) and ``PatchDetector`` (patch-level run
 
 from __future__ import annotations
 
-import os
-
-import tensorflow as tf
-
 from deep_representation_one_class import config as config_lib
 from deep_representation_one_class import resolve
 from deep_representation_one_class.datasets import preprocessing as prep_lib
 from deep_representation_one_class.serving.image_input import DetectorError
-from deep_representation_one_class.training import build
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.training import build, checkpoints
+from deep_representation_one_class.utils import io, run_folder
 
 __all__ = ["FEATURES", "read_preprocessing", "read_run_config", "restore_model"]
 
@@ -27,13 +23,13 @@ def read_run_config(run_dir: str) -> config_lib.Config:
 
 
 def _read_config(run_dir: str) -> tuple[config_lib.Config, dict]:
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
+    path = run_folder.path(run_dir, run_folder.CONFIG)
+    raw = run_folder.read_config(run_dir)
+    if raw is None:
         raise DetectorError(
-            f"{run_dir} is not a run folder (no config.json); pass the --model_dir of a training "
-            "run"
+            f"{run_dir} is not a run folder (no {run_folder.CONFIG}); pass the --model_dir of a "
+            "training run"
         )
-    raw = io.read_json(path, expect=dict)
     try:
         return resolve.load(raw), raw
     except io.CorruptFileError:
@@ -49,36 +45,29 @@ def read_preprocessing(run_dir: str, cfg: config_lib.Config | None = None):
     if cfg is None:
         cfg, raw = _read_config(run_dir)
     else:
-        path = os.path.join(run_dir, "config.json")
-        raw = io.read_json(path, expect=dict) if os.path.isfile(path) else None
+        raw = run_folder.read_config(run_dir)
     try:
         return prep_lib.for_run(run_dir, cfg, raw)
     except prep_lib.PreprocessingError as e:
         raise DetectorError(str(e)) from None
 
 
-def restore_model(run_dir: str, cfg: config_lib.Config):
-    """Builds the run's network (as its method builds it) and restores its latest checkpoint.
+def restore_model(run_dir: str, cfg: config_lib.Config, task=None):
+    """Builds the run's network (as its method builds it; ``task``: the run's task, else built
+    from ``cfg``) and restores its latest checkpoint (``training.checkpoints.restore``: only
+    the model, but every model variable must be found in the checkpoint).
 
-    Only the model is restored (``expect_partial``: the optimizer state is not needed), but
-    every model variable must be found in the checkpoint.
+    Raises:
+      DetectorError: no checkpoint, or one that does not match the network.
     """
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    if latest is None:
+    if checkpoints.latest(run_dir) is None:  # before the network is built for nothing
         raise DetectorError(
-            f"no checkpoint in {ckpt_dir}; train the run first (or rerun its command to finish it)"
+            f"no checkpoint in {checkpoints.directory(run_dir)}; train the run first (or rerun "
+            "its command to finish it)"
         )
-    model = build.make_model(cfg)
+    model = build.make_model(cfg, task=task)
     try:
-        status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        # Keras functional models are checkpointed by layer position, so a checkpoint written
-        # by a different version of the network code fails here (shape or count mismatch).
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise DetectorError(
-            f"checkpoint {latest} does not match the network built from config.json "
-            f"({first}); was it written by another version of the code?"
-        ) from None
+        checkpoints.restore(run_dir, model)
+    except checkpoints.CheckpointError as e:
+        raise DetectorError(str(e)) from None
     return model

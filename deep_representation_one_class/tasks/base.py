@@ -8,6 +8,7 @@ asks the run's task.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from collections.abc import Callable
@@ -66,6 +67,15 @@ class Task:
 
     def __init__(self, config: Config):
         self.config = config
+        self._views: Views | None = None
+
+    def with_config(self, config: Config) -> Task:
+        """This task for ``config``, a copy of the run's config that differs only in what the
+        views do not depend on (the category the data resolved to): the views built for the
+        run are kept, not built again."""
+        twin = copy.copy(self)
+        twin.config = config
+        return twin
 
     @classmethod
     def check_config(cls, config: Config) -> None:
@@ -80,6 +90,13 @@ class Task:
         raise NotImplementedError
 
     def views(self) -> Views:
+        """The run's train and test views, built on first use and kept (a run builds them
+        once; ``make_views`` builds them)."""
+        if getattr(self, "_views", None) is None:
+            self._views = self.make_views()
+        return self._views
+
+    def make_views(self) -> Views:
         raise NotImplementedError
 
     def evaluate(

@@ -29,6 +29,7 @@ import tensorflow as tf
 from deep_representation_one_class.evaluation import features as features_lib
 from deep_representation_one_class.models import build_model
 from deep_representation_one_class.registry import Option
+from deep_representation_one_class.utils import run_folder as rf
 
 __all__ = [
     "BASELINES_OPTION",
@@ -95,19 +96,19 @@ def image_baselines(cfg, data, test_fn, model_shape, fit_and_score) -> dict[str,
         the run's own classifier protocol.
     """
     side = min(PIXEL_SIDE_IMAGE, int(data.test_x.shape[1]))
-    pixels = {
-        "cls_pixels": _thumbnails(data.cls_x, side),
-        "test_pixels": _thumbnails(data.test_x, side),
-        "test_y": data.test_y,
-    }
+    pixels = rf.feature_arrays(
+        {"pixels": _thumbnails(data.cls_x, side)},
+        {"pixels": _thumbnails(data.test_x, side)},
+        data.test_y,
+    )
     metrics = {f"baseline_{k}": v for k, v in fit_and_score(pixels).items()}
     untrained = random_model(cfg, model_shape)
     batch = cfg.eval_batch_size
-    feats = {
-        "cls_pool": features_lib.extract(untrained, data.cls_x, test_fn, batch)["pool"],
-        "test_pool": features_lib.extract(untrained, data.test_x, test_fn, batch)["pool"],
-        "test_y": data.test_y,
-    }
+    feats = rf.feature_arrays(
+        {"pool": features_lib.extract(untrained, data.cls_x, test_fn, batch)["pool"]},
+        {"pool": features_lib.extract(untrained, data.test_x, test_fn, batch)["pool"]},
+        data.test_y,
+    )
     metrics.update({f"baseline_random.{k}": v for k, v in fit_and_score(feats).items()})
     return metrics
 

@@ -4,14 +4,14 @@ Views come from the augmentation strings (``--aug_list``, ``--aug_list_for_test`
 evaluation extracts ``pool`` and ``embed`` features of the classifier-train and test sets
 (and the rotation classifier's view logits where the method has one), fits every classifier
 once (``evaluation.classifiers``), and with a run folder writes ``embeddings.npz``,
-``classifiers.npz``/``.json`` and ``thresholds.json`` (the run's figures are drawn by its
-report, ``reports/report.py``).
+``classifiers.npz``/``.json``, ``thresholds.json`` and the test scores (``scores.npz``, which
+the run's report shows as they are: ``reports/report.py``). Names and array keys come from
+``utils.run_folder``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -27,10 +27,10 @@ from deep_representation_one_class.evaluation import thresholds as thresholds_li
 from deep_representation_one_class.tasks import baselines as baselines_lib
 from deep_representation_one_class.tasks import patch_synthetic
 from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import run_folder as rf
 
-FEATURES = ("pool", "embed")
-EMBEDDINGS = "embeddings.npz"
+FEATURES = rf.FEATURES
+EMBEDDINGS = rf.EMBEDDINGS
 
 
 def reference_behaviour(config: Any) -> dict[str, bool]:
@@ -74,7 +74,8 @@ def score_saved_features(
       config: the run's config (``classifiers``, ``seed``, ``cls_holdout``, ``is_validation``).
       arrays: the ``embeddings.npz`` arrays (``cls_pool``, ``cls_embed``, ``test_pool``,
         ``test_embed``, ``test_y``[, ``test_view_logits``]).
-      run_dir: where ``classifiers.*`` and ``thresholds.json`` go (None: nowhere).
+      run_dir: where ``classifiers.*``, ``thresholds.json`` and ``scores.npz`` go (None:
+        nowhere).
       timings: receives per-classifier fit seconds.
       synthetic: optional ``(features {feature: [M, D]}, SyntheticSet)`` of the held-out
         normals and their corrupted copies, scored by the same fitted classifiers:
@@ -84,9 +85,9 @@ def score_saved_features(
       (metrics: key -> AUROC x100 (NaN for a classifier that could not be fit),
        scores: key -> [T] test scores).
     """
-    labels = np.asarray(arrays["test_y"]).reshape(-1)
-    cls = {f: np.asarray(arrays[f"cls_{f}"]) for f in FEATURES if f"cls_{f}" in arrays}
-    test = {f: np.asarray(arrays[f"test_{f}"]) for f in FEATURES if f"test_{f}" in arrays}
+    labels = np.asarray(arrays[rf.TEST_LABELS]).reshape(-1)
+    cls = _features(arrays, rf.CLS, FEATURES)
+    test = _features(arrays, rf.TEST, FEATURES)
     split = classifiers_lib.split_rows(
         len(next(iter(cls.values()))), config.seed, config.cls_holdout
     )
@@ -97,8 +98,8 @@ def score_saved_features(
         metrics[key] = math.nan
     if synthetic is not None:
         metrics.update(_synthetic_metrics(cset, *synthetic))
-    if "test_view_logits" in arrays:
-        for name, s in scorers_lib.rotation_scores(arrays["test_view_logits"]).items():
+    if rf.TEST_VIEW_LOGITS in arrays:
+        for name, s in scorers_lib.rotation_scores(arrays[rf.TEST_VIEW_LOGITS]).items():
             metrics[f"{name}.auc"] = metrics_lib.auroc(labels, s)
             scores[f"{name}.auc"] = s
     if run_dir is not None:
@@ -112,7 +113,14 @@ def score_saved_features(
             evaluated_on="validation" if config.is_validation else "test",
         )
         thresholds_lib.write_thresholds(run_dir, thresholds)
+        rf.write_scores(run_dir, scores)
     return metrics, scores
+
+
+def _features(arrays: Mapping[str, np.ndarray], split: str, features) -> dict[str, np.ndarray]:
+    """feature -> the ``split``'s array, for the features present in ``arrays``."""
+    keys = {f: rf.feature_key(split, f) for f in features}
+    return {f: np.asarray(arrays[k]) for f, k in keys.items() if k in arrays}
 
 
 def _synthetic_metrics(cset, feats: Mapping[str, np.ndarray], synth: Any) -> dict[str, float]:
@@ -132,12 +140,12 @@ def _synthetic_metrics(cset, feats: Mapping[str, np.ndarray], synth: Any) -> dic
 def fit_and_score(config: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
     """AUROCs of the run's classifiers fit once on ``cls_<f>`` and scored on ``test_<f>`` for
     every feature ``f`` in ``arrays`` (the baselines' protocol; nothing is written)."""
-    labels = np.asarray(arrays["test_y"]).reshape(-1)
-    feats = [k[4:] for k in arrays if k.startswith("cls_")]
-    cls = {f: np.asarray(arrays[f"cls_{f}"]) for f in feats}
+    labels = np.asarray(arrays[rf.TEST_LABELS]).reshape(-1)
+    feats = [p[1] for k in arrays if (p := rf.parse_feature_key(k)) and p[0] == rf.CLS]
+    cls = _features(arrays, rf.CLS, feats)
     split = classifiers_lib.split_rows(len(cls[feats[0]]), config.seed, config.cls_holdout)
     cset = classifiers_lib.fit(cls, config.classifiers, split)
-    scores = cset.score({f: np.asarray(arrays[f"test_{f}"]) for f in feats})
+    scores = cset.score(_features(arrays, rf.TEST, feats))
     metrics = {key: metrics_lib.auroc(labels, s) for key, s in scores.items()}
     metrics.update({key: math.nan for key in cset.failed})
     return metrics
@@ -157,7 +165,7 @@ class ImageTask(Task):
     def model_input_shape(self) -> tuple[int, int, int]:
         return tuple(int(v) for v in self.config.input_shape)  # type: ignore[return-value]
 
-    def views(self) -> Views:
+    def make_views(self) -> Views:
         return image_views(self.config)
 
     def extract(self, model: Any, data: Any, with_logits: bool) -> dict[str, np.ndarray]:
@@ -166,16 +174,12 @@ class ImageTask(Task):
         batch = self.config.eval_batch_size
         cls = features_lib.extract(model, data.cls_x, test_fn, batch, with_logits)
         test = features_lib.extract(model, data.test_x, test_fn, batch, with_logits)
-        arrays = {
-            "cls_pool": cls["pool"],
-            "cls_embed": cls["embed"],
-            "test_pool": test["pool"],
-            "test_embed": test["embed"],
-            "test_y": data.test_y,
-            "test_class": data.test_class,
-        }
+        arrays = rf.feature_arrays(
+            {f: cls[f] for f in FEATURES}, {f: test[f] for f in FEATURES}, data.test_y
+        )
+        arrays[rf.TEST_CLASS] = data.test_class
         if with_logits:
-            arrays["test_view_logits"] = test["view_logits"]
+            arrays[rf.TEST_VIEW_LOGITS] = test["view_logits"]
         return arrays
 
     def evaluate(self, model, data, *, with_logits, run_dir=None, writer=None, step=0):
@@ -186,8 +190,7 @@ class ImageTask(Task):
         timings["extract"] = time.time() - t0
         files: list[str] = []
         if run_dir is not None:
-            io.write_npz(os.path.join(run_dir, EMBEDDINGS), **arrays)
-            files.append(EMBEDDINGS)
+            files.append(rf.write_embeddings(run_dir, arrays))
         synthetic = None
         if data.holdout_x is not None and run_dir is not None:
             # Corrupted copies of the held-out normals, seen through the run's test view.
@@ -203,6 +206,8 @@ class ImageTask(Task):
             self.config, arrays, run_dir, timings, synthetic=synthetic
         )
         timings["classifiers"] = time.time() - t0
+        if run_dir is not None:
+            files.append(rf.SCORES)  # written with the classifiers (score_saved_features)
         if self.config.baselines and run_dir is not None:
             t0 = time.time()
             metrics.update(

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import io, run_folder
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CACHE_DIR", "PhaseCache", "fingerprint"]
 
-CACHE_DIR = "eval_cache"
-_KEY = "key.json"
+CACHE_DIR = run_folder.EVAL_CACHE
+_KEY = run_folder.EVAL_CACHE_KEY
 _VERSION = 1
 
 
@@ -67,7 +67,7 @@ class PhaseCache:
     """
 
     def __init__(self, run_dir: str | None, key: dict[str, Any]):
-        self.path = os.path.join(run_dir, CACHE_DIR) if run_dir else None
+        self.path = run_folder.path(run_dir, CACHE_DIR) if run_dir else None
         self.reused: list[str] = []
         if self.path is None:
             return

@@ -27,7 +27,7 @@ from deep_representation_one_class.tasks.patch_similarity import (
     _share_similarities,
     _SimilarityScorer,
 )
-from deep_representation_one_class.utils import progress
+from deep_representation_one_class.utils import progress, run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -420,7 +420,7 @@ def detection(
         items = progress.track(items, len(items), desc, "scorers", logger=logger)
     for (f, c), patch_scores in items:
         s = aggregate(patch_scores, cfg.patch_agg, valid)
-        image_scores[f"{f}_{c}_image_score"] = s
+        image_scores[run_folder.image_score_key(f"{f}.{c}")] = s
         key = prefix + metric_key(f, c)
         metrics[key] = metrics_lib.auroc(labels, s)
         metrics[prefix + metric_key(f, c, "image_auroc")] = metrics[key]

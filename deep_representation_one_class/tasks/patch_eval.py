@@ -66,6 +66,7 @@ from deep_representation_one_class.tasks.patch_dense import (
     sample_bank,
 )
 from deep_representation_one_class.utils import progress
+from deep_representation_one_class.utils import run_folder as rf
 
 logger = logging.getLogger(__name__)
 
@@ -259,10 +260,10 @@ def evaluate_patches(
             scores, ys, xs = main.score(data.test_x, desc="test windows")
             cache.save_arrays(
                 "test_scores",
-                {"grid_y": ys, "grid_x": xs, **{f"{f}.{c}": v for (f, c), v in scores.items()}},
+                {rf.GRID_Y: ys, rf.GRID_X: xs, **{f"{f}.{c}": v for (f, c), v in scores.items()}},
             )
         else:
-            ys, xs = cached["grid_y"], cached["grid_x"]
+            ys, xs = cached[rf.GRID_Y], cached[rf.GRID_X]
             scores = {key: cached[".".join(key)] for key in main.fitted}
     grid = len(ys) * len(xs)
     timings["patches_per_sec"] = (main.bank_size + n_test * grid) / max(
@@ -291,18 +292,18 @@ def evaluate_patches(
             desc="maps and metrics",
         )
     arrays: dict[str, np.ndarray] = {
-        "test_y": data.test_y,
-        "test_class": data.test_class,
-        "test_masks": masks if masks is not None else np.zeros((n_test, height, width), np.uint8),
-        "grid_y": ys,
-        "grid_x": xs,
+        rf.TEST_LABELS: data.test_y,
+        rf.TEST_CLASS: data.test_class,
+        rf.TEST_MASKS: masks if masks is not None else np.zeros((n_test, height, width), np.uint8),
+        rf.GRID_Y: ys,
+        rf.GRID_X: xs,
         **image_scores,
-        **{f"{f}_{c}_patch_scores": s for (f, c), s in scores.items()},
+        **{rf.patch_scores_key(f"{f}.{c}"): s for (f, c), s in scores.items()},
     }
     if data.test_sizes is not None:
-        arrays["test_sizes"] = data.test_sizes
+        arrays[rf.TEST_SIZES] = data.test_sizes
     if primary_maps is not None:
-        arrays[f"{primary[0]}_{primary[1]}_anomaly_map"] = primary_maps.astype(np.float16)
+        arrays[rf.anomaly_map_key(".".join(primary))] = primary_maps.astype(np.float16)
 
     # 8. Synthetic anomalies on held-out normals.
     synth = synthetic_set(data, cfg.seed)
@@ -339,9 +340,9 @@ def evaluate_patches(
         if primary_maps is not None and run_dir is not None:
             visualize.write_panels(
                 data,
-                arrays["test_masks"],
+                arrays[rf.TEST_MASKS],
                 primary_maps,
-                arrays[f"{f}_{c}_image_score"],
+                arrays[rf.image_score_key(f"{f}.{c}")],
                 f"{f}.{c} {cfg.patch_agg}",
                 run_dir,
                 writer,

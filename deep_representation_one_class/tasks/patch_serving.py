@@ -13,7 +13,6 @@ threshold and outlines the map pixels that reach the pixel threshold.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ from deep_representation_one_class.tasks.patch_dense import (
     valid_pixels,
     valid_windows,
 )
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -105,10 +104,8 @@ def write_thresholds(run_dir: str, scorer, data, cfg, image_scores=None) -> dict
     }
     if image_scores is not None:
         scores = {
-            k[: -len("_image_score")].replace("_", ".", 1): v
-            for k, v in image_scores.items()
-            if k.endswith("_image_score")
+            key: v for k, v in image_scores.items() if (key := run_folder.parse_image_score_key(k))
         }
         result["test_report"] = thresholds_lib.report_at_threshold(result, data.test_y, scores)
-    io.write_json(os.path.join(run_dir, thresholds_lib.FILENAME), result)
+    run_folder.write_json(run_dir, run_folder.THRESHOLDS, result)
     return result

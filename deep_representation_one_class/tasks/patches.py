@@ -7,7 +7,6 @@ evaluation protocol is in ``patch_eval.py``.
 from __future__ import annotations
 
 import logging
-import os
 
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.registry import Option
@@ -21,7 +20,7 @@ from deep_representation_one_class.tasks.patch_eval import (
     evaluate_patches,
     parse_agg,
 )
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class PatchTask(Task):
         size = int(self.config.patch_size)
         return (size, size, int(self.config.input_shape[2]))
 
-    def views(self) -> Views:
+    def make_views(self) -> Views:
         image = image_views(self.config)
         train_views = grammar.parse(self.config.aug_list)
         return image._replace(train=patches_lib.patch_view_fn(train_views, self.config))
@@ -99,8 +98,10 @@ class PatchTask(Task):
         metrics, arrays, timings = evaluate_patches(
             model, data, self.config, run_dir, writer, step, self.model_input_shape()
         )
+        # The image scores of every classifier, under the score keys (``pool.gde``).
+        scores = {key: arrays[k] for k in arrays if (key := run_folder.parse_image_score_key(k))}
         files = []
         if run_dir is not None:
-            io.write_npz(os.path.join(run_dir, "embeddings.npz"), **arrays)
-            files.append("embeddings.npz")
-        return Evaluation(metrics, timings, {}, files)
+            files.append(run_folder.write_embeddings(run_dir, arrays))
+            files.append(run_folder.write_scores(run_dir, scores))
+        return Evaluation(metrics, timings, scores, files)

@@ -13,28 +13,44 @@ import keras
 from deep_representation_one_class import datasets, methods, tasks
 from deep_representation_one_class.config import Config
 from deep_representation_one_class.datasets import pipeline
+from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.models import build_model
 from deep_representation_one_class.models.backbones import BACKBONES
 from deep_representation_one_class.utils.schedules import ReferenceSchedule
 
 
 def task_for(cfg: Config) -> tasks.Task:
-    """The task of the run's dataset (``image`` or ``patches``)."""
-    return tasks.TASKS.get(datasets.DATASETS.get(cfg.dataset).task)(cfg)
+    """The task of the run's dataset (``image`` or ``patches``) with its views built.
+
+    A run builds its task once, here, and hands it to everything that needs it (the data,
+    the model, the training loop, the evaluation); the views are built with it, so that op
+    parameters which only fail at the image size (``crop999999`` at 32 px) are refused before
+    the run writes anything.
+
+    Raises:
+      ConfigError: the views cannot be built at this input size.
+    """
+    task = tasks.TASKS.get(datasets.DATASETS.get(cfg.dataset).task)(cfg)
+    try:
+        task.views()  # built once; the task keeps them (no TensorFlow op runs, ~1 ms)
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    return task
 
 
-def make_views(cfg: Config) -> tasks.Views:
+def make_views(cfg: Config, task: tasks.Task | None = None) -> tasks.Views:
     """(train view fn, test view fn, number of train views, number of test views)."""
-    return task_for(cfg).views()
+    return (task or task_for(cfg)).views()
 
 
 def method_for(cfg: Config) -> methods.Method:
     return methods.METHODS.get(cfg.method)(cfg)
 
 
-def make_backbone(cfg: Config, **model_kwargs) -> keras.Model:
+def make_backbone(cfg: Config, task: tasks.Task | None = None, **model_kwargs) -> keras.Model:
     """The configured ResNet + head at the task's model input (``model_kwargs`` go to
-    ``models.build_model``, e.g. the benchmark's reference layers)."""
+    ``models.build_model``, e.g. the benchmark's reference layers; ``task``: the run's, else
+    built from ``cfg``)."""
     dtype = None if cfg.precision == "float32" else cfg.precision
     # A pretrained --backbone replaces the ResNet trunk (fine-tuning); the head stays.
     pretrained = BACKBONES.get(cfg.backbone)
@@ -42,7 +58,7 @@ def make_backbone(cfg: Config, **model_kwargs) -> keras.Model:
     return build_model(
         net_type,
         cfg.net_width,
-        task_for(cfg).model_input_shape(),
+        (task or task_for(cfg)).model_input_shape(),
         cfg.head_dims,
         cfg.latent_dim,
         sync_bn=cfg.sync_bn,
@@ -52,11 +68,16 @@ def make_backbone(cfg: Config, **model_kwargs) -> keras.Model:
     )
 
 
-def make_model(cfg: Config, method: methods.Method | None = None, **model_kwargs) -> keras.Model:
+def make_model(
+    cfg: Config,
+    method: methods.Method | None = None,
+    task: tasks.Task | None = None,
+    **model_kwargs,
+) -> keras.Model:
     """The run's model as its method builds it (the denoising decoder added, the ImageNet
     backbone swapped in); call it inside the strategy scope when training."""
     method = method or method_for(cfg)
-    return method.build_model(lambda: make_backbone(cfg, **model_kwargs))
+    return method.build_model(lambda: make_backbone(cfg, task, **model_kwargs))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +144,10 @@ def decayed_variables(model: keras.Model, regularize_bn: bool) -> list:
     return [v for v in model.trainable_variables if id(v) not in bn_ids]
 
 
-def load_data(cfg: Config) -> datasets.OneClassData:
+def load_data(cfg: Config, task: tasks.Task | None = None) -> datasets.OneClassData:
     """The run's one-class task data (uint8 arrays at ``cfg.input_shape``), as its task uses it
-    (the patch task holds out a few normal training images for its synthetic check)."""
+    (the patch task holds out a few normal training images for its synthetic check);
+    ``task``: the run's, else built from ``cfg``."""
     data = datasets.load_one_class(
         cfg.dataset,
         root=cfg.root,
@@ -138,4 +160,4 @@ def load_data(cfg: Config) -> datasets.OneClassData:
         max_cls=cfg.max_cls,
         resize_policy=cfg.resize_policy,
     )
-    return task_for(cfg).prepare(data)
+    return (task or task_for(cfg)).prepare(data)

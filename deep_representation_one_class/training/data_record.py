@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from deep_representation_one_class.errors import RunError
-from deep_representation_one_class.utils import io
+from deep_representation_one_class.utils import io, run_folder
 
 __all__ = ["DATA_RECORD", "check_data_record", "data_digest", "data_record", "read_data_record"]
 
-DATA_RECORD = "data.json"
+DATA_RECORD = run_folder.DATA
 
 
 def data_digest(data: Any) -> str:

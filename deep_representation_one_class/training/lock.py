@@ -24,8 +24,9 @@ import time
 from typing import Any
 
 from deep_representation_one_class.errors import RunError
+from deep_representation_one_class.utils import run_folder
 
-LOCK = ".droc_lock"
+LOCK = run_folder.LOCK
 # A lock file younger than this that cannot be read is another version's lock being written;
 # older, it is the debris of a crash and is taken over.
 _UNREADABLE_GRACE_S = 10.0

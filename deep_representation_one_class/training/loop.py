@@ -28,7 +28,7 @@ from deep_representation_one_class.config import Config
 from deep_representation_one_class.datasets import pipeline
 from deep_representation_one_class.errors import NonFiniteLossError
 from deep_representation_one_class.training import build
-from deep_representation_one_class.training.run_dir import Checkpoints
+from deep_representation_one_class.training.checkpoints import Checkpoints
 
 # Epoch-end checkpoints (other than the last) are skipped when the previous one is more recent
 # than this: a step budget on a small dataset means epochs of a few steps, and a save per epoch
@@ -49,14 +49,16 @@ class Trainer:
         num_views: int,
         plan: build.StepPlan,
         model_options: dict[str, Any] | None = None,
+        task: Any = None,
     ):
-        """``model_options`` go to ``build.make_model`` (the benchmark's reference layers)."""
+        """``model_options`` go to ``build.make_model`` (the benchmark's reference layers);
+        ``task``: the run's (its model input), else built from ``cfg``."""
         self.cfg = cfg
         self.strategy = strategy
         self.num_views = num_views
         self.method: methods.Method = build.method_for(cfg)
         with strategy.scope():
-            self.model = build.make_model(cfg, self.method, **(model_options or {}))
+            self.model = build.make_model(cfg, self.method, task, **(model_options or {}))
             self.optimizer, self.schedule = build.make_optimizer(cfg, plan)
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")

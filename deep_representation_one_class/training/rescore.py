@@ -21,7 +21,6 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from deep_representation_one_class import cli, resolve
 from deep_representation_one_class import config as config_lib
@@ -29,36 +28,32 @@ from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.reports import report
 from deep_representation_one_class.tasks import image as image_task
-from deep_representation_one_class.training import build, data_record, run_dir
+from deep_representation_one_class.training import build, checkpoints, data_record, run_dir
 from deep_representation_one_class.utils import io
-
-_EMBEDDING_KEYS = ("cls_pool", "cls_embed", "test_pool", "test_embed", "test_y")
-# Arrays of embeddings.npz that must have one row per classifier-train / test image.
-_EMBEDDING_ROWS = (
-    ("cls_pool", "cls_embed"),
-    ("test_pool", "test_embed", "test_y", "test_class"),
-)
+from deep_representation_one_class.utils import run_folder as rf
 
 
-def load_embeddings(path: str, required: Sequence[str] = _EMBEDDING_KEYS) -> dict[str, np.ndarray]:
+def load_embeddings(
+    path: str, required: Sequence[str] = rf.EMBEDDING_KEYS
+) -> dict[str, np.ndarray]:
     """A run's ``embeddings.npz``, checked: keys, one row per image, [N, D] features of the
     same width for the classifier-train and the test set, labels in {0, 1}.
 
     Raises:
       CorruptFileError: naming the file and what is wrong with it.
     """
-    arrays = io.load_npz(path, required=required, rows=_EMBEDDING_ROWS)
-    for f in ("pool", "embed"):
-        cls, test = arrays.get(f"cls_{f}"), arrays.get(f"test_{f}")
+    arrays = io.load_npz(path, required=required, rows=rf.EMBEDDING_ROWS)
+    for f in rf.FEATURES:
+        cls, test = arrays.get(rf.feature_key(rf.CLS, f)), arrays.get(rf.feature_key(rf.TEST, f))
         shapes = [a.shape for a in (cls, test) if a is not None]
         if any(len(s) != 2 for s in shapes) or len({s[1] for s in shapes}) > 1:
             raise io.CorruptFileError(
                 f"{path}: the {f} features have shapes {shapes}, expected [N, D] arrays of one "
                 "width; restore it or rerun the command that writes it"
             )
-    labels = arrays.get("test_y")
+    labels = arrays.get(rf.TEST_LABELS)
     if labels is not None and (labels.ndim != 1 or not np.isin(labels, (0, 1)).all()):
-        raise io.CorruptFileError(f"{path}: test_y must be a [T] array of 0/1 labels")
+        raise io.CorruptFileError(f"{path}: {rf.TEST_LABELS} must be a [T] array of 0/1 labels")
     return arrays
 
 
@@ -75,9 +70,9 @@ def evaluate_run(
     trained in, e.g. float32 features from a ``mixed_bfloat16`` run: the checkpointed weights
     are float32 under every policy, so any precision can restore them.
     """
-    cfg_path = os.path.join(run_path, run_dir.CONFIG)
+    cfg_path = rf.path(run_path, rf.CONFIG)
     if not os.path.exists(cfg_path):
-        raise ConfigError(f"{run_path} is not a run folder (no config.json)")
+        raise ConfigError(f"{run_path} is not a run folder (no {rf.CONFIG})")
     try:
         cfg = resolve.load(io.read_json(cfg_path, expect=dict))
     except (TypeError, ValueError) as e:
@@ -100,31 +95,26 @@ def evaluate_run(
             f"{run_path} is a {task.name}-level run, which keeps no features to re-score; add "
             "--reextract to evaluate it again from its checkpoint"
         )
-    emb_path = os.path.join(run_path, image_task.EMBEDDINGS)
+    emb_path = rf.path(run_path, rf.EMBEDDINGS)
     lock = run_dir.Lock(run_path)
     lock.acquire()
     try:
         if patches:
-            data = build.load_data(cfg)
+            data = build.load_data(cfg, task)
             data_record.check_data_record(run_path, data)
             preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
-            model = _restored_model(cfg, run_path)
+            model = _restored_model(cfg, run_path, task)
             metrics = task.evaluate(model, data, with_logits=False, run_dir=run_path).metrics
         elif reextract:
             arrays = _reextract(cfg, run_path, task)
-            io.write_npz(emb_path, **arrays)
+            rf.write_embeddings(run_path, arrays)
         else:
             if not os.path.exists(emb_path):
                 raise ConfigError(f"{emb_path} is missing; finish the run or use --reextract")
             arrays = load_embeddings(emb_path)
         if not patches:
             metrics, _ = image_task.score_saved_features(cfg, arrays, run_path)
-        summary_path = os.path.join(run_path, run_dir.SUMMARY)
-        summary = (
-            io.read_json(summary_path, expect=dict)
-            if os.path.exists(summary_path)
-            else {"config": cfg.to_dict(), "run": {"complete": False}}
-        )
+        summary = rf.read_summary(run_path) or {"config": cfg.to_dict(), "run": {"complete": False}}
         if not patches:
             # The baselines do not depend on the trained model: keep the ones the run measured.
             old = summary.get("metrics", {})
@@ -133,28 +123,24 @@ def evaluate_run(
         summary["config"] = cfg.to_dict()
         if precision:
             summary["eval_precision"] = cfg.precision  # resolved ("auto" -> what ran)
-        io.write_json(summary_path, summary)
+        rf.write_summary(run_path, summary)
     finally:
         lock.release()
     return metrics
 
 
-def _restored_model(cfg, run_path):
-    model = build.make_model(cfg)
-    ckpt_dir = os.path.join(run_path, run_dir.CHECKPOINTS)
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    if latest is None:
-        raise ConfigError(f"no checkpoint in {ckpt_dir}; nothing to re-extract")
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+def _restored_model(cfg, run_path, task):
+    model = build.make_model(cfg, task=task)
+    checkpoints.restore(run_path, model, missing_hint="nothing to re-extract")
     return model
 
 
 def _reextract(cfg, run_path, task):
-    data = build.load_data(cfg)
+    data = build.load_data(cfg, task)
     data_record.check_data_record(run_path, data)  # the class evaluated is the run's, or refused
     # Records (or upgrades an older folder with) how the images were prepared.
     preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
-    model = _restored_model(cfg, run_path)
+    model = _restored_model(cfg, run_path, task)
     with_logits = build.method_for(cfg).extra_eval != ()
     return task.extract(model, data, with_logits)
 
@@ -197,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model_dir, classifiers, args.reextract, args.root, args.precision
         )
         print(cli.format_table(metrics))
-        if os.path.exists(os.path.join(args.model_dir, report.REPORT)):
+        if os.path.exists(rf.path(args.model_dir, rf.REPORT)):
             page = report.try_write_run_report(args.model_dir)
             if page:
                 print(f"rewrote {page}")

@@ -27,48 +27,27 @@ import dataclasses
 import logging
 import os
 import shutil
-import tempfile
 from typing import Any
 
-import keras
-import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class.config import RUNTIME_KEY, Config
-from deep_representation_one_class.errors import NonFiniteLossError, RunError
+from deep_representation_one_class.errors import RunError
 from deep_representation_one_class.resolve import option_owners
-from deep_representation_one_class.training.data_record import (
-    DATA_RECORD,
-    read_data_record,
-)
+from deep_representation_one_class.training import checkpoints
+from deep_representation_one_class.training.checkpoints import Checkpoints
+from deep_representation_one_class.training.data_record import read_data_record
 from deep_representation_one_class.training.lock import LOCK, Lock
-from deep_representation_one_class.utils import hardware, io
+from deep_representation_one_class.utils import hardware, io, run_folder
+
+__all__ = ["Checkpoints", "FolderState", "Lock", "RunFolder", "inspect", "is_run_output"]
 
 logger = logging.getLogger(__name__)
 
-CONFIG = "config.json"
-SUMMARY = "summary.json"
-CHECKPOINTS = "checkpoints"
-# Everything a run writes into its folder; --force_init deletes these and nothing else.
-RUN_FILES = (
-    io.RUN_MARKER,
-    CONFIG,
-    DATA_RECORD,
-    SUMMARY,
-    CHECKPOINTS,
-    "tb",
-    "embeddings.npz",
-    "classifiers.npz",
-    "classifiers.json",
-    "thresholds.json",
-    "preprocessing.json",
-    "plots",
-    "maps",
-    "eval_cache",
-    "explain",
-    "report.html",
-    "report_files",
-)
+CONFIG = run_folder.CONFIG
+SUMMARY = run_folder.SUMMARY
+CHECKPOINTS = run_folder.CHECKPOINTS
+RUN_FILES = run_folder.RUN_FILES  # --force_init deletes these and nothing else
 # Flags that may change between a run and its resumption without invalidating checkpoints.
 RESUMABLE_CHANGES = {
     "model_dir",
@@ -131,13 +110,13 @@ def _checked_summary(path: str) -> dict[str, Any] | None:
 
 
 def _old_config(run_dir: str) -> dict[str, Any] | None:
-    path = os.path.join(run_dir, CONFIG)
-    if os.path.isfile(path):
-        return io.read_json(path, expect=dict)
-    summary = os.path.join(run_dir, SUMMARY)
-    if os.path.isfile(summary):
+    config = run_folder.read_config(run_dir)
+    if config is not None:
+        return config
+    summary = run_folder.read_summary(run_dir)
+    if summary is not None:
         # config.json lost (deleted by hand): the summary's copy still protects the results.
-        with_cfg = io.read_json(summary, expect=dict).get("config")
+        with_cfg = summary.get("config")
         return with_cfg if isinstance(with_cfg, dict) else None
     return None
 
@@ -197,20 +176,20 @@ def inspect(cfg: Config) -> FolderState:
         Lock(run_dir).check()
     # The lock and another process's lock being created (``.droc_lock.*.tmp``) are not content.
     entries = [e for e in os.listdir(run_dir) if not e.startswith(LOCK)] if exists else []
-    is_run = io.RUN_MARKER in entries
+    is_run = run_folder.MARKER in entries
     if entries and not is_run:
         what = "--force_init refuses to delete anything in" if cfg.force_init else "--model_dir"
         raise RunError(
-            f"{what} {run_dir}: it is not empty and not a run folder (no {io.RUN_MARKER} "
+            f"{what} {run_dir}: it is not empty and not a run folder (no {run_folder.MARKER} "
             "marker); pick an empty or new folder"
         )
     if not is_run:
         return FolderState(exists, False, False, None, False)
-    has_ckpt = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINTS)) is not None
-    summary = _checked_summary(os.path.join(run_dir, SUMMARY))
+    has_ckpt = checkpoints.latest(run_dir) is not None
+    summary = _checked_summary(run_folder.path(run_dir, SUMMARY))
     if cfg.force_init:
         return FolderState(True, True, False, None, has_ckpt)
-    index = os.path.join(run_dir, CHECKPOINTS, "checkpoint")
+    index = run_folder.path(run_dir, CHECKPOINTS, run_folder.CHECKPOINT_INDEX)
     if not has_ckpt and summary is None and os.path.isfile(index):
         # TensorFlow writes this index atomically, after the checkpoint it names; one it cannot
         # parse was damaged, and training would silently start over from step 0.
@@ -242,32 +221,6 @@ def inspect(cfg: Config) -> FolderState:
                 f"another --model_dir or --force_init to start over"
             )
     return FolderState(True, True, summary is not None, summary, has_ckpt)
-
-
-def _fsync_checkpoint(path: str) -> None:
-    """Flushes a checkpoint's files and the folder's index (TF renames without fsync)."""
-    folder = os.path.dirname(path)
-    prefix = os.path.basename(path)
-    for name in os.listdir(folder):
-        if name.startswith(prefix) or name == "checkpoint":
-            try:
-                fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 class RunFolder:
@@ -307,19 +260,18 @@ class RunFolder:
                     os.remove(target)
             logger.info("--force_init: deleted the previous run's files in %s.", self.path)
         io.write_text(
-            os.path.join(self.path, io.RUN_MARKER), "deep_representation_one_class run folder\n"
+            run_folder.path(self.path, run_folder.MARKER),
+            "deep_representation_one_class run folder\n",
         )
-        io.write_json(
-            os.path.join(self.path, CONFIG),
-            {**self.cfg.to_dict(), RUNTIME_KEY: hardware.runtime_record()},
+        run_folder.write_json(
+            self.path, CONFIG, {**self.cfg.to_dict(), RUNTIME_KEY: hardware.runtime_record()}
         )
         if record is not None:
-            io.write_json(os.path.join(self.path, DATA_RECORD), record)
+            run_folder.write_json(self.path, run_folder.DATA, record)
 
     def has_progress(self) -> bool:
         """Whether the folder holds something of value: a checkpoint or a summary."""
-        ckpt = tf.train.latest_checkpoint(os.path.join(self.path, CHECKPOINTS))
-        return ckpt is not None or os.path.exists(os.path.join(self.path, SUMMARY))
+        return checkpoints.latest(self.path) is not None or run_folder.has_summary(self.path)
 
     def abort(self) -> None:
         """Undoes ``start`` after a failure before the first checkpoint: the marker, the
@@ -327,12 +279,12 @@ class RunFolder:
         checkpoint of the failed start go (a save that failed on a full disk leaves
         ``ckpt-N_temp/``), so the same command starts clean once the cause is fixed; a folder
         this start created goes too if nothing else is in it."""
-        for name in (io.RUN_MARKER, CONFIG, DATA_RECORD, "preprocessing.json"):
+        for name in run_folder.START_FILES:
             with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(self.path, name))
-        shutil.rmtree(os.path.join(self.path, "tb"), ignore_errors=True)
+                os.remove(run_folder.path(self.path, name))
+        shutil.rmtree(run_folder.path(self.path, run_folder.TENSORBOARD), ignore_errors=True)
         # No checkpoint is recorded (has_progress is False), so nothing in the folder is one.
-        shutil.rmtree(os.path.join(self.path, CHECKPOINTS), ignore_errors=True)
+        shutil.rmtree(run_folder.path(self.path, CHECKPOINTS), ignore_errors=True)
         self.lock.release()
         self._remove_if_created()
 
@@ -346,69 +298,4 @@ class RunFolder:
             os.rmdir(self.path)  # only when empty: a folder the user also wrote into stays
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        io.write_json(os.path.join(self.path, SUMMARY), summary)
-
-
-class Checkpoints:
-    """The run's checkpoints: numbered by global step, written only with finite weights.
-
-    The chief writes into ``<run>/checkpoints``; other workers must take part in every save
-    too (a save may need collectives) but write into a private temporary folder, deleted by
-    ``close``. Everyone restores from the chief's folder (``latest_checkpoint``).
-    """
-
-    def __init__(self, ckpt: tf.train.Checkpoint, model: keras.Model, run_dir: str, chief: bool):
-        self.directory = os.path.join(run_dir, CHECKPOINTS)
-        self._tmp = None if chief else tempfile.mkdtemp(prefix="droc_worker_ckpt_")
-        self._ckpt = ckpt
-        self._manager = tf.train.CheckpointManager(
-            ckpt, self._tmp or self.directory, max_to_keep=2 if chief else 1
-        )
-        self._model = model
-        self.saved_step: int | None = None
-
-    @property
-    def latest_checkpoint(self) -> str | None:
-        return tf.train.latest_checkpoint(self.directory)
-
-    def restore_latest(self) -> str | None:
-        """Restores the newest checkpoint (model, optimizer, step); None when there is none.
-
-        Raises:
-          RunError: the checkpoint does not match this model.
-        """
-        latest = self.latest_checkpoint
-        if not latest:
-            return None
-        try:
-            self._ckpt.restore(latest).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
-            raise RunError(
-                f"checkpoint {latest} does not match this model ({type(e).__name__}); use "
-                "--force_init or another --model_dir"
-            ) from None
-        return latest
-
-    def save(self, step: int) -> str | None:
-        """Saves the step-``step`` checkpoint unless it is already the newest one.
-
-        Raises:
-          NonFiniteLossError: a weight is NaN/Inf (an update blew up after the last finite
-            loss); nothing is written, so the last good checkpoint stays the newest.
-        """
-        if self.saved_step == step:
-            return self.latest_checkpoint
-        if not all(np.isfinite(v.numpy()).all() for v in self._model.weights):
-            raise NonFiniteLossError(
-                f"weights became NaN/Inf by step {step}; the last good checkpoint "
-                f"({self.latest_checkpoint or 'none'}) is kept. Lower --learning_rate or "
-                f"check the data"
-            )
-        path = self._manager.save(checkpoint_number=step)
-        self.saved_step = step
-        _fsync_checkpoint(path)
-        return path
-
-    def close(self) -> None:
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        run_folder.write_summary(self.path, summary)

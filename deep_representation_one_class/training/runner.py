@@ -11,6 +11,7 @@ Run folder (``config.model_dir``)::
     embeddings.npz     features of the classifier-train and test sets (pool/embed[/logits])
     classifiers.npz    the fitted classifiers (+ classifiers.json), served as evaluated
     thresholds.json    inlier-score quantiles of every classifier
+    scores.npz         the evaluation's test scores (the report shows these; nothing re-scores)
     summary.json       {"metrics": {"pool.kde": ...}, "config": {...}, "run": {...}}
     report.html        the run's page (+ report_files/), written last (--report)
 
@@ -38,7 +39,8 @@ from deep_representation_one_class.errors import RunError
 from deep_representation_one_class.models import backbones
 from deep_representation_one_class.reports import hparams, report
 from deep_representation_one_class.training import build, data_record, distribute, loop, run_dir
-from deep_representation_one_class.utils import hardware, io
+from deep_representation_one_class.training.checkpoints import Checkpoints
+from deep_representation_one_class.utils import hardware, run_folder
 
 __all__ = ["RunResult", "run"]
 
@@ -74,6 +76,9 @@ def run(cfg: Config) -> RunResult:
             f"{strategy.num_replicas_in_sync} replicas; use a multiple of "
             f"{strategy.num_replicas_in_sync}"
         )
+    # The task and its views, built once for the whole run (and checked: op parameters that
+    # fail at this image size are refused here, before anything is written).
+    task = build.task_for(cfg)
     # Read-only checks of the folder (marker, lock, settings, completeness). Only the chief
     # owns the folder; the other workers wait here (the all-reduce is a barrier) and learn
     # whether the run is already complete.
@@ -96,7 +101,7 @@ def run(cfg: Config) -> RunResult:
 
     # The data validates the category and the files before anything is written.
     t_start, cpu_start = time.time(), time.process_time()
-    data = build.load_data(cfg)
+    data = build.load_data(cfg, task)
     given = cfg.category
     if chief and state.is_run and not cfg.force_init:
         data_record.check_data_record(cfg.model_dir, data)  # e.g. '0' now resolves to another class
@@ -104,6 +109,7 @@ def run(cfg: Config) -> RunResult:
         # Open-set datasets resolve the category at load ('0' -> the first folder): store the
         # name, so that a class folder added later cannot change what the run evaluates.
         cfg = cfg.replace(category=data.category)
+        task = task.with_config(cfg)  # the views do not depend on the category
     train_x = datasets.expand_distaug(data.train_x, cfg.distaug_type)
     plan = build.step_plan(cfg, len(train_x))
     folder = run_dir.RunFolder(cfg, state) if chief else None
@@ -114,7 +120,7 @@ def run(cfg: Config) -> RunResult:
         preprocessing.write(cfg.model_dir, preprocessing.from_config(cfg, data.scale))
     try:
         return _train_and_evaluate(
-            cfg, strategy, chief, any_worker, data, train_x, plan, (t_start, cpu_start)
+            cfg, task, strategy, chief, any_worker, data, train_x, plan, (t_start, cpu_start)
         )
     except BaseException:
         if folder is not None and not folder.has_progress():
@@ -128,7 +134,7 @@ def run(cfg: Config) -> RunResult:
 def _finish_report(cfg: Config) -> None:
     """A complete run whose report.html is missing (the process was stopped while writing it)
     gets it now, under the run's lock, so that rerunning the command finishes the run."""
-    if os.path.exists(os.path.join(cfg.model_dir, report.REPORT)):
+    if os.path.exists(run_folder.path(cfg.model_dir, run_folder.REPORT)):
         return
     lock = run_dir.Lock(cfg.model_dir)
     lock.acquire()
@@ -139,12 +145,11 @@ def _finish_report(cfg: Config) -> None:
         lock.release()
 
 
-def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, start):
+def _train_and_evaluate(cfg, task, strategy, chief, any_worker, data, train_x, plan, start):
     t_start, cpu_start = start
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    task = build.task_for(cfg)
     views = task.views()
     logging.info(
         "Data %s/%s: %d train inliers (x%d distribution augmentation -> %d), %d "
@@ -162,7 +167,7 @@ def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, s
         plan.steps_per_epoch,
         plan.num_epochs,
     )
-    trainer = loop.Trainer(cfg, strategy, views.num_train, plan)
+    trainer = loop.Trainer(cfg, strategy, views.num_train, plan, task=task)
     model = trainer.model
     logging.info(
         "Model %s: %d parameters; %d replica(s); precision %s.",
@@ -171,8 +176,7 @@ def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, s
         strategy.num_replicas_in_sync,
         cfg.precision,
     )
-    ckpt = tf.train.Checkpoint(model=model, optimizer=trainer.optimizer, step=trainer.step)
-    checkpoints = run_dir.Checkpoints(ckpt, model, cfg.model_dir, chief)
+    checkpoints = Checkpoints(model, cfg.model_dir, chief, trainer.optimizer, trainer.step)
     # Every worker restores the chief's checkpoint (the run folder must be on a file system
     # all workers share).
     try:
@@ -185,7 +189,7 @@ def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, s
     start_step = int(trainer.step.numpy())
     checkpoints.saved_step = start_step if latest else None
     writer = (
-        tf.summary.create_file_writer(os.path.join(cfg.model_dir, "tb"))
+        tf.summary.create_file_writer(run_folder.path(cfg.model_dir, run_folder.TENSORBOARD))
         if chief
         else tf.summary.create_noop_writer()
     )
@@ -264,11 +268,11 @@ def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, s
             "history": state.history,
             "complete": True,
             "num_replicas": strategy.num_replicas_in_sync,
-            "classifier_fit": "classifiers.json",
+            "classifier_fit": run_folder.CLASSIFIERS_META,
             "runtime": hardware.runtime_record(),
         },
     }
-    io.write_json(os.path.join(cfg.model_dir, run_dir.SUMMARY), summary)
+    run_folder.write_summary(cfg.model_dir, summary)
     if cfg.report:
         # After summary.json: the run is complete whatever happens to its report.
         t_report = time.time()

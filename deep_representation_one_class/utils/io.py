@@ -1,4 +1,4 @@
-"""The one atomic-write helper, checked reads of run files, and the run-folder marker.
+"""The one atomic-write helper and checked reads of run files.
 
 Every output is written to a temporary file in the destination folder, flushed to disk
 (``fsync``) and renamed into place, then the folder entry is flushed too, so a crash or a power
@@ -25,7 +25,6 @@ import numpy as np
 
 from deep_representation_one_class.errors import UserError
 
-RUN_MARKER = ".droc_run"
 FILE_MODE = 0o644
 
 
