@@ -34,6 +34,7 @@ from keras import layers
 from deep_representation_one_class.datasets.cifar import is_online
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.methods.base import METHODS, Method
+from deep_representation_one_class.models import efficientnet_lite as effnet
 from deep_representation_one_class.models.backbones import BACKBONES, ResizedRGB, input_size
 from deep_representation_one_class.registry import Option
 
@@ -58,6 +59,20 @@ SIZE_OPTION = Option(
     0,
     "imagenet, patchcore: side (px) images (patchcore: patch windows) are resized to before the "
     "frozen backbone; 0 = the backbone's (224; 128 for images under 64 px; 64 for windows).",
+)
+
+LAYERS_OPTION = Option(
+    "pretrained_layers",
+    ("head",),
+    "imagenet with efficientnet_lite0: layers whose global averages, each L2-normalised, are "
+    f"concatenated into the features; any of {', '.join(effnet.POOL_TAPS)} (s8/s16: strides 8 "
+    "and 16; b14, b15: the last blocks; head: the 1280-channel head).",
+)
+FLIP_OPTION = Option(
+    "flip_average",
+    False,
+    "imagenet with efficientnet_lite0: average each image's features with its left-right "
+    "mirror image's (2x the extraction time; only for data where a mirrored image is normal).",
 )
 
 
@@ -180,7 +195,7 @@ class ImageNet(Method):
         }
     )
     fixed = MappingProxyType({"train_steps": 0, "num_epoch": 0})
-    options = (WEIGHTS_OPTION, SIZE_OPTION)
+    options = (WEIGHTS_OPTION, SIZE_OPTION, LAYERS_OPTION, FLIP_OPTION)
 
     @classmethod
     def table_label(cls, config):
@@ -202,6 +217,20 @@ class ImageNet(Method):
         check_backbone(config, cls.name)
         if config.pretrained_size < 32:
             raise ValueError(f"--pretrained_size must be >= 32, got {config.pretrained_size}")
+        layers_ = tuple(config.pretrained_layers)
+        unknown = [n for n in layers_ if n not in effnet.POOL_TAPS]
+        if not layers_ or unknown or len(set(layers_)) != len(layers_):
+            raise ValueError(
+                f"--pretrained_layers={','.join(layers_)}: give distinct names among "
+                f"{', '.join(effnet.POOL_TAPS)}"
+            )
+        if config.backbone != "efficientnet_lite0" and (
+            layers_ != ("head",) or config.flip_average
+        ):
+            raise ValueError(
+                "--pretrained_layers and --flip_average apply to --backbone=efficientnet_lite0 "
+                f"only, not {config.backbone}"
+            )
         if config.num_epoch != 0 or config.train_steps != 0:
             raise ValueError(
                 f"method {cls.name} only evaluates fixed features; use --num_epoch=0, "

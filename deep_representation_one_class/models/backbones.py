@@ -119,11 +119,43 @@ def _effnet_check(config) -> None:
         raise ValueError(str(e)) from None
 
 
+class MultiLayerPool(layers.Layer):
+    """Global averages of several feature maps, each L2-normalised, concatenated: every layer
+    weighs the same in the distances of the one-class scorers, whatever its channel count."""
+
+    def call(self, maps):
+        pooled = [tf.math.l2_normalize(tf.reduce_mean(m, axis=[1, 2]), axis=-1) for m in maps]
+        return tf.concat(pooled, axis=-1)
+
+
+class FlipAverage(layers.Layer):
+    """[2B, F] features of a batch followed by its mirror images -> [B, F] averages."""
+
+    def call(self, feats):
+        halves = tf.reshape(feats, tf.concat([[2, -1], tf.shape(feats)[1:]], axis=0))
+        return tf.reduce_mean(halves, axis=0)
+
+
+class WithMirror(layers.Layer):
+    """[B, H, W, C] -> [2B, H, W, C]: the batch, then its left-right mirror images."""
+
+    def call(self, images):
+        return tf.concat([images, tf.reverse(images, axis=[2])], axis=0)
+
+
+def _image_layers(config) -> tuple[str, ...]:
+    return tuple(getattr(config, "pretrained_layers", None) or ("head",))
+
+
 def _effnet_frozen(config, channels: int, size: int, level: str) -> keras.Model:
-    del config
     net = effnet.pretrained_efficientnet_lite0()
     if level == "image":
-        trunk = keras.Model(net.input, net.get_layer("avg_pool").output, name="lite0_pooled")
+        names = _image_layers(config)
+        if names == ("head",):
+            trunk = keras.Model(net.input, net.get_layer("avg_pool").output, name="lite0_pooled")
+        else:
+            taps = [net.get_layer(effnet.POOL_TAPS[n]).output for n in names]
+            trunk = keras.Model(net.input, taps, name="lite0_" + "_".join(names))
     else:
         # Only up to the stride-16 tap: the later blocks and the head are never computed.
         taps = [net.get_layer(name).output for name in effnet.MID_LAYERS]
@@ -131,8 +163,19 @@ def _effnet_frozen(config, channels: int, size: int, level: str) -> keras.Model:
     trunk.trainable = False
     inputs = keras.Input(shape=(None, None, channels), name="images")
     x = SignedUnitPreprocess(size, name="lite0_preprocess")(inputs)
+    mirror = level == "image" and bool(getattr(config, "flip_average", False))
+    if mirror:
+        x = WithMirror(name="with_mirror")(x)
     out = trunk(x, training=False)
-    feats = out if level == "image" else LocalAggregate(name="local_aggregate")(out)
+    if level == "image":
+        if _image_layers(config) == ("head",):
+            feats = out
+        else:
+            feats = MultiLayerPool(name="layer_pool")(out if isinstance(out, list) else [out])
+        if mirror:
+            feats = FlipAverage(name="flip_average")(feats)
+    else:
+        feats = LocalAggregate(name="local_aggregate")(out)
     return keras.Model(inputs, feats, name=f"efficientnet_lite0_{level}")
 
 

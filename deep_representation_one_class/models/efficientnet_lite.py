@@ -57,6 +57,16 @@ DEFAULT_PADDING = "same"
 # Block outputs (0-based block index) at strides 8 and 16, and the last block.
 STRIDE8_BLOCK, STRIDE16_BLOCK = 4, 10
 MID_LAYERS = (f"block{STRIDE8_BLOCK}_add", f"block{STRIDE16_BLOCK}_add")
+# Layers whose global averages image-level features can combine (``--pretrained_layers``):
+# the stride-8 and stride-16 taps above, blocks 14 (stride 32, 192 channels) and 15 (the last
+# block, 320 channels, before the head) and the 1280-channel head.
+POOL_TAPS = {
+    "s8": MID_LAYERS[0],
+    "s16": MID_LAYERS[1],
+    "b14": "block14_add",
+    "b15": "block15_project_bn",
+    "head": "head_bn_relu6",
+}
 
 
 def block_table() -> list[tuple[int, int, int, int, int]]:
