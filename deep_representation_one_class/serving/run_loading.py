@@ -16,7 +16,13 @@ from deep_representation_one_class.serving.image_input import DetectorError
 from deep_representation_one_class.training import build
 from deep_representation_one_class.utils import io
 
-__all__ = ["FEATURES", "read_preprocessing", "read_run_config", "restore_model"]
+__all__ = [
+    "FEATURES",
+    "check_eval_precision",
+    "read_preprocessing",
+    "read_run_config",
+    "restore_model",
+]
 
 FEATURES = ("pool", "embed")
 
@@ -57,11 +63,36 @@ def read_preprocessing(run_dir: str, cfg: config_lib.Config | None = None):
         raise DetectorError(str(e)) from None
 
 
+def check_eval_precision(run_dir: str, cfg: config_lib.Config) -> str:
+    """The precision the run is served in (``config.json``'s ``--eval_precision``), checked
+    against the one its evaluated features were computed in (``summary.json``'s
+    ``eval_precision``, where recorded): the classifiers were fit on those features, so serving
+    in another precision would score differently from what the run evaluated.
+
+    A folder written before ``--eval_precision`` existed evaluated and serves in its training
+    precision (``config.Config.from_dict``).
+    """
+    serve = config_lib.eval_compute_precision(cfg)
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.isfile(path):
+        return serve
+    recorded = io.read_json(path, expect=dict).get("eval_precision")
+    if recorded is not None and recorded != serve:
+        raise DetectorError(
+            f"{run_dir}: its classifiers were fit on {recorded} features but config.json "
+            f"serves in {serve}; re-evaluate it: python -m deep_representation_one_class.evaluate "
+            f"--model_dir={run_dir} --reextract --eval_precision=float32"
+        )
+    return serve
+
+
 def restore_model(run_dir: str, cfg: config_lib.Config):
-    """Builds the run's network (as its method builds it) and restores its latest checkpoint.
+    """Builds the run's network (as its method builds it) in its evaluation precision and
+    restores its latest checkpoint.
 
     Only the model is restored (``expect_partial``: the optimizer state is not needed), but
-    every model variable must be found in the checkpoint.
+    every model variable must be found in the checkpoint. The checkpointed weights are float32
+    under every precision policy, so a mixed-precision run restores into a float32 network.
     """
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     latest = tf.train.latest_checkpoint(ckpt_dir)
@@ -69,7 +100,8 @@ def restore_model(run_dir: str, cfg: config_lib.Config):
         raise DetectorError(
             f"no checkpoint in {ckpt_dir}; train the run first (or rerun its command to finish it)"
         )
-    model = build.make_model(cfg)
+    check_eval_precision(run_dir, cfg)
+    model = build.make_model(build.eval_config(cfg))
     try:
         status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
         status.assert_existing_objects_matched()
