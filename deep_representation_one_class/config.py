@@ -29,6 +29,7 @@ from typing import Any
 from deep_representation_one_class.errors import ConfigError
 
 __all__ = [
+    "EVAL_PRECISIONS",
     "OPTIMIZERS",
     "PRECISIONS",
     "PRECISION_CHOICES",
@@ -40,6 +41,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "check_fields",
+    "eval_compute_precision",
     "flag_fields",
 ]
 
@@ -47,6 +49,13 @@ __all__ = [
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # ... and what --precision accepts: "auto" is resolved to one of PRECISIONS by resolve.build.
 PRECISION_CHOICES = (*PRECISIONS, "auto")
+# What the forward passes whose numbers a user sees (evaluation features, report, score,
+# explain, exports) compute in: float32 from the float32 master weights, or the training
+# precision ("train").
+EVAL_PRECISIONS = ("float32", "train")
+# What a config.json written before --eval_precision existed means: those runs extracted their
+# evaluated features in the training precision, and are served that way.
+LEGACY_EVAL_PRECISION = "train"
 # How images of other sizes or aspects reach --input_shape (datasets/images.py implements them).
 RESIZE_POLICIES = ("squash", "fit", "same_scale")
 RESNET_STAGES = ("conv2", "conv3", "conv4", "conv5")
@@ -232,6 +241,14 @@ class Config:
         "Mixed modes keep losses, normalisation and similarities in float32.",
         choices=PRECISION_CHOICES,
     )
+    eval_precision: str = _field(
+        "float32",
+        "Precision of every forward pass whose numbers you see: evaluation features (AUROCs, "
+        "thresholds), report, score, explain and exports. float32 (from the float32 weights "
+        "a mixed --precision keeps, so results do not depend on the CPU's bfloat16 support) or "
+        "train (the --precision of training: faster evaluation, served the same way).",
+        choices=EVAL_PRECISIONS,
+    )
     # The last stage produces the features every classifier reads; training it in bfloat16 cost
     # 1.1-1.6 AUROC points on the Fashion-MNIST main job (results/precision_parity.md).
     float32_stages: tuple[str, ...] = _field(
@@ -284,8 +301,9 @@ class Config:
 
         Keys that are not fields are options. With ``options`` (the option names the registered
         plug-ins declare, ``resolve.load`` passes them) any other key is an error. Older files
-        lack newer fields, which take their defaults; their ``aug_list_for_test: null`` means
-        "the un-augmented image", now written "".
+        lack newer fields, which take their defaults, except ``eval_precision``: those runs
+        evaluated in their training precision (``train``) and are served that way. Their
+        ``aug_list_for_test: null`` means "the un-augmented image", now written "".
         """
         if not isinstance(d, Mapping):
             raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
@@ -300,6 +318,8 @@ class Config:
         for k in ("input_shape", "head_dims", "classifiers", "float32_stages"):
             if k in kw and kw[k] is not None:
                 kw[k] = tuple(kw[k])
+        if "eval_precision" not in kw:
+            kw["eval_precision"] = LEGACY_EVAL_PRECISION
         if kw.get("aug_list_for_test") is None:
             kw["aug_list_for_test"] = ""
         # Runs written before --backbone existed: their frozen features were ResNet-50's.
@@ -320,6 +340,12 @@ class Config:
             kw = {k: v for k, v in kw.items() if k in fields}
             kw["options"] = {**self.options, **opts}
         return dataclasses.replace(self, **kw)
+
+
+def eval_compute_precision(cfg: Config) -> str:
+    """The precision (one of ``PRECISIONS``) of the run's evaluation and serving forward passes:
+    float32 unless ``--eval_precision=train``, then the (resolved) training precision."""
+    return "float32" if cfg.eval_precision == "float32" else cfg.precision
 
 
 def flag_fields() -> list[dataclasses.Field]:
@@ -395,6 +421,10 @@ def check_fields(cfg: Config) -> None:
     _need(
         cfg.precision in PRECISIONS,
         f"unknown --precision '{cfg.precision}'; valid: {', '.join(PRECISION_CHOICES)}",
+    )
+    _need(
+        cfg.eval_precision in EVAL_PRECISIONS,
+        f"unknown --eval_precision '{cfg.eval_precision}'; valid: {', '.join(EVAL_PRECISIONS)}",
     )
     _need(
         set(cfg.float32_stages) <= set(RESNET_STAGES),

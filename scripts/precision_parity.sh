@@ -4,7 +4,9 @@
 # same seeds in float32, in mixed bfloat16 (default: the last ResNet stage, conv5, stays
 # float32) and in mixed bfloat16 for the whole trunk (--float32_stages=); the all-bfloat16 runs
 # are also re-extracted in float32
-# (`python -m deep_representation_one_class.evaluate --reextract --precision=float32`). Then a
+# (`python -m deep_representation_one_class.evaluate --reextract --precision=float32`). Every
+# run evaluates in its training precision (--eval_precision=train; the trainer's default is
+# float32 evaluation whatever it trained in), which is what the comparison is about. Then a
 # paired table per classifier: mean, SD and the mean paired difference to float32.
 #
 # Usage:
@@ -40,7 +42,7 @@ for arg in "$@"; do
     --seeds=*) seeds="${arg#*=}" ;;
     --dry_run | --dry-run) dry_run=1 ;;
     --out | --results | --seeds) die "write $arg=VALUE (one word)" ;;
-    --model_dir=* | --precision=* | --seed=* | --float32_stages=*)
+    --model_dir=* | --precision=* | --eval_precision=* | --seed=* | --float32_stages=*)
       die "$arg is set by the script"
       ;;
     *) extra+=("$arg") ;;
@@ -72,14 +74,15 @@ for seed in $seeds; do
     else
       read -r -a flags <<<"${variant_flags[$variant]}"
       run "${python_cmd[@]}" "$repo_root/train_and_eval_loop.py" --method=contrastive \
-        --seed="$seed" "${flags[@]}" --model_dir="$dir" ${extra[@]+"${extra[@]}"}
+        --seed="$seed" "${flags[@]}" --eval_precision=train --model_dir="$dir" \
+        ${extra[@]+"${extra[@]}"}
     fi
   done
   # The all-bfloat16 weights, features extracted in float32 (a copy, so that the bfloat16 run
   # keeps its own summary).
   src="$out/mixed_bfloat16_all/s$seed"
   dst="$out/mixed_bfloat16_all_eval_float32/s$seed"
-  if [[ -f "$dst/summary.json" ]] && grep -q '"eval_precision"' "$dst/summary.json"; then
+  if [[ -f "$dst/summary.json" ]] && grep -q '"eval_precision": "float32"' "$dst/summary.json"; then
     echo "done: $dst"
   else
     run rm -rf "$dst"

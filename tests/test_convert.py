@@ -279,31 +279,150 @@ def test_serving_bench_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
         bench.main(["--serving", str(tmp_path)])
 
 
-def test_mixed_bfloat16_run_exports_in_float32(tmp_path_factory):
-    """--precision=auto is mixed_bfloat16 on AVX512_BF16 CPUs; TFLite has no bfloat16 kernels,
-    so the converted network runs in float32: its scores differ from the bfloat16 Detector's
-    by bfloat16 rounding only."""
-    from deep_representation_one_class.serving.detector import Detector
-    from deep_representation_one_class.training import build, runner
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory) -> str:
+    """A Fashion-MNIST subset run trained in mixed bfloat16 (emulated on CPUs without
+    AVX512_BF16), with the default --eval_precision=float32."""
+    from deep_representation_one_class.training import runner
 
     base = tmp_path_factory.mktemp("bf16_run")
     cfg = tiny_config(
+        dataset="fmnistood",
+        root=_subset_fmnist(base / "data"),
         strategy="default",
         model_dir=str(base / "run"),
-        classifiers=("gde", "kde"),
+        classifiers=CLASSIFIERS,
         precision="mixed_bfloat16",
     )
     runner.run(cfg)
-    det = Detector.load(str(base / "run"))
+    return str(base / "run")
+
+
+def _policies(model) -> set[str]:
+    return {layer.dtype_policy.name for layer in model._flatten_layers()}
+
+
+def _evaluated_scores(run_dir) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The test scores behind the run's summary.json: its saved test features through its
+    saved classifiers (nothing refit), and the labels."""
+    from deep_representation_one_class.evaluation import classifiers as classifiers_lib
+
+    emb = np.load(os.path.join(run_dir, "embeddings.npz"))
+    cset = classifiers_lib.ClassifierSet.load(run_dir, [f"pool.{c}" for c in CLASSIFIERS])
+    scores = cset.score({"pool": emb["test_pool"]})
+    return {k.split(".", 1)[1]: v for k, v in scores.items()}, emb["test_y"]
+
+
+def _check_served_as_evaluated(run_dir, det, x):
+    """Detector scores equal the run's evaluated test scores; its AUROCs are summary.json's."""
+    from deep_representation_one_class.evaluation import metrics
+    from deep_representation_one_class.utils import io
+
+    want, labels = _evaluated_scores(run_dir)
+    got = det.score(x)
+    summary = io.read_json(os.path.join(run_dir, "summary.json"))
+    for name in CLASSIFIERS:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        auroc = metrics.auroc(labels, got[name])
+        assert auroc == pytest.approx(summary["metrics"][f"pool.{name}"], abs=0.01), name
+    return got
+
+
+def test_mixed_bfloat16_run_evaluates_and_serves_in_float32(bf16_run):
+    """Training in bfloat16, evaluation and serving in float32 from the float32 weights: the
+    Detector's network is float32 and scores exactly what the run evaluated."""
+    from deep_representation_one_class.serving.detector import Detector
+    from deep_representation_one_class.training import build
+    from deep_representation_one_class.utils import io
+
+    summary = io.read_json(os.path.join(bf16_run, "summary.json"))
+    assert summary["config"]["precision"] == "mixed_bfloat16"
+    assert summary["config"]["eval_precision"] == "float32"
+    assert summary["eval_precision"] == "float32"
+    det = Detector.load(bf16_run, CLASSIFIERS)
+    assert _policies(det.model) == {"float32"}
+    _check_served_as_evaluated(bf16_run, det, build.load_data(det.config).test_x)
+
+
+@pytest.fixture(scope="module")
+def bf16_scores(bf16_run):
+    from deep_representation_one_class.serving.detector import Detector
+    from deep_representation_one_class.training import build
+
+    det = Detector.load(bf16_run, CLASSIFIERS)
     x = build.load_data(det.config).test_x
-    want = det.score(x)
-    out = str(base / "export")
-    export_lib.export_model(str(base / "run"), out, "tflite", "none", ("gde", "kde"))
-    got = runtimes.load("tflite", out)(x)
-    for name in ("gde", "kde"):
-        g = np.asarray(got[name], np.float64)
-        # bfloat16 keeps 8 bits of mantissa: differences of a few 1e-3 relative, not more.
-        assert np.max(np.abs(g - want[name]) / (np.abs(want[name]) + 1e-2)) < 5e-2, name
-        assert (
-            np.corrcoef(np.argsort(np.argsort(g)), np.argsort(np.argsort(want[name])))[0, 1] > 0.9
-        )
+    return x, det.score(x)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_mixed_bfloat16_run_exports_match_in_process(
+    fmt, bf16_run, bf16_scores, tmp_path_factory, tmp_path
+):
+    """TFLite and ONNX of a bfloat16-trained run: the in-process scores to 1e-3 relative, in
+    this process and in one where the package cannot be imported."""
+    if fmt == "onnx":
+        _onnx_or_skip()
+    x, want = bf16_scores
+    out = _export(bf16_run, tmp_path_factory, fmt)
+    with open(os.path.join(out, export_lib.EXPORT_INFO)) as f:
+        assert json.load(f)["compute_precision"] == "float32"
+    got = runtimes.load("tflite" if fmt == "tflite" else "onnxruntime", out)(x)
+    errors = _relative_error(got, want)
+    assert max(errors.values()) < 1e-3, errors
+    np.save(tmp_path / "x.npy", x[:8])
+    model = os.path.join(out, convert.FORMATS.get(fmt).filename)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", _LOADER, fmt, model, str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    errors = _relative_error(got, {k: v[:8] for k, v in want.items()})
+    assert max(errors.values()) < 1e-3, errors
+
+
+def test_old_bfloat16_evaluated_run_keeps_its_behaviour_then_upgrades(bf16_run, tmp_path):
+    """A folder written before --eval_precision (features extracted in bfloat16, no setting
+    recorded) is served in bfloat16 as evaluated; converting it is refused with the upgrade
+    command, which makes it a float32 run; a half-upgraded folder is refused."""
+    import shutil
+
+    from deep_representation_one_class.serving.detector import Detector, DetectorError
+    from deep_representation_one_class.training import build
+    from deep_representation_one_class.training import rescore as evaluate
+    from deep_representation_one_class.utils import io
+
+    run = str(tmp_path / "old")
+    shutil.copytree(bf16_run, run)
+    # The old version's folder: evaluated in the training precision, nothing recorded.
+    evaluate.evaluate_run(run, reextract=True, eval_precision="train")
+    for name in ("config.json", "summary.json"):
+        d = io.read_json(os.path.join(run, name))
+        d.pop("eval_precision")
+        d.get("config", {}).pop("eval_precision", None)
+        io.write_json(os.path.join(run, name), d)
+    det = Detector.load(run, CLASSIFIERS)
+    assert det.config.eval_precision == "train"
+    assert "mixed_bfloat16" in _policies(det.model)
+    x = build.load_data(det.config).test_x
+    _check_served_as_evaluated(run, det, x)
+    with pytest.raises(export_lib.ExportError, match="--eval_precision=float32") as e:
+        export_lib.export_model(run, str(tmp_path / "tfl"), "tflite", "none", CLASSIFIERS)
+    assert len(str(e.value).splitlines()) == 1 and not (tmp_path / "tfl").exists()
+    # What the previous version's `evaluate --reextract --precision=float32` left: float32
+    # classifiers, config.json without the setting (bfloat16 serving) -> refused.
+    summary = io.read_json(os.path.join(run, "summary.json"))
+    io.write_json(os.path.join(run, "summary.json"), {**summary, "eval_precision": "float32"})
+    with pytest.raises(DetectorError, match="--reextract --eval_precision=float32") as e:
+        Detector.load(run, CLASSIFIERS)
+    assert len(str(e.value).splitlines()) == 1
+    # The upgrade: float32 features, classifiers and serving.
+    evaluate.evaluate_run(run, reextract=True, eval_precision="float32")
+    assert io.read_json(os.path.join(run, "config.json"))["eval_precision"] == "float32"
+    det = Detector.load(run, CLASSIFIERS)
+    assert _policies(det.model) == {"float32"}
+    _check_served_as_evaluated(run, det, x)

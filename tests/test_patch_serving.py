@@ -57,8 +57,7 @@ def make_part(root: Path, category: str = "part", seed: int = 0, n_train: int = 
     return base
 
 
-@pytest.fixture(scope="module")
-def patch_run(tmp_path_factory):
+def _train_patch_run(tmp_path_factory, **overrides):
     from deep_representation_one_class.training import runner
 
     tmp = tmp_path_factory.mktemp("patch_serving")
@@ -81,9 +80,21 @@ def patch_run(tmp_path_factory):
         synthetic_holdout=4,
         baselines=False,
         model_dir=str(tmp / "run"),
+        **overrides,
     )
     assert runner.run(cfg).status == "complete"
     return tmp
+
+
+@pytest.fixture(scope="module")
+def patch_run(tmp_path_factory):
+    return _train_patch_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def bf16_patch_run(tmp_path_factory):
+    """The same run trained in mixed bfloat16 (evaluated and served in float32)."""
+    return _train_patch_run(tmp_path_factory, precision="mixed_bfloat16")
 
 
 def _test_files(base: Path) -> list[str]:
@@ -366,17 +377,22 @@ def test_real_bottle_scores_reproduce_the_run(shared_data, tmp_path):
     assert result["test_images"] == 83 and result["max_abs_diff"] < 1.0
 
 
+@pytest.mark.parametrize("run", ["patch_run", "bf16_patch_run"])
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
-def test_converted_patch_export_matches_in_process(patch_run, tmp_path, fmt):
-    """TFLite and ONNX of a patch-level run: image scores and anomaly maps as in-process."""
+def test_converted_patch_export_matches_in_process(request, run, tmp_path, fmt):
+    """TFLite and ONNX of a patch-level run, trained in float32 or in mixed bfloat16: image
+    scores and anomaly maps as in-process."""
     if fmt == "onnx":
         pytest.importorskip("tf2onnx", reason="ONNX export needs the [export] extra (tf2onnx)")
         pytest.importorskip("onnxruntime", reason="ONNX parity needs the [export] extra")
     from deep_representation_one_class.serving import export, runtimes
     from deep_representation_one_class.serving.patch_detector import PatchDetector
 
+    patch_run = request.getfixturevalue(run)
     out = export.export_model(str(patch_run / "run"), str(tmp_path / fmt), fmt=fmt)
     det = PatchDetector.load(str(patch_run / "run"))
+    # Served in the precision it was evaluated in: float32, whatever it trained in.
+    assert {layer.dtype_policy.name for layer in det.model._flatten_layers()} == {"float32"}
     paths = _test_files(patch_run / "data" / "part")
     images, _ = det.load_images(paths)
     full = [im for im in images if im.shape[:2] == (64, 64)][:6]

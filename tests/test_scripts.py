@@ -497,3 +497,36 @@ def test_select_recipes_dry_run_and_table(fake_python, tmp_path):
         text=True,
     )
     assert proc.returncode != 0 and "not an --is_validation run" in proc.stderr
+
+
+def test_eval_precision_cost_measures_both_precisions_of_one_checkpoint(tmp_path):
+    """scripts/eval_precision_cost.py on a tiny mixed-bfloat16 run: a row per precision with
+    its timings and the run's AUROCs, the table written atomically, the run folder untouched."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from conftest import tiny_config
+
+    from deep_representation_one_class.training import runner
+
+    cfg = tiny_config(
+        strategy="default",
+        model_dir=str(tmp_path / "run"),
+        classifiers=("gde", "kde", "auc"),
+        precision="mixed_bfloat16",
+    )
+    runner.run(cfg)
+    before = sorted(os.listdir(cfg.model_dir))
+    out = tmp_path / "cost.md"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(SCRIPTS, "eval_precision_cost.py"),
+         f"--model_dir={cfg.model_dir}", "--rounds=1", f"--out={out}"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| float32", "| mixed_bfloat16"]
+    for row in rows[2:]:
+        cells = [c.strip() for c in row.strip("| ").split(" | ")]
+        assert all(float(c) > 0 for c in cells[1:4]), row
+        # pool.gde, pool.kde, pool.auc measured; pool.kocsvm was not among the classifiers.
+        assert all(0 <= float(c) <= 100 for c in cells[4:7]) and cells[7] == "–", row
+    assert sorted(os.listdir(cfg.model_dir)) == before

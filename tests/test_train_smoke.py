@@ -147,16 +147,26 @@ def test_standalone_evaluate_rescores_saved_embeddings(tmp_path):
 
 
 def test_reextract_in_another_precision(tmp_path):
-    # A mixed_bfloat16 run re-extracted in float32: same checkpoint, float32 features, the
-    # precision recorded in summary.json; AUROCs stay close (the weights are the same).
+    # A mixed_bfloat16 run evaluated in bfloat16 (--eval_precision=train), re-extracted in
+    # float32: same checkpoint, float32 features, the precision recorded in summary.json and
+    # config.json (what serving reads); AUROCs stay close (the weights are the same).
     from deep_representation_one_class import config as config_lib
     from deep_representation_one_class.training import rescore as evaluate
     from deep_representation_one_class.utils import io
 
-    cfg = tiny_config(tmp_path, method="contrastive", precision="mixed_bfloat16")
+    cfg = tiny_config(
+        tmp_path, method="contrastive", precision="mixed_bfloat16", eval_precision="train"
+    )
     first = runner.run(cfg)
+    assert io.read_json(f"{cfg.model_dir}/summary.json")["eval_precision"] == "mixed_bfloat16"
     with pytest.raises(config_lib.ConfigError, match="add --reextract"):
         evaluate.evaluate_run(cfg.model_dir, precision="float32")
+    with pytest.raises(config_lib.ConfigError, match="neither float32 nor"):
+        evaluate.evaluate_run(cfg.model_dir, reextract=True, precision="mixed_float16")
+    with pytest.raises(config_lib.ConfigError, match="disagree"):
+        evaluate.evaluate_run(
+            cfg.model_dir, reextract=True, precision="float32", eval_precision="train"
+        )
     again = evaluate.evaluate_run(cfg.model_dir, reextract=True, precision="float32")
     assert set(again) == set(first.metrics)
     for key, value in again.items():
@@ -164,6 +174,10 @@ def test_reextract_in_another_precision(tmp_path):
     summary = io.read_json(f"{cfg.model_dir}/summary.json")
     assert summary["eval_precision"] == "float32"
     assert summary["metrics"] == again
+    # The training precision is kept; the evaluation precision is the run's setting now.
+    written = io.read_json(f"{cfg.model_dir}/config.json")
+    assert (written["precision"], written["eval_precision"]) == ("mixed_bfloat16", "float32")
+    assert summary["config"]["precision"] == "mixed_bfloat16"
 
 
 def test_regularize_bn_false_drops_exactly_the_batchnorm_variables(tmp_path):

@@ -134,8 +134,12 @@ def measure_extraction(
     """(images per second of ``features.extract`` after its first call, first-call seconds).
 
     The first call traces the forward pass (once per model; later calls reuse it). The rate is
-    the median over ``passes`` passes. The reference case runs the reference's input pipeline.
+    the median over ``passes`` passes. The reference case runs the reference's input pipeline
+    on its training network; this package's cases extract as a run does, in its
+    ``--eval_precision`` (float32 by default, whatever the case trains in).
     """
+    if case.impl != "reference":
+        model = build.EvalModel(cfg, model).sync()
 
     def extract(images: np.ndarray) -> None:
         if case.impl == "reference":

@@ -36,6 +36,7 @@ import numpy as np
 
 from deep_representation_one_class.benchmarks import perf
 from deep_representation_one_class.benchmarks.cases import BenchError
+from deep_representation_one_class.config import eval_compute_precision
 from deep_representation_one_class.evaluation import metrics
 from deep_representation_one_class.serving import convert, runtimes
 from deep_representation_one_class.serving import export as export_lib
@@ -154,7 +155,8 @@ def bench_run(
         "dataset": det.config.dataset,
         "input_shape": list(det.input_shape),
         "network": f"{det.config.net_type} width {det.config.net_width:g}",
-        "precision": det.config.precision,
+        # What the served network computes in (the run's --eval_precision).
+        "precision": eval_compute_precision(det.config),
         "classifiers": det.classifiers,
         "images": len(images),
         "cpu_flags": cpu_flags(),

@@ -209,6 +209,10 @@ def _info_table(run: RunArtifacts) -> str:
         ["test set", f"{len(run.labels)} images, {int(run.labels.sum())} outliers"],
         ["replicas / precision", f"{r.get('num_replicas')} / {c.get('precision')}"],
     ]
+    # What the evaluated (and served) features were computed in; absent before --eval_precision.
+    evaluated = run.summary.get("eval_precision")
+    if evaluated:
+        rows.append(["evaluation precision", evaluated])
     runtime = r.get("runtime") if isinstance(r.get("runtime"), dict) else {}
     if runtime:
         isa = runtime.get("onednn_max_cpu_isa")

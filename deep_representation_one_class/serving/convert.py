@@ -5,13 +5,14 @@ outputs), so any export with such a signature converts, whatever the run's level
 
 1. The signature is frozen (variables become constants) and every float64, bfloat16 and float16
    tensor of the graph is lowered to float32. The exports compute their scores in float64 (the
-   classifiers' state is stored as float64) and mixed-precision runs their convolutions in
-   bfloat16, neither of which TFLite's built-in kernels (nor ONNX Runtime's CPU convolutions)
-   implement. For a float32 run the float32 scores agree with the float64 ones to about 1e-5
-   relative (the parity tests hold them to 1e-3); for a mixed-bfloat16 run the converted model
-   computes the network in float32, so its scores differ from the in-process bfloat16 ones by
-   bfloat16's rounding (about 1e-2 relative) and are, if anything, the more exact. The lowered
-   graph is saved as an intermediate float32 SavedModel with the same signature names.
+   classifiers' state is stored as float64), which TFLite's built-in kernels do not implement.
+   The network itself is float32: a run evaluates and serves in float32 whatever it trained in
+   (``--eval_precision``), and ``serving.export`` refuses to convert a run evaluated in
+   bfloat16/float16 (``--eval_precision=train``), whose scores the float32 graph would not
+   reproduce; the lowering of those types only makes any SavedModel convertible. The float32
+   scores agree with the float64 ones to about 1e-5 relative (the parity tests hold them to
+   1e-3, for float32- and bfloat16-trained runs). The lowered graph is saved as an
+   intermediate float32 SavedModel with the same signature names.
 2. TFLite: ``tf.lite.TFLiteConverter`` on that SavedModel, built-in ops only, so the file runs
    on the stand-alone LiteRT interpreter as well as ``tf.lite.Interpreter``; ``quantize=
    "dynamic_int8"`` stores weights as int8 (dynamic-range quantisation: activations stay float).

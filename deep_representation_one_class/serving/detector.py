@@ -71,7 +71,9 @@ class Detector:
       run_dir: the run folder.
       config: the run's ``Config``.
       model: the restored Keras model ([B, H, W, C] float32 in [0, 1] -> {"pools", "embeds",
-        "logits"}).
+        "logits"}), built in the run's evaluation precision (``--eval_precision``: float32
+        unless the run evaluated in its training precision), so its features are the
+        evaluated ones.
       feature: ``"pool"`` (f, the paper's) or ``"embed"`` (g∘f).
       scorers: canonical classifier name -> the run's fitted ``Scorer``.
       thresholds: the run's ``thresholds.json`` (quantiles of these same fits).

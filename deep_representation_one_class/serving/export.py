@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from deep_representation_one_class import cli
+from deep_representation_one_class import config as config_lib
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation.scorers import SCORERS
@@ -173,6 +174,8 @@ def export_saved_model(
             "scores: higher = more anomalous"
         ),
         "preprocessing": detector.spec.to_dict(),
+        # The network's compute precision, the one the run's evaluation used.
+        "compute_precision": config_lib.eval_compute_precision(detector.config),
         "thresholds": detector.thresholds,
     }
     saved_model_io.save_aside(module, out_dir, EXPORT_INFO, info)
@@ -199,6 +202,7 @@ def export_model(
     spec = convert.check_format(fmt, quantize)
     if spec.convert is None:
         return export_saved_model(run_dir, out_dir, classifiers, feature, overwrite)
+    _check_float32_run(run_dir, fmt)
     return convert.export_converted(
         run_dir,
         out_dir,
@@ -211,6 +215,19 @@ def export_model(
         check_out=_check_out,
         info_path=EXPORT_INFO,
     )
+
+
+def _check_float32_run(run_dir: str, fmt: str) -> None:
+    """TFLite and ONNX compute in float32 (``convert.lower_to_float32``): a run evaluated in
+    another precision (``--eval_precision=train`` of a mixed run) would be served with scores
+    it never evaluated, so it is refused before anything is written."""
+    evaluated = config_lib.eval_compute_precision(read_run_config(run_dir))
+    if evaluated != "float32":
+        raise ExportError(
+            f"--format={fmt} computes in float32 but {run_dir} was evaluated in {evaluated}; "
+            "re-evaluate it in float32 first: python -m deep_representation_one_class.evaluate "
+            f"--model_dir={run_dir} --reextract --eval_precision=float32"
+        )
 
 
 # ----------------------------------------------------------------------------- CLI

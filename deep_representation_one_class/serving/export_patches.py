@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from deep_representation_one_class import config as config_lib
 from deep_representation_one_class.serving import saved_model_io
 from deep_representation_one_class.serving.patch_detector import PatchDetector
 from deep_representation_one_class.tasks import patch_dense
@@ -182,6 +183,8 @@ def export_patch_saved_model(
             "anomaly_map": "float32 [B, H, W] canvas map; cut [:h, :w] for the content",
         },
         "preprocessing": det.spec.to_dict(),
+        # The network's compute precision, the one the run's evaluation used.
+        "compute_precision": config_lib.eval_compute_precision(det.config),
         "patch": {
             k: getattr(det.config, k)
             for k in ("patch_size", "patch_stride", "patch_agg", "smooth_sigma")

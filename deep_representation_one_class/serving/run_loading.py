@@ -12,7 +12,13 @@ from deep_representation_one_class.serving.image_input import DetectorError
 from deep_representation_one_class.training import build, checkpoints
 from deep_representation_one_class.utils import io, run_folder
 
-__all__ = ["FEATURES", "read_preprocessing", "read_run_config", "restore_model"]
+__all__ = [
+    "FEATURES",
+    "check_eval_precision",
+    "read_preprocessing",
+    "read_run_config",
+    "restore_model",
+]
 
 FEATURES = ("pool", "embed")
 
@@ -52,20 +58,47 @@ def read_preprocessing(run_dir: str, cfg: config_lib.Config | None = None):
         raise DetectorError(str(e)) from None
 
 
+def check_eval_precision(run_dir: str, cfg: config_lib.Config) -> str:
+    """The precision the run is served in (``config.json``'s ``--eval_precision``), checked
+    against the one its evaluated features were computed in (``summary.json``'s
+    ``eval_precision``, where recorded): the classifiers were fit on those features, so serving
+    in another precision would score differently from what the run evaluated.
+
+    A folder written before ``--eval_precision`` existed evaluated and serves in its training
+    precision (``config.Config.from_dict``).
+    """
+    serve = config_lib.eval_compute_precision(cfg)
+    summary = run_folder.read_summary(run_dir)
+    if summary is None:
+        return serve
+    recorded = summary.get("eval_precision")
+    if recorded is not None and recorded != serve:
+        raise DetectorError(
+            f"{run_dir}: its classifiers were fit on {recorded} features but config.json "
+            f"serves in {serve}; re-evaluate it: python -m deep_representation_one_class.evaluate "
+            f"--model_dir={run_dir} --reextract --eval_precision=float32"
+        )
+    return serve
+
+
 def restore_model(run_dir: str, cfg: config_lib.Config, task=None):
     """Builds the run's network (as its method builds it; ``task``: the run's task, else built
-    from ``cfg``) and restores its latest checkpoint (``training.checkpoints.restore``: only
-    the model, but every model variable must be found in the checkpoint).
+    from ``cfg``) in its evaluation precision and restores its latest checkpoint
+    (``training.checkpoints.restore``: only the model, but every model variable must be found
+    in the checkpoint). The checkpointed weights are float32 under every precision policy, so
+    a mixed-precision run restores into a float32 network.
 
     Raises:
-      DetectorError: no checkpoint, or one that does not match the network.
+      DetectorError: no checkpoint, one that does not match the network, or a folder whose
+        evaluated and served precisions differ.
     """
     if checkpoints.latest(run_dir) is None:  # before the network is built for nothing
         raise DetectorError(
             f"no checkpoint in {checkpoints.directory(run_dir)}; train the run first (or rerun "
             "its command to finish it)"
         )
-    model = build.make_model(cfg, task=task)
+    check_eval_precision(run_dir, cfg)
+    model = build.make_model(build.eval_config(cfg), task=task)
     try:
         checkpoints.restore(run_dir, model)
     except checkpoints.CheckpointError as e:

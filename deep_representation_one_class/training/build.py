@@ -11,7 +11,7 @@ import dataclasses
 import keras
 
 from deep_representation_one_class import datasets, methods, tasks
-from deep_representation_one_class.config import Config
+from deep_representation_one_class.config import Config, eval_compute_precision
 from deep_representation_one_class.datasets import pipeline
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.models import build_model
@@ -78,6 +78,41 @@ def make_model(
     backbone swapped in); call it inside the strategy scope when training."""
     method = method or method_for(cfg)
     return method.build_model(lambda: make_backbone(cfg, task, **model_kwargs))
+
+
+def eval_config(cfg: Config) -> Config:
+    """``cfg`` with the precision its evaluation and serving compute in (``--eval_precision``):
+    the model ``make_model`` builds from it is the one whose numbers users see. The checkpointed
+    weights are float32 under every policy, so this model restores any checkpoint of the run."""
+    return cfg.replace(precision=eval_compute_precision(cfg))
+
+
+class EvalModel:
+    """The network the evaluation runs: the training model itself when both compute in one
+    precision, else a copy built in the evaluation precision that ``sync`` fills with the
+    training model's current (float32 master) weights."""
+
+    def __init__(self, cfg: Config, model: keras.Model):
+        self.model = model
+        self.cfg = eval_config(cfg)
+        self._copy: keras.Model | None = None
+        self.separate = self.cfg.precision != cfg.precision
+
+    def sync(self) -> keras.Model:
+        """The evaluation network, holding the training model's weights as of now."""
+        if not self.separate:
+            return self.model
+        if self._copy is None:
+            self._copy = make_model(self.cfg)
+        src, dst = self.model.weights, self._copy.weights
+        # Layers Keras names itself get another number in the copy: compare the variables'
+        # own names and shapes, in order.
+        if [(v.name, tuple(v.shape)) for v in src] != [(v.name, tuple(v.shape)) for v in dst]:
+            # Same code, same config but the precision: a mismatch is a bug, never silent.
+            raise RuntimeError("the evaluation network's variables differ from the trained one's")
+        for s, d in zip(src, dst):
+            d.assign(s.numpy())
+        return self._copy
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,12 +63,16 @@ def evaluate_run(
     reextract: bool = False,
     root: str | None = None,
     precision: str | None = None,
+    eval_precision: str | None = None,
 ) -> dict[str, float]:
     """Scores a saved run and updates its outputs; returns the metrics (AUROC x100).
 
-    ``precision`` (with ``reextract``) extracts in another compute precision than the run was
-    trained in, e.g. float32 features from a ``mixed_bfloat16`` run: the checkpointed weights
-    are float32 under every policy, so any precision can restore them.
+    ``eval_precision`` (with ``reextract``) sets the run's ``--eval_precision`` (``float32``
+    or ``train``): the features are extracted again in it, the classifiers refit, and
+    ``config.json`` records it, so that the run is served as it was just evaluated (the
+    checkpointed weights are float32 under every policy, so any precision restores them). This
+    is how a run evaluated in bfloat16 becomes a float32-served one. ``precision`` names the
+    extraction precision instead: float32, or the run's training precision (``auto`` resolved).
     """
     cfg_path = rf.path(run_path, rf.CONFIG)
     if not os.path.exists(cfg_path):
@@ -83,11 +87,10 @@ def evaluate_run(
         cfg = cfg.replace(classifiers=tuple(classifiers))
     if root:
         cfg = cfg.replace(root=root)
-    if precision:
-        if not reextract:
-            raise ConfigError("--precision changes how features are extracted; add --reextract")
-        cfg = cfg.replace(precision=precision)
     cfg = resolve.validate(cfg)
+    changed = _eval_precision_from_flags(cfg, precision, eval_precision, reextract)
+    if changed:
+        cfg = cfg.replace(eval_precision=changed)
     task = build.task_for(cfg)
     patches = not isinstance(task, image_task.ImageTask)
     if patches and not reextract:
@@ -98,7 +101,13 @@ def evaluate_run(
     emb_path = rf.path(run_path, rf.EMBEDDINGS)
     lock = run_dir.Lock(run_path)
     lock.acquire()
+    raw = io.read_json(cfg_path, expect=dict)
     try:
+        if changed:
+            # config.json first, summary.json last: a process killed in between leaves the two
+            # disagreeing, which serving refuses (run_loading.check_eval_precision); an error
+            # puts the old config.json back.
+            io.write_json(cfg_path, {**raw, "eval_precision": changed})
         if patches:
             data = build.load_data(cfg, task)
             data_record.check_data_record(run_path, data)
@@ -121,16 +130,58 @@ def evaluate_run(
             metrics.update({k: v for k, v in old.items() if k.startswith("baseline_")})
         summary["metrics"] = metrics
         summary["config"] = cfg.to_dict()
-        if precision:
-            summary["eval_precision"] = cfg.precision  # resolved ("auto" -> what ran)
+        if reextract:
+            # Without --reextract the saved features keep the precision already recorded.
+            summary["eval_precision"] = config_lib.eval_compute_precision(cfg)
         rf.write_summary(run_path, summary)
+    except BaseException:
+        if changed:
+            io.write_json(cfg_path, raw)
+        raise
     finally:
         lock.release()
     return metrics
 
 
+def _eval_precision_from_flags(cfg, precision, eval_precision, reextract) -> str | None:
+    """The run's new ``--eval_precision`` from evaluate's flags (None: unchanged).
+
+    Raises:
+      ConfigError: a flag without ``--reextract``, an extraction precision that is neither
+        float32 nor the training one, or the two flags disagreeing.
+    """
+    if not (precision or eval_precision):
+        return None
+    flag = "--precision" if precision else "--eval_precision"
+    if not reextract:
+        raise ConfigError(f"{flag} changes how features are extracted; add --reextract")
+    wanted = eval_precision
+    if precision:
+        resolved = resolve.resolve_precision(precision)
+        if resolved == "float32":
+            from_precision = "float32"
+        elif resolved == cfg.precision:
+            from_precision = "train"
+        else:
+            raise ConfigError(
+                f"--precision={precision} is neither float32 nor the run's training precision "
+                f"({cfg.precision}); evaluation computes in one of them (--eval_precision)"
+            )
+        if wanted and wanted != from_precision:
+            raise ConfigError(
+                f"--precision={precision} and --eval_precision={wanted} disagree; give one"
+            )
+        wanted = from_precision
+    if wanted not in config_lib.EVAL_PRECISIONS:
+        raise ConfigError(
+            f"unknown --eval_precision '{wanted}'; valid: {', '.join(config_lib.EVAL_PRECISIONS)}"
+        )
+    return wanted
+
+
 def _restored_model(cfg, run_path, task):
-    model = build.make_model(cfg, task=task)
+    # The network of the run's evaluation precision; the float32 checkpoint restores into it.
+    model = build.make_model(build.eval_config(cfg), task=task)
     checkpoints.restore(run_path, model, missing_hint="nothing to re-extract")
     return model
 
@@ -167,8 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default=None,
         choices=config_lib.PRECISION_CHOICES,
-        help="extract in this precision instead of the run's (--reextract), "
-        "e.g. float32 for a mixed_bfloat16 run",
+        help="extract in this precision (--reextract): float32 or the run's training "
+        "precision; recorded as the run's --eval_precision",
+    )
+    p.add_argument(
+        "--eval_precision",
+        default=None,
+        choices=config_lib.EVAL_PRECISIONS,
+        help="set the run's --eval_precision and extract in it (--reextract): float32, or "
+        "train (its training precision); the run is then served the same way",
     )
     p.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
     return p
@@ -180,7 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> int:
         classifiers = args.classifiers.split(",") if args.classifiers else None
         metrics = evaluate_run(
-            args.model_dir, classifiers, args.reextract, args.root, args.precision
+            args.model_dir,
+            classifiers,
+            args.reextract,
+            args.root,
+            args.precision,
+            args.eval_precision,
         )
         print(cli.format_table(metrics))
         if os.path.exists(rf.path(args.model_dir, rf.REPORT)):

@@ -58,6 +58,7 @@ RESUMABLE_CHANGES = {
     "steps_per_call",
     "jit_compile",
     "eval_every",
+    "eval_precision",
     "ckpt_epoch",
     "ckpt_steps",
     "strategy",

@@ -169,12 +169,16 @@ def _train_and_evaluate(cfg, task, strategy, chief, any_worker, data, train_x, p
     )
     trainer = loop.Trainer(cfg, strategy, views.num_train, plan, task=task)
     model = trainer.model
+    # Evaluation (and everything served later) computes in --eval_precision, from the same
+    # float32 master weights: a separate network only when that differs from --precision.
+    eval_model = build.EvalModel(cfg, model)
     logging.info(
-        "Model %s: %d parameters; %d replica(s); precision %s.",
+        "Model %s: %d parameters; %d replica(s); precision %s, evaluated in %s.",
         model.name,
         model.count_params(),
         strategy.num_replicas_in_sync,
         cfg.precision,
+        eval_model.cfg.precision,
     )
     checkpoints = Checkpoints(model, cfg.model_dir, chief, trainer.optimizer, trainer.step)
     # Every worker restores the chief's checkpoint (the run folder must be on a file system
@@ -198,7 +202,7 @@ def _train_and_evaluate(cfg, task, strategy, chief, any_worker, data, train_x, p
     with_logits = trainer.method.extra_eval != ()
 
     def periodic_eval(step: int, epoch: int) -> dict[str, float]:
-        metrics = task.evaluate(model, data, with_logits=with_logits).metrics
+        metrics = task.evaluate(eval_model.sync(), data, with_logits=with_logits).metrics
         log_metrics(writer, step, metrics)
         logging.info(
             "epoch %d eval: %s",
@@ -241,7 +245,12 @@ def _train_and_evaluate(cfg, task, strategy, chief, any_worker, data, train_x, p
 
     t_eval, cpu_eval = time.time(), time.process_time()
     evaluation = task.evaluate(
-        model, data, with_logits=with_logits, run_dir=cfg.model_dir, writer=writer, step=global_step
+        eval_model.sync(),
+        data,
+        with_logits=with_logits,
+        run_dir=cfg.model_dir,
+        writer=writer,
+        step=global_step,
     )
     eval_seconds = time.time() - t_eval
     eval_cpu = time.process_time() - cpu_eval
@@ -252,6 +261,8 @@ def _train_and_evaluate(cfg, task, strategy, chief, any_worker, data, train_x, p
         "metrics": evaluation.metrics,
         "config": cfg.to_dict(),
         "backbone": backbones.describe(cfg),
+        # What the evaluated features were computed in; serving checks it against config.json.
+        "eval_precision": eval_model.cfg.precision,
         "run": {
             "global_step": global_step,
             "steps_per_epoch": plan.steps_per_epoch,
