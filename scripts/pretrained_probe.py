@@ -209,7 +209,13 @@ def summarize(rows, args, timing) -> None:
         f"{args.seed}); per class, 90% of its own as training inliers, 10% as validation "
         "inliers, the other classes' drawn images as validation outliers. Command: "
         f"`python scripts/pretrained_probe.py --cifar_root=data/cifar10-jpeg-pickles "
-        f"--sides={args.sides} --per_class={args.per_class}` (CIFAR-10, JPEG q75 copy).",
+        f"--sides={args.sides} --per_class={args.per_class} --combos={args.combos} "
+        f"--scorers={args.scorers}` (CIFAR-10, JPEG q75 copy).",
+        *(
+            f"Extracting the {10 * args.per_class:,} drawn images and their mirror images took "
+            f"{cpu:.0f} CPU-seconds at {side} px (float32; `lscpu` names the CPU)."
+            for side, (_, cpu) in timing.items()
+        ),
         "",
         "| side | layers | flip avg | scorer | " + " | ".join(NAMES) + " | mean |",
         "|---|---|---|---|" + "---|" * 11,
