@@ -12,7 +12,8 @@ of a plug-in's own setting) lives in the catalog and is re-exported here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from deep_representation_one_class import catalog
@@ -31,6 +32,8 @@ class Registry(Generic[T]):
       kind: the catalog kind whose entries fill it lazily (None: filled by ``add`` only).
       bind: ``bind(entry, implementation) -> object`` turns a loaded implementation into the
         registered object (a dataset's loader function into its spec); default: as loaded.
+      providers: modules that ``add`` further objects when imported (a plug-in that brings a
+        backbone of its own); imported the first time a name is missing or all are listed.
     """
 
     def __init__(
@@ -38,12 +41,20 @@ class Registry(Generic[T]):
         name: str,
         kind: str | None = None,
         bind: Callable[[catalog.Entry, Any], T] | None = None,
+        providers: Sequence[str] = (),
     ):
         self.name = name
         self.kind = kind
         self._bind = bind
+        self._providers = list(providers)
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
+
+    def _load_providers(self) -> bool:
+        loaded, self._providers = self._providers, []
+        for module in loaded:
+            importlib.import_module(module)
+        return bool(loaded)
 
     def register(self, key: str, *aliases: str) -> Callable[[T], T]:
         """Decorator registering an object under ``key`` and optional ``aliases``."""
@@ -74,6 +85,8 @@ class Registry(Generic[T]):
         if low in self._items:
             return low
         entry = self._entry(low)
+        if entry is None and self._load_providers():
+            return self.canonical(key)
         if entry is None:
             raise KeyError(
                 f"unknown {self.name} '{key}'; valid: {', '.join(self.names(with_aliases=True))}"
@@ -92,6 +105,7 @@ class Registry(Generic[T]):
 
     def names(self, with_aliases: bool = False) -> list[str]:
         """Canonical names, sorted; with ``with_aliases`` the aliases too."""
+        self._load_providers()
         keys = set(self._items)
         if with_aliases:
             keys |= set(self._aliases)
@@ -101,4 +115,6 @@ class Registry(Generic[T]):
 
     def __contains__(self, key: Any) -> bool:
         low = str(key).lower()
-        return low in self._items or low in self._aliases or self._entry(low) is not None
+        if low in self._items or low in self._aliases or self._entry(low) is not None:
+            return True
+        return self._load_providers() and key in self

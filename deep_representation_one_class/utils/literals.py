@@ -129,7 +129,8 @@ def _package_file(module: str) -> str | None:
 
 
 @functools.cache
-def _parsed(path: str, module: str) -> _Parsed:
+def _parsed(path: str, module: str, stamp: tuple[int, int]) -> _Parsed:
+    del stamp  # part of the cache key: an edited file is parsed again
     return _Parsed(path, module)
 
 
@@ -137,7 +138,12 @@ def _parsed_module(module: str, node: ast.AST, by: _Parsed) -> _Parsed:
     path = _package_file(module)
     if path is None:
         raise by.error(node, f"names from '{module}' cannot be read (only the package's files)")
-    return _parsed(path, module)
+    return _parsed(path, module, _stamp(path))
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size
 
 
 def top_level_value(path: str, module: str, name: str) -> Any:
@@ -151,7 +157,7 @@ def top_level_value(path: str, module: str, name: str) -> Any:
     Raises:
       LiteralError: the value uses something other than literals (file:line in the message).
     """
-    parsed = _parsed(path, module)
+    parsed = _parsed(path, module, _stamp(path))
     if name not in parsed.assigned:
         return ABSENT
     return parsed.value(name, parsed.tree)
