@@ -115,10 +115,10 @@ def test_every_method_lives_a_whole_run(method, task, tmp_path):
     plain = {k: v for k, v in result.metrics.items() if k.count(".") == 1}
     assert plain and all(np.isfinite(v) and 0 <= v <= 100 for v in plain.values()), plain
 
-    # Re-evaluation from the saved features gives the training run's numbers back.
-    again = rescore.evaluate_run(run)
+    # Re-evaluation (patch runs keep no features: from the checkpoint) gives the numbers back.
+    again = rescore.evaluate_run(run, reextract=task == "patches")
     for key, value in plain.items():
-        assert again[key] == pytest.approx(value, abs=1e-6), key
+        assert again[key] == pytest.approx(value, abs=1e-4), key
 
     det = Detector.load(run)
     assert det.config.method == method
