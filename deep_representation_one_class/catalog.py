@@ -404,6 +404,17 @@ def summary(kind: str) -> str:
     return ", ".join(parts)
 
 
+def _details(e: Entry) -> str:
+    if e.kind == "dataset":
+        cats = "any folder" if e.categories is None else f"{len(e.categories)} categories"
+        shape = "x".join(str(v) for v in e.input_shape)
+        return f"table column '{e.table_label}', {cats}, {shape}, task {e.task}"
+    if e.kind == "scorer":
+        return f"tasks {', '.join(e.tasks)}; default for {', '.join(e.default_for) or '-'}"
+    opts = ", ".join(f"--{o.name}" for o in e.options) or "no options"
+    return f"table row '{e.table_label}', {opts}" if e.kind == "method" else opts
+
+
 def _main(argv: Sequence[str]) -> int:
     if argv[:1] == ["categories"] and len(argv) == 2:
         e = find("dataset", argv[1])
@@ -417,8 +428,11 @@ def _main(argv: Sequence[str]) -> int:
         print("usage: python -m deep_representation_one_class.catalog [categories DATASET]")
         return 2
     for kind in KINDS:
+        print(f"{kind}s:")
         for e in entries(kind):
-            print(f"{kind:8} {e.name:18} {e.table_label:24} {e.impl}")
+            print(f"  {e.name}{' [' + ', '.join(e.aliases) + ']' if e.aliases else ''}: "
+                  f"{e.description or e.table_label}")  # fmt: skip
+            print(f"      {_details(e)}; {e.impl}")
     return 0
 
 
