@@ -129,7 +129,8 @@ class Entry:
         defaults; the categories of the paper's table (default: all).
       tasks: (scorers) the tasks it serves; ``default_for``: the default lists it is in
         (``train``: a run's --classifiers; ``export``: the export's; ``patches``: the patch
-        task's fallback).
+        task's fallback), a list, or a dict list -> rank where the order matters (lower
+        first; ties in catalog order).
       servable, periodic_eval: (tasks) whether Detector/score/export serve its runs, and
         whether --eval_every works.
     """
@@ -155,7 +156,7 @@ class Entry:
     method_defaults: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     table_categories: tuple[str, ...] | None = None
     tasks: tuple[str, ...] = ("image", "patches")
-    default_for: tuple[str, ...] = ()
+    default_for: Mapping[str, int] = dataclasses.field(default_factory=dict)
     servable: bool = True
     periodic_eval: bool = True
 
@@ -218,8 +219,12 @@ def make_entry(raw: Any, module: str, source: str) -> Entry:
             kw[key] = _frozen(kw[key])
     if "method_defaults" in kw:
         kw["method_defaults"] = _frozen({m: _frozen(d) for m, d in kw["method_defaults"].items()})
+    if "default_for" in kw:
+        given = kw["default_for"]
+        ranks = given if isinstance(given, Mapping) else dict.fromkeys(given, 0)
+        kw["default_for"] = types.MappingProxyType({str(k): int(v) for k, v in ranks.items()})
     for key in ("extra_eval", "categories", "class_names", "input_shape", "table_categories",
-                "tasks", "default_for"):  # fmt: skip
+                "tasks"):  # fmt: skip
         if kw.get(key) is not None:
             kw[key] = tuple(_tuples(kw[key]))
     return Entry(source=source, **kw)
@@ -387,12 +392,11 @@ def scorers_for(task: str) -> tuple[str, ...]:
 
 
 def default_scorers(context: str = "train", task: str | None = None) -> tuple[str, ...]:
-    """The scorers of a default list (``train``, ``export``, ``patches``), in catalog order."""
-    return tuple(
-        e.name
-        for e in entries("scorer")
-        if context in e.default_for and (task is None or task in e.tasks)
-    )
+    """The scorers of a default list (``train``, ``export``, ``patches``), by their rank in it,
+    then in catalog order."""
+    chosen = [e for e in entries("scorer") if context in e.default_for]
+    chosen = [e for e in chosen if task is None or task in e.tasks]
+    return tuple(e.name for e in sorted(chosen, key=lambda e: e.default_for[context]))
 
 
 def summary(kind: str) -> str:

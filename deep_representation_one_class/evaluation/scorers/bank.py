@@ -33,7 +33,8 @@ PLUGIN = [
         name="kde",
         description="Gaussian kernel density",
         tasks=["image", "patches"],
-        default_for=["train", "export", "patches"],
+        # Second in the patch task's fallback, after GDE (the first one makes the maps).
+        default_for={"train": 0, "export": 0, "patches": 1},
         impl="KdeScorer",
     ),
 ]
