@@ -5,11 +5,14 @@ generated from these fields, see ``main.py``), plus ``options``: the settings th
 the run's method or task (``--temperature`` for contrastive, ``--patch_size`` for patch tasks),
 declared next to their registrations. ``config.temperature`` reads an option like a field.
 
-This module is a leaf: it imports nothing of the methods, datasets, tasks or TensorFlow, so
-any module (and a tool that only reads a run's ``config.json``) can use the schema without
-loading the registrations. What depends on the registered plug-ins (their defaults, their
-options, canonical names, their checks, ``--precision=auto``) lives in ``resolve.py``:
-``resolve.build(**given)`` is the one way to make a run's config from what a user set.
+This module is a leaf: it imports nothing of the methods, datasets, tasks or TensorFlow, so any
+module (and a tool that only reads a run's ``config.json``) can use the schema without loading
+the registrations. It reads the catalog (``catalog.py``, which parses the plug-ins' descriptions
+without importing them) for the default ``classifiers``; the flags that name a plug-in
+(``catalog`` in a field's metadata) get the catalog's names appended to their help. What depends
+on the registered plug-ins (their defaults, their options, canonical names, their checks,
+``--precision=auto``) lives in ``resolve.py``: ``resolve.build(**given)`` is the one way to make
+a run's config from what a user set.
 
 ``check_fields`` checks every field on its own (ranges, choices, shapes); ``resolve.validate``
 runs it and then the plug-ins' checks.
@@ -26,6 +29,7 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from deep_representation_one_class import catalog
 from deep_representation_one_class.errors import ConfigError
 
 __all__ = [
@@ -42,6 +46,8 @@ __all__ = [
     "ConfigError",
     "check_fields",
     "eval_compute_precision",
+    "field_default",
+    "field_help",
     "flag_fields",
 ]
 
@@ -83,14 +89,14 @@ class Config:
     # What to learn on.
     method: str = _field(
         "contrastive",
-        "Representation learner: contrastive, rotation (reference alias: UnsupEmbed) or "
-        "cutpaste; baselines: rotnet, denoising, imagenet, patchcore (patch tasks). "
-        "Case-insensitive.",
+        "Representation learner (case-insensitive; aliases in brackets). Default: contrastive, "
+        "or the dataset's own (folder: imagenet, mvtec: patchcore).",
+        catalog="method",
     )
     dataset: str = _field(
         "fmnistood",
-        "One-class benchmark: fmnistood, cifar10ood, cifar20ood, cifar100ood, dogvscatood, "
-        "celeba, folder (your images), mvtec (MVTec AD layout), fake.",
+        "One-class benchmark, your images (folder), or the MVTec AD layout (mvtec).",
+        catalog="dataset",
     )
     category: str = _field(
         "0",
@@ -108,8 +114,8 @@ class Config:
     )
     input_shape: tuple[int, int, int] = _field(
         (32, 32, 3),
-        "H,W,C the images are resized to (square). Default: the dataset's (32,32,3 for "
-        "CIFAR/f-MNIST, 64,64,3 for DvC/CelebA, 256,256,3 for MVTec).",
+        "H,W,C the images are resized to (square). Default: the dataset's (python -m "
+        "deep_representation_one_class.catalog lists them).",
     )
     resize_policy: str = _field(
         "squash",
@@ -224,10 +230,13 @@ class Config:
         "Write report.html (+ report_files/: figures, test images, tables) at the end of the "
         "run; python -m deep_representation_one_class.report writes it later.",
     )
-    classifiers: tuple[str, ...] = _field(
-        ("auc", "kde", "gde", "kocsvm", "locsvm"),
-        "One-class classifiers: auc (1-NN cosine; the reference's name), kde, gde, kocsvm (RBF "
-        "OC-SVM), locsvm (linear OC-SVM).",
+    classifiers: tuple[str, ...] = dataclasses.field(
+        default_factory=lambda: catalog.default_scorers("train"),
+        metadata={
+            "help": "One-class classifiers (auc = 1-NN cosine distance, the reference's name). "
+            "Default: every scorer the catalog marks as a training default.",
+            "catalog": "scorer",
+        },
     )
     cls_holdout: float = _field(
         0.1,
@@ -351,6 +360,20 @@ def eval_compute_precision(cfg: Config) -> str:
 def flag_fields() -> list[dataclasses.Field]:
     """The ``Config`` fields that are command-line flags (all but ``model_dir``/``options``)."""
     return [f for f in dataclasses.fields(Config) if f.metadata.get("flag", True)]
+
+
+def field_default(field: dataclasses.Field) -> Any:
+    """A field's default value (its factory's value for the catalog-derived ones)."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def field_help(field: dataclasses.Field) -> str:
+    """A field's flag help; a field naming a plug-in lists the catalog's names."""
+    kind = field.metadata.get("catalog")
+    text = field.metadata["help"]
+    return f"{text} Valid: {catalog.summary(kind)}." if kind else text
 
 
 def _need(cond: bool, msg: str) -> None:

@@ -90,11 +90,16 @@ def _define(name: str, kind: str, default: Any, help_text: str, choices=None) ->
 def _define_all() -> None:
     hints = typing.get_type_hints(config_lib.Config)
     for field in config_lib.flag_fields():
-        kind, elem = _flag_kind(hints[field.name], field.default)
+        default = config_lib.field_default(field)
+        kind, elem = _flag_kind(hints[field.name], default)
         if kind == "list":
             _SEQUENCE_FIELDS[field.name] = elem or str
         _define(
-            field.name, kind, field.default, field.metadata["help"], field.metadata.get("choices")
+            field.name,
+            kind,
+            default,
+            config_lib.field_help(field),
+            field.metadata.get("choices"),
         )
     for name, (opt, owners) in sorted(resolve.option_owners().items()):
         kind, elem = _flag_kind(opt.type.__name__, opt.default)

@@ -1,9 +1,10 @@
 """From what a user set to a run's validated ``Config``: the registered plug-ins' part of it.
 
 ``config.py`` is the settings schema and imports none of the plug-ins; this module is where the
-schema meets them. Importing it registers every method, dataset, task, network and scorer (by
-importing their packages), so the entry points, ``training``, ``serving`` and the tools call it
-instead of importing a registry for its side effect.
+schema meets them. The plug-ins' names, options and defaults come from the catalog
+(``catalog.py``, read without importing them); a run's own method and task are imported (through
+their registries) to resolve what depends on the settings (``defaults_for``, ``derived``, their
+checks).
 
 Defaults are resolved here, in this order (lowest precedence first), by ``build``:
 
@@ -26,7 +27,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from deep_representation_one_class import datasets, methods, tasks
+from deep_representation_one_class import catalog, datasets, methods, tasks
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.config import Config, check_fields
 from deep_representation_one_class.errors import ConfigError
@@ -44,22 +45,9 @@ def _declared_options(registration: Any) -> tuple[Option, ...]:
 
 
 def option_owners() -> dict[str, tuple[Option, list[str]]]:
-    """Every registered option: name -> (its declaration, the registrations that own it)."""
-    owners: dict[str, tuple[Option, list[str]]] = {}
-    sources = [(f"method {m}", methods.METHODS.get(m)) for m in methods.METHODS.names()]
-    sources += [(f"task {t}", tasks.TASKS.get(t)) for t in tasks.TASKS.names()]
-    for who, reg in sources:
-        for opt in _declared_options(reg):
-            if opt.name in owners:
-                known, who_else = owners[opt.name]
-                if known.type is not opt.type or known.default != opt.default:
-                    raise TypeError(
-                        f"option --{opt.name} is declared differently by {who_else[0]} and {who}"
-                    )
-                who_else.append(who)
-            else:
-                owners[opt.name] = (opt, [who])
-    return owners
+    """Every declared option: name -> (its declaration, the plug-ins that own it); from the
+    catalog, so no plug-in is imported."""
+    return catalog.option_owners()
 
 
 def load(d: Mapping[str, Any]) -> Config:

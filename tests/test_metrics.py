@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from deep_representation_one_class import catalog
 from deep_representation_one_class.evaluation import metrics as m
 
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1])
@@ -123,7 +124,7 @@ def test_evaluate_features_keys_values_timings_and_scores(features):
         return_scores=True,
         timings=timings,
     )
-    expected = {f"{f}.{s}" for f in ("pool", "embed") for s in m.DEFAULT_SCORERS}
+    expected = {f"{f}.{s}" for f in ("pool", "embed") for s in catalog.default_scorers()}
     assert set(results) == expected == set(timings) == set(scores)
     for key, value in results.items():
         assert 0.0 <= value <= 100.0

@@ -1,6 +1,6 @@
 """The package's shape: no import circles (annotation-only imports included), a settings schema
-that loads neither the plug-ins nor TensorFlow, no function-local imports of package modules,
-small modules, and registrations that carry their own configuration."""
+and a plug-in catalog that load neither the plug-ins nor TensorFlow, no function-local imports
+of package modules, small modules, and plug-ins that carry their own configuration."""
 
 from __future__ import annotations
 
@@ -137,15 +137,24 @@ def _modules_loaded_by(statement: str) -> set[str]:
 
 
 def test_the_settings_schema_loads_no_plug_ins_and_no_tensorflow():
-    loaded = _modules_loaded_by(f"import {NAME}.config")
+    loaded = _modules_loaded_by(f"import {NAME}.config; {NAME}.config.Config()")
     assert "tensorflow" not in loaded
     assert "keras" not in loaded
     ours = {m for m in loaded if m.startswith(NAME + ".")}
-    assert ours == {f"{NAME}.config", f"{NAME}.errors"}, ours
+    catalog = {f"{NAME}.catalog", f"{NAME}.utils", f"{NAME}.utils.literals"}
+    assert ours == {f"{NAME}.config", f"{NAME}.errors", *catalog}, ours
 
 
-def test_config_imports_nothing_of_the_package_but_errors():
-    assert _imports(f"{NAME}.config", type_checking=True)[0] == {f"{NAME}.errors"}
+def test_config_imports_nothing_of_the_package_but_errors_and_the_catalog():
+    assert _imports(f"{NAME}.config", type_checking=True)[0] == {
+        f"{NAME}.errors",
+        f"{NAME}.catalog",
+    }
+    assert _imports(f"{NAME}.catalog", type_checking=True)[0] == {
+        f"{NAME}.errors",
+        f"{NAME}.utils.literals",
+    }
+    assert _imports(f"{NAME}.utils.literals", type_checking=True)[0] == set()
 
 
 def test_no_function_local_imports_of_package_modules():
@@ -172,6 +181,7 @@ def test_top_level_holds_only_the_config_registry_and_commands():
         "__init__",
         "aggregate",
         "bench",
+        "catalog",
         "cli",
         "config",
         "droc",

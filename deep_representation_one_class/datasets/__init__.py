@@ -1,23 +1,14 @@
 """Datasets: numpy loaders of the one-class benchmarks, user image folders and a fake dataset.
 
-Importing this package registers every dataset in :data:`DATASETS` (one module per source).
-The public entry point is :func:`load_one_class`, which returns a :class:`OneClassData` of uint8
+Each dataset is one file whose ``PLUGIN`` description the catalog reads; :data:`DATASETS`
+imports a dataset's file the first time it is looked up. The public entry point is
+:func:`load_one_class`, which returns a :class:`OneClassData` of uint8
 arrays; :func:`expand_distaug` applies the offline distribution augmentation to its
 ``train_x``. Nothing here builds tf.data pipelines (see ``pipeline.py``).
 """
 
 from __future__ import annotations
 
-# Registration happens by importing the source modules, in the order listed by help texts.
-from deep_representation_one_class.datasets import (  # noqa: F401
-    celeba,
-    cifar,
-    dogvscat,
-    fake,
-    fmnist,
-    folder,
-    mvtec,
-)
 from deep_representation_one_class.datasets.base import (
     DATASETS,
     DataError,

@@ -1,7 +1,10 @@
 """Dataset registry and the one-class split protocol (the decoded-image cache is in ``cache.py``).
 
-A dataset module registers a :class:`DatasetSpec` whose ``loader`` returns the full labelled
-train and test arrays (:class:`SourceArrays`). :func:`load_one_class` then applies the
+A dataset is one file: its ``PLUGIN`` description (``catalog.py``: name, categories, class
+names, default shape, defaults, preprocessing, ...) and a loader function, which returns the
+full labelled train and test arrays (:class:`SourceArrays`). ``DATASETS`` imports the file the
+first time the dataset is looked up and makes its :class:`DatasetSpec` from both; categories are
+checked from the description alone (no import). :func:`load_one_class` then applies the
 reference's one-class protocol (spec 7.1) in pure numpy: the training inliers are the training
 images of the chosen category, the test set is the whole test split relabelled 0 = inlier,
 1 = outlier, and the classifier-fitting set is the inliers capped by a seeded subsample. The
@@ -19,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from deep_representation_one_class.errors import UserError
+from deep_representation_one_class import catalog
+from deep_representation_one_class.datasets.split import DataError, SplitIndices, one_class_indices
 from deep_representation_one_class.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -37,15 +41,6 @@ __all__ = [
     "validate_category",
     "validate_input_shape",
 ]
-
-# Stream ids for the seed-derived generators, so that the validation split and the classifier
-# subsample are independent draws even for the same seed.
-_STREAM_VALIDATION = 1
-_STREAM_CLS_CAP = 2
-
-
-class DataError(UserError, ValueError):
-    """Bad data location, layout or option; the message says what was expected where."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +153,6 @@ class DatasetSpec:
     method_defaults: Mapping[str, Mapping[str, object]] = dataclasses.field(default_factory=dict)
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset")
 # Normalised alternative spellings of categories (class names), per canonical dataset key, and
 # the readable name shown next to each category in error messages.
 _CATEGORY_ALIASES: dict[str, dict[str, str]] = {}
@@ -168,6 +162,51 @@ _CATEGORY_DISPLAY: dict[str, dict[str, str]] = {}
 def _norm(text: str) -> str:
     """Case-, space- and punctuation-insensitive form of a class name ('T-shirt/top')."""
     return re.sub(r"[^0-9a-z]", "", str(text).lower().replace("&", "and"))
+
+
+def _index_categories(
+    name: str,
+    categories: Sequence[str] | None,
+    class_names: Sequence[str] | None,
+    category_aliases: Mapping[str, str] | None,
+) -> None:
+    cats = tuple(categories or ())
+    table = {_norm(c): c for c in cats}
+    display: dict[str, str] = {}
+    if class_names is not None and categories is None:
+        # An open set with known names (MVTec AD's objects): canonicalise their spellings.
+        table.update({_norm(c): c for c in class_names})
+    elif class_names is not None:
+        if len(class_names) != len(cats):
+            raise ValueError(f"{name}: {len(class_names)} class names for {len(cats)} ids")
+        for cat, cname in zip(cats, class_names):
+            table.setdefault(_norm(cname), cat)
+            if cname != cat:
+                display[cat] = cname
+    table.update({_norm(k): v for k, v in (category_aliases or {}).items()})
+    _CATEGORY_ALIASES[name] = table
+    _CATEGORY_DISPLAY[name] = display
+
+
+def spec_from_entry(entry: catalog.Entry, loader: Callable[..., SourceArrays]) -> DatasetSpec:
+    """The registered spec of a catalog entry whose implementation is ``loader``."""
+    _index_categories(entry.name, entry.categories, entry.class_names, entry.category_aliases)
+    return DatasetSpec(
+        name=entry.name,
+        categories=entry.categories,
+        default_input_shape=tuple(entry.input_shape),
+        loader=loader,
+        description=entry.description,
+        task=entry.task,
+        defaults=entry.defaults,
+        label=entry.label,
+        preprocessing=entry.preprocessing,
+        method=entry.method,
+        method_defaults=entry.method_defaults,
+    )
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset", kind="dataset", bind=spec_from_entry)
 
 
 def register_dataset(
@@ -185,19 +224,9 @@ def register_dataset(
       category_aliases: further spellings, mapped to canonical categories.
     """
     DATASETS.add(spec.name, spec, *aliases)
-    cats = tuple(spec.categories or ())
-    table = {_norm(c): c for c in cats}
-    display: dict[str, str] = {}
-    if class_names is not None:
-        if len(class_names) != len(cats):
-            raise ValueError(f"{spec.name}: {len(class_names)} class names for {len(cats)} ids")
-        for cat, cname in zip(cats, class_names):
-            table.setdefault(_norm(cname), cat)
-            if cname != cat:
-                display[cat] = cname
-    table.update({_norm(k): v for k, v in (category_aliases or {}).items()})
-    _CATEGORY_ALIASES[spec.name] = table
-    _CATEGORY_DISPLAY[spec.name] = display
+    if class_names is not None and spec.categories is None:
+        raise ValueError(f"{spec.name}: class names need categories")
+    _index_categories(spec.name, spec.categories, class_names, category_aliases)
     return spec
 
 
@@ -220,7 +249,11 @@ def validate_category(name: str, category: str | int) -> str:
     Raises:
       DataError: unknown dataset or category; the message lists the valid values.
     """
-    spec = get_spec(name)
+    entry = catalog.find("dataset", name)
+    if entry is not None and entry.name not in _CATEGORY_ALIASES:
+        # From the description alone: checking a category imports no loader.
+        _index_categories(entry.name, entry.categories, entry.class_names, entry.category_aliases)
+    spec = entry if entry is not None else get_spec(name)
     text = str(category).strip()
     table = _CATEGORY_ALIASES.get(spec.name, {})
     if spec.categories is None:
@@ -264,97 +297,6 @@ def validate_input_shape(
     if len(shape) != 3 or shape[0] < 1 or shape[1] < 1 or shape[2] not in (1, 3):
         raise DataError(f"input_shape must be H,W,C with H,W >= 1 and C in {{1,3}}, got {shape}")
     return shape
-
-
-def _rng(seed: int, stream: int) -> np.random.Generator:
-    # SeedSequence needs non-negative entropy; fold negative seeds instead of failing.
-    return np.random.default_rng([int(seed) % (2**63), stream])
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitIndices:
-    """Row indices of a one-class task into the source arrays.
-
-    ``train`` and ``cls`` index the source train arrays. ``test`` indexes the source test
-    arrays, or the source train arrays when ``test_from_train`` (validation mode).
-    ``test_y`` is 1 for outliers, 0 for inliers.
-    """
-
-    train: np.ndarray
-    cls: np.ndarray
-    test: np.ndarray
-    test_y: np.ndarray
-    test_from_train: bool
-
-
-def one_class_indices(
-    train_y: np.ndarray,
-    test_y: np.ndarray,
-    inlier: int,
-    *,
-    is_validation: bool = False,
-    seed: int = 0,
-    max_cls: int | None = 20000,
-) -> SplitIndices:
-    """Applies the one-class protocol to class labels; pure numpy, global RNG untouched.
-
-    Normal mode (spec 7.1): train = training rows with label == ``inlier``; test = every test
-    row, labelled 0 if its class is ``inlier`` else 1.
-    Validation mode (spec 7.2): the training inliers are permuted; the first 90% (``9N // 10``)
-    are the training set, the other 10% the validation inliers, and as many validation outliers
-    are drawn without replacement from the training rows of the other classes (all of them if
-    there are fewer). The validation set replaces the test set.
-    The classifier set is the training set, or a seeded random ``max_cls`` of its rows (kept in
-    their original order) when it is larger. Reference behaviour: the cap is 20,000 and only
-    CelebA reaches it.
-
-    Args:
-      train_y: [N] int class ids of the source train rows.
-      test_y: [T] int class ids of the source test rows.
-      inlier: the class id of the normal category.
-      is_validation: use the validation split instead of the test set.
-      seed: derives the generators of the validation split and of the cap.
-      max_cls: the classifier-set cap; None or <= 0 disables it.
-
-    Raises:
-      DataError: there is no training inlier, or (validation) no outlier to draw from.
-    """
-    train_y = np.asarray(train_y).reshape(-1)
-    test_y = np.asarray(test_y).reshape(-1)
-    train = np.flatnonzero(train_y == inlier)
-    if train.size == 0:
-        raise DataError(f"no training images of category id {inlier} in the source data")
-    if is_validation:
-        rng = _rng(seed, _STREAM_VALIDATION)
-        perm = rng.permutation(train)
-        n_train = (9 * train.size) // 10
-        pool = np.flatnonzero(train_y != inlier)
-        if pool.size == 0:
-            raise DataError(
-                "validation mode needs training images of other classes to draw outliers from; "
-                "the source has only the inlier class"
-            )
-        val_in = np.sort(perm[n_train:])
-        val_out = np.sort(rng.permutation(pool)[: val_in.size])
-        train = np.sort(perm[:n_train])
-        test = np.concatenate([val_in, val_out])
-        labels = np.concatenate([np.zeros(val_in.size), np.ones(val_out.size)])
-        from_train = True
-    else:
-        test = np.arange(test_y.size)
-        labels = test_y != inlier
-        from_train = False
-    cls = train
-    if max_cls is not None and max_cls > 0 and train.size > max_cls:
-        pick = _rng(seed, _STREAM_CLS_CAP).permutation(train.size)[:max_cls]
-        cls = train[np.sort(pick)]
-    return SplitIndices(
-        train=train.astype(np.int64),
-        cls=cls.astype(np.int64),
-        test=test.astype(np.int64),
-        test_y=np.asarray(labels, dtype=np.int64),
-        test_from_train=from_train,
-    )
 
 
 def load_one_class(

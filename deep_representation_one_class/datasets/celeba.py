@@ -28,9 +28,7 @@ from PIL import Image
 from deep_representation_one_class.datasets import images
 from deep_representation_one_class.datasets.base import (
     DataError,
-    DatasetSpec,
     SourceArrays,
-    register_dataset,
 )
 from deep_representation_one_class.datasets.cache import (
     cached_arrays,
@@ -50,6 +48,19 @@ ATTRIBUTES = (
     "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
 )  # fmt: skip
 NATIVE_SHAPE = (64, 64, 3)
+PLUGIN = dict(
+    kind="dataset",
+    name="celeba",
+    label="CelebA",
+    description="CelebA, inliers = faces without the attribute (e.g. Eyeglasses), 64x64x3",
+    categories=ATTRIBUTES,
+    # The paper's column is Eyeglasses; other attributes get a table column each.
+    table_categories=("Eyeglasses",),
+    input_shape=NATIVE_SHAPE,
+    # crop_face's margins (left, top, right, bottom), then a bicubic resize.
+    preprocessing={"crop": (10, 40, 10, 20), "resample": "bicubic"},
+    impl="_load",
+)
 SPLITS = {"train": 0, "test": 2}  # list_eval_partition.txt: 0 train, 1 validation, 2 test
 _CHUNK = 1024
 
@@ -322,16 +333,3 @@ def _atomic_save(path: Path, arr: np.ndarray) -> None:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     io.write_bytes(str(path), data)
-
-
-register_dataset(
-    DatasetSpec(
-        name="celeba",
-        categories=ATTRIBUTES,
-        default_input_shape=NATIVE_SHAPE,
-        loader=_load,
-        description="CelebA, inliers = faces without the attribute (e.g. Eyeglasses), 64x64x3",
-        # crop_face's margins (left, top, right, bottom), then a bicubic resize.
-        preprocessing={"crop": (10, 40, 10, 20), "resample": "bicubic"},
-    )
-)

@@ -29,9 +29,7 @@ import numpy as np
 from deep_representation_one_class.datasets import images
 from deep_representation_one_class.datasets.base import (
     DataError,
-    DatasetSpec,
     SourceArrays,
-    register_dataset,
 )
 from deep_representation_one_class.datasets.cache import (
     tfds_batches,
@@ -63,6 +61,35 @@ CIFAR100_CLASSES = (
     "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
     "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
 )  # fmt: skip
+
+PLUGIN = [
+    dict(
+        kind="dataset",
+        name="cifar10ood",
+        label="CIFAR-10",
+        description="CIFAR-10, 10 classes, 32x32x3",
+        class_names=CIFAR10_CLASSES,
+        impl="load_cifar10",
+    ),
+    dict(
+        kind="dataset",
+        name="cifar20ood",
+        label="CIFAR-100 (20)",
+        description="CIFAR-100 20 superclasses, 32x32x3",
+        class_names=CIFAR20_CLASSES,
+        # the official CIFAR-100 meta spellings of two superclasses
+        category_aliases={"medium_mammals": "12", "large_man-made_outdoor_things": "9"},
+        impl="load_cifar20",
+    ),
+    dict(
+        kind="dataset",
+        name="cifar100ood",
+        label="CIFAR-100 (100 fine)",
+        description="CIFAR-100 100 classes, 32x32x3",
+        class_names=CIFAR100_CLASSES,
+        impl="load_cifar100",
+    ),
+]
 
 # Per source: folder name inside the archive, archive name, pickle files, TFDS name.
 _LAYOUT = {
@@ -393,23 +420,6 @@ def _make_loader(source: str, label_mode: str, class_names: tuple[str, ...]):
     return load
 
 
-def _register(name: str, source: str, label_mode: str, names: tuple[str, ...], desc: str):
-    aliases = {}
-    if names is CIFAR20_CLASSES:  # the official CIFAR-100 meta spellings of two superclasses
-        aliases = {"medium_mammals": "12", "large_man-made_outdoor_things": "9"}
-    register_dataset(
-        DatasetSpec(
-            name=name,
-            categories=tuple(str(i) for i in range(len(names))),
-            default_input_shape=(32, 32, 3),
-            loader=_make_loader(source, label_mode, names),
-            description=desc,
-        ),
-        class_names=names,
-        category_aliases=aliases,
-    )
-
-
-_register("cifar10ood", "cifar10", "fine", CIFAR10_CLASSES, "CIFAR-10, 10 classes, 32x32x3")
-_register("cifar20ood", "cifar100", "coarse", CIFAR20_CLASSES, "CIFAR-100 20 superclasses, 32x32x3")
-_register("cifar100ood", "cifar100", "fine", CIFAR100_CLASSES, "CIFAR-100 100 classes, 32x32x3")
+load_cifar10 = _make_loader("cifar10", "fine", CIFAR10_CLASSES)
+load_cifar20 = _make_loader("cifar100", "coarse", CIFAR20_CLASSES)
+load_cifar100 = _make_loader("cifar100", "fine", CIFAR100_CLASSES)

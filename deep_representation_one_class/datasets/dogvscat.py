@@ -25,9 +25,7 @@ from PIL import Image
 from deep_representation_one_class.datasets import images
 from deep_representation_one_class.datasets.base import (
     DataError,
-    DatasetSpec,
     SourceArrays,
-    register_dataset,
 )
 from deep_representation_one_class.datasets.cache import (
     cached_arrays,
@@ -37,6 +35,18 @@ from deep_representation_one_class.utils import io
 
 CLASS_NAMES = ("cat", "dog")
 NATIVE_SHAPE = (64, 64, 3)
+PLUGIN = dict(
+    kind="dataset",
+    name="dogvscatood",
+    aliases=["dvcood"],
+    label="Cat-vs-Dog",
+    description="Kaggle Dogs vs. Cats, 2 classes (0=cat, 1=dog), 64x64x3",
+    class_names=CLASS_NAMES,
+    input_shape=NATIVE_SHAPE,
+    # cover_and_crop to the native 64x64, then the resize to the run's input shape.
+    preprocessing={"cover_crop": (64, 64)},
+    impl="_load",
+)
 NPZ_NAME = "train_64x64.npz"
 # Marks a prepared .npz whose images are in the reference's (file-name text) order.
 ORDER = "sorted-file-names"
@@ -226,18 +236,3 @@ def prepare_npz(source: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     out = Path(out_path).expanduser()
     io.write_npz(str(out), **arrays, order=np.array(ORDER))
     return out
-
-
-register_dataset(
-    DatasetSpec(
-        name="dogvscatood",
-        categories=("0", "1"),
-        default_input_shape=NATIVE_SHAPE,
-        loader=_load,
-        description="Kaggle Dogs vs. Cats, 2 classes (0=cat, 1=dog), 64x64x3",
-        # cover_and_crop to the native 64x64, then the resize to the run's input shape.
-        preprocessing={"cover_crop": (64, 64)},
-    ),
-    "dvcood",
-    class_names=CLASS_NAMES,
-)

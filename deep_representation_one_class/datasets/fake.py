@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from deep_representation_one_class.datasets.base import DatasetSpec, SourceArrays, register_dataset
+from deep_representation_one_class.datasets.base import SourceArrays
 
 CLASS_NAMES = ("horizontal", "vertical")
 TRAIN_PER_CLASS = 64
 TEST_PER_CLASS = 16
 _STREAM = 0xFA4E
+
+PLUGIN = dict(
+    kind="dataset",
+    name="fake",
+    description="synthetic stripes, 2 classes (0=horizontal, 1=vertical), 64+16 per class",
+    class_names=CLASS_NAMES,
+    impl="_load",
+)
 
 
 def make_images(n: int, label: int, input_shape, rng: np.random.Generator) -> np.ndarray:
@@ -51,15 +59,3 @@ def _load(root, *, category, input_shape, seed=0, **_unused) -> SourceArrays:
         inlier=int(category),
         category=category,
     )
-
-
-register_dataset(
-    DatasetSpec(
-        name="fake",
-        categories=("0", "1"),
-        default_input_shape=(32, 32, 3),
-        loader=_load,
-        description="synthetic stripes, 2 classes (0=horizontal, 1=vertical), 64+16 per class",
-    ),
-    class_names=CLASS_NAMES,
-)

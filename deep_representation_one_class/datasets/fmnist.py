@@ -23,9 +23,7 @@ import numpy as np
 from deep_representation_one_class.datasets import images
 from deep_representation_one_class.datasets.base import (
     DataError,
-    DatasetSpec,
     SourceArrays,
-    register_dataset,
 )
 from deep_representation_one_class.datasets.cache import (
     tfds_batches,
@@ -42,6 +40,17 @@ CLASS_NAMES = (
     "Sneaker",
     "Bag",
     "Ankle boot",
+)
+PLUGIN = dict(
+    kind="dataset",
+    name="fmnistood",
+    aliases=["fashion_mnistood"],
+    label="f-MNIST",
+    description="Fashion-MNIST, 10 classes, 28x28 gray zero-padded to 32x32x3",
+    class_names=CLASS_NAMES,
+    # New 28x28 images get the same 2-pixel zero border before the resize.
+    preprocessing={"native_pad": (28, 28, 2)},
+    impl="_load",
 )
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -191,18 +200,3 @@ def _load(root, *, category, input_shape, **_unused) -> SourceArrays:
         inlier=int(category),
         category=category,
     )
-
-
-SPEC = register_dataset(
-    DatasetSpec(
-        name="fmnistood",
-        categories=tuple(str(i) for i in range(10)),
-        default_input_shape=(32, 32, 3),
-        loader=_load,
-        description="Fashion-MNIST, 10 classes, 28x28 gray zero-padded to 32x32x3",
-        # New 28x28 images get the same 2-pixel zero border before the resize.
-        preprocessing={"native_pad": (28, 28, 2)},
-    ),
-    "fashion_mnistood",
-    class_names=CLASS_NAMES,
-)

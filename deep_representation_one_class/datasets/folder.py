@@ -24,9 +24,7 @@ import numpy as np
 from deep_representation_one_class.datasets import images
 from deep_representation_one_class.datasets.base import (
     DataError,
-    DatasetSpec,
     SourceArrays,
-    register_dataset,
 )
 from deep_representation_one_class.datasets.cache import (
     cached_arrays,
@@ -35,6 +33,30 @@ from deep_representation_one_class.datasets.cache import (
 from deep_representation_one_class.utils.run_folder import MARKER as RUN_MARKER
 
 logger = logging.getLogger(__name__)
+
+PLUGIN = dict(
+    kind="dataset",
+    name="folder",
+    description="user images: root/train/<category>/ normal, root/test/<class>/ labelled",
+    categories=None,
+    # A user's own data: show at once whether training beats raw pixels and random features.
+    # Also hold out 16 normal images for the synthetic-anomaly validation score.
+    defaults={"baselines": True, "synthetic_holdout": 16},
+    preprocessing={"resize_policy": True},
+    # Your own images: frozen ImageNet features (EfficientNet-Lite0, offline) beat every
+    # from-scratch recipe on real photos within a 10-minute CPU budget (docs/pretrained.md);
+    # they are fed at the backbone's 224 px. GDE first (the served classifier): it scored
+    # highest on validation (results/selection/pretrained_cifar10.md).
+    # --method=contrastive etc. train from scratch.
+    method="imagenet",
+    method_defaults={
+        "imagenet": {
+            "input_shape": (224, 224, 3),
+            "classifiers": ("gde", "kde", "auc", "kocsvm", "locsvm"),
+        }
+    },
+    impl="_load",
+)
 
 
 def scan_images(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -343,30 +365,3 @@ def _load(
         train_paths=tuple(train_paths),
         scale=scale,
     )
-
-
-register_dataset(
-    DatasetSpec(
-        name="folder",
-        categories=None,
-        default_input_shape=(32, 32, 3),
-        loader=_load,
-        description="user images: root/train/<category>/ normal, root/test/<class>/ labelled",
-        # A user's own data: show at once whether training beats raw pixels and random features.
-        # Also hold out 16 normal images for the synthetic-anomaly validation score.
-        defaults={"baselines": True, "synthetic_holdout": 16},
-        preprocessing={"resize_policy": True},
-        # Your own images: frozen ImageNet features (EfficientNet-Lite0, offline) beat every
-        # from-scratch recipe on real photos within a 10-minute CPU budget (docs/pretrained.md);
-        # they are fed at the backbone's 224 px. GDE first (the served classifier): it scored
-        # highest on validation (results/selection/pretrained_cifar10.md).
-        # --method=contrastive etc. train from scratch.
-        method="imagenet",
-        method_defaults={
-            "imagenet": {
-                "input_shape": (224, 224, 3),
-                "classifiers": ("gde", "kde", "auc", "kocsvm", "locsvm"),
-            }
-        },
-    )
-)

@@ -36,10 +36,8 @@ import numpy as np
 from deep_representation_one_class.datasets import images
 from deep_representation_one_class.datasets.base import (
     DataError,
-    DatasetSpec,
     SourceArrays,
     _norm,
-    register_dataset,
 )
 from deep_representation_one_class.datasets.cache import (
     cached_arrays,
@@ -76,6 +74,42 @@ CATEGORIES = (
 )
 GOOD = "good"
 DEFAULT_SHAPE = (256, 256, 3)
+
+PLUGIN = dict(
+    kind="dataset",
+    name="mvtec",
+    aliases=["mvtec_ad"],
+    label="MVTec AD",
+    description="MVTec AD: root/<category>/{train/good,test/<defect>,ground_truth/<defect>}",
+    # Any folder in the layout is a category (a user's own part); the official names are
+    # still canonicalised ('Metal Nut' -> 'metal_nut').
+    categories=None,
+    class_names=CATEGORIES,
+    input_shape=DEFAULT_SHAPE,
+    task="patches",
+    # Patch training: 1,500 steps of 32 patches at lr 0.01 (lr 0.1 gave image AUROC 75-78
+    # on bottle), scored by the density scorers that scale to patch banks. Chosen by the
+    # synthetic-anomaly validation, not by bottle's test labels (results/defect_selection):
+    # 1-NN ("auc", listed first: it makes the maps) scored highest on synthetic anomalies
+    # for every method, and contrastive above rotation and the untrained network, more
+    # steps above fewer. CutPaste's synthetic scores are not comparable (it is trained to
+    # spot local corruptions; docs/defects.md, "Synthetic-anomaly validation").
+    defaults={
+        "batch_size": 32,
+        "train_steps": 1500,
+        "learning_rate": 0.01,
+        "patch_bank": 10000,
+        "classifiers": ("auc", "gde", "kde"),
+        "resize_policy": "same_scale",
+        "baselines": True,
+        "synthetic_holdout": 16,
+    },
+    preprocessing={"resize_policy": True},
+    # PatchCore-style frozen ImageNet window features (EfficientNet-Lite0, offline) are the
+    # default; the from-scratch recipes above stay one --method away (docs/pretrained.md).
+    method="patchcore",
+    impl="_load",
+)
 
 
 def mask_path(test_image: str | Path) -> Path | None:
@@ -399,41 +433,3 @@ def _log_geometry(base: Path, shape, policy: str, arrays, padded: bool) -> None:
         if padded
         else "",
     )
-
-
-register_dataset(
-    DatasetSpec(
-        name="mvtec",
-        # Any folder in the layout is a category (a user's own part); the official names are
-        # still canonicalised ('Metal Nut' -> 'metal_nut').
-        categories=None,
-        default_input_shape=DEFAULT_SHAPE,
-        loader=_load,
-        description="MVTec AD: root/<category>/{train/good,test/<defect>,ground_truth/<defect>}",
-        task="patches",
-        # Patch training: 1,500 steps of 32 patches at lr 0.01 (lr 0.1 gave image AUROC 75-78
-        # on bottle), scored by the density scorers that scale to patch banks. Chosen by the
-        # synthetic-anomaly validation, not by bottle's test labels (results/defect_selection):
-        # 1-NN ("auc", listed first: it makes the maps) scored highest on synthetic anomalies
-        # for every method, and contrastive above rotation and the untrained network, more
-        # steps above fewer. CutPaste's synthetic scores are not comparable (it is trained to
-        # spot local corruptions; docs/defects.md, "Synthetic-anomaly validation").
-        defaults={
-            "batch_size": 32,
-            "train_steps": 1500,
-            "learning_rate": 0.01,
-            "patch_bank": 10000,
-            "classifiers": ("auc", "gde", "kde"),
-            "resize_policy": "same_scale",
-            "baselines": True,
-            "synthetic_holdout": 16,
-        },
-        label="MVTec AD",
-        preprocessing={"resize_policy": True},
-        # PatchCore-style frozen ImageNet window features (EfficientNet-Lite0, offline) are the
-        # default; the from-scratch recipes above stay one --method away (docs/pretrained.md).
-        method="patchcore",
-    ),
-    "mvtec_ad",
-    category_aliases={c: c for c in CATEGORIES},
-)

@@ -1,14 +1,12 @@
 """Evaluation of learned representations: one-class scorers over features and their metrics.
 
-Importing this package registers the scorers in ``SCORERS`` and pulls in numpy, scipy and
-scikit-learn only; TensorFlow-dependent evaluation modules (feature extraction, callbacks) are
-imported from their own submodules by the code that needs them.
-"""
+The scorers are described in the catalog and looked up in ``SCORERS``; importing this package
+pulls in numpy, scipy and scikit-learn only; TensorFlow-dependent evaluation modules (feature
+extraction, callbacks) are imported from their own submodules by the code that needs them."""
 
 from __future__ import annotations
 
 from deep_representation_one_class.evaluation.metrics import (
-    DEFAULT_SCORERS,
     OverkillEscape,
     aupr,
     auroc,
@@ -38,7 +36,6 @@ from deep_representation_one_class.evaluation.scorers import (
 )
 
 __all__ = [
-    "DEFAULT_SCORERS",
     "SCORERS",
     "EvaluationInputError",
     "GdeScorer",

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from deep_representation_one_class import catalog
 from deep_representation_one_class.evaluation.scorers import (
     SCORERS,
     EvaluationInputError,
@@ -26,8 +27,6 @@ from deep_representation_one_class.evaluation.scorers import (
 )
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_SCORERS: tuple[str, ...] = ("auc", "kocsvm", "locsvm", "kde", "gde")
 
 
 def _binary_labels(labels: Any) -> np.ndarray:
@@ -265,7 +264,7 @@ def evaluate_features(
     train_feats: Mapping[str, Any],
     test_feats: Mapping[str, Any],
     test_labels: Any,
-    scorers: Sequence[str] = DEFAULT_SCORERS,
+    scorers: Sequence[str] | None = None,
     return_scores: bool = False,
     timings: dict[str, float] | None = None,
     *,
@@ -281,7 +280,7 @@ def evaluate_features(
         Only names present in both dicts are evaluated (others are logged and skipped).
       test_labels: ``[M]`` 0/1 or bool, 1 = outlier; both classes must be present.
       scorers: scorer keys or aliases; results use the canonical key (``"ocsvm_rbf"`` ->
-        ``"kocsvm"``), duplicates are dropped.
+        ``"kocsvm"``), duplicates are dropped. None: the catalog's training defaults.
       return_scores: also return the per-sample scores.
       timings: if given, ``timings[key]`` is set to the fit + score + AUROC seconds.
       scorer_kwargs: optional scorer key -> constructor kwargs (e.g. ``{"kde": {"chunk_size":
@@ -301,7 +300,7 @@ def evaluate_features(
     y = _binary_labels(test_labels)
     _require_both_classes(y)
     names: list[str] = []
-    for name in scorers:
+    for name in catalog.default_scorers("train") if scorers is None else scorers:
         key = SCORERS.canonical(name)
         if key not in names:
             names.append(key)

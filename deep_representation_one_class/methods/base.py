@@ -1,30 +1,37 @@
 """The method interface: a self-supervised objective that owns only its maths and its settings.
 
 A method maps one replica's batch of augmented views to per-example losses and accuracies.
-The runner (``training``) owns the optimizer, the distribution, IO and evaluation. A method
-registers with everything that is specific to it, so that adding one is adding one file:
+The runner (``training``) owns the optimizer, the distribution, IO and evaluation. Adding a
+method is adding one file: its ``PLUGIN`` description (read by ``catalog.py`` without importing
+the file) carries everything static about it, and the class's attributes are set from it:
 
 * ``defaults``: the quick CPU defaults of common settings (views, head, batch, training
   budget) that suit this method; a dataset's defaults and the user's flags override them.
 * ``options``: settings that only this method reads (``Option``); each becomes a flag and an
   entry of ``Config.options`` (read as ``config.<name>``).
 * ``label``: how result tables name the representation (the paper's Table 7 row group).
+* ``fixed``, ``extra_eval``: see the class attributes.
+
+What depends on a run's settings stays in classmethods (``defaults_for``, ``derived``,
+``table_label``, ``check_config``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import keras
 import tensorflow as tf
 
+from deep_representation_one_class import catalog
 from deep_representation_one_class.registry import Option, Registry
 
 if TYPE_CHECKING:
     from deep_representation_one_class.config import Config
 
-METHODS: Registry = Registry("method")
+METHODS: Registry = Registry("method", kind="method")
 
 # The quick CPU budget of the bare commands, in training steps (whatever the dataset's size; see
 # docs/usage.md, "Runs and their settings"). The paper scripts train by epochs instead.
@@ -46,6 +53,16 @@ class Method:
     options: ClassVar[tuple[Option, ...]] = ()
     #: evaluation feature sets this method reports besides ``pool``/``embed``
     extra_eval: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any):
+        # The class carries its file's description (the literal the catalog reads).
+        super().__init_subclass__(**kwargs)
+        entry = catalog.entry_for_class(cls, "method")
+        if entry is not None:
+            cls.name, cls.label = entry.name, entry.table_label
+            cls.defaults = MappingProxyType(dict(entry.defaults))
+            cls.fixed = MappingProxyType(dict(entry.fixed))
+            cls.options, cls.extra_eval = entry.options, entry.extra_eval
 
     def __init__(self, config: Config):
         self.config = config

@@ -6,43 +6,32 @@ rotated/flipped copies simply become extra instances, so nothing here depends on
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 import tensorflow as tf
 
 from deep_representation_one_class.augment.grammar import PAPER_AUG
 from deep_representation_one_class.methods import losses
-from deep_representation_one_class.methods.base import METHODS, QUICK_STEPS, Method
+from deep_representation_one_class.methods.base import QUICK_STEPS, Method
 from deep_representation_one_class.registry import Option
 from deep_representation_one_class.training import distribute
 
-
-@METHODS.register("contrastive")
-class Contrastive(Method):
-    """Two views per image; InfoNCE with negatives from the whole global batch.
-
-    Default: the reference's one-directional cross-view loss. ``--symmetric_loss`` switches to
-    SimCLR's NT-Xent. Both views go through one forward pass, so (as in the reference) they
-    share BatchNorm statistics within a replica.
-    """
-
-    name = "contrastive"
-    label = "Contrastive"
-    defaults = MappingProxyType(
-        {
-            "aug_list": PAPER_AUG + ",+",
-            "aug_list_for_test": "",
-            "head_dims": (512, 512, 128),
-            "latent_dim": 0,
-            "batch_size": 64,
-            "train_steps": QUICK_STEPS,
-            # bfloat16 where the hardware computes it natively: the same AUROCs as float32 on
-            # Fashion-MNIST (5 paired seeds, results/precision_parity.md) at about 1.2-1.7x
-            # the steps per second.
-            "precision": "auto",
-        }
-    )
-    options = (
+PLUGIN = dict(
+    kind="method",
+    name="contrastive",
+    label="Contrastive",
+    description="contrastive learning of two augmented views (the paper's main method)",
+    defaults={
+        "aug_list": PAPER_AUG + ",+",
+        "aug_list_for_test": "",
+        "head_dims": (512, 512, 128),
+        "latent_dim": 0,
+        "batch_size": 64,
+        "train_steps": QUICK_STEPS,
+        # bfloat16 where the hardware computes it natively: the same AUROCs as float32 on
+        # Fashion-MNIST (5 paired seeds, results/precision_parity.md) at about 1.2-1.7x
+        # the steps per second.
+        "precision": "auto",
+    },
+    options=[
         Option("temperature", 0.2, "Softmax temperature of the contrastive loss (> 0)."),
         Option(
             "symmetric_loss",
@@ -50,7 +39,18 @@ class Contrastive(Method):
             "SimCLR's symmetric NT-Xent instead of the reference's one-directional "
             "cross-view InfoNCE.",
         ),
-    )
+    ],
+    impl="Contrastive",
+)
+
+
+class Contrastive(Method):
+    """Two views per image; InfoNCE with negatives from the whole global batch.
+
+    Default: the reference's one-directional cross-view loss. ``--symmetric_loss`` switches to
+    SimCLR's NT-Xent. Both views go through one forward pass, so (as in the reference) they
+    share BatchNorm statistics within a replica.
+    """
 
     @classmethod
     def table_label(cls, config):

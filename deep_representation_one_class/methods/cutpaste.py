@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.methods import losses
-from deep_representation_one_class.methods.base import METHODS, QUICK_STEPS, Method
+from deep_representation_one_class.methods.base import QUICK_STEPS, Method
 from deep_representation_one_class.registry import Option
 
 # View 0 of every variant: the paper's light colour jitter.
@@ -37,38 +37,42 @@ VARIANTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 DEFAULT_VARIANT = "3way"
 
-
-def variant_aug_list(variant: str) -> str:
-    """The default ``--aug_list`` of a variant, e.g. ``jitter...,+cutpaste,+scar``."""
-    return NORMAL_VIEW + "".join(f",+{op}" for op in VARIANTS[variant])
-
-
-@METHODS.register("cutpaste")
-class CutPaste(Method):
-    """Which-view classification of normal vs CutPaste / scar views (``latent_dim`` classes)."""
-
-    name = "cutpaste"
-    label = "CutPaste"
-    defaults = MappingProxyType(
-        {
-            "aug_list": variant_aug_list(DEFAULT_VARIANT),
-            "aug_list_for_test": "",
-            # The paper's projection-head-free classifier on pooled features plus a small MLP
-            # (its code uses one 512 layer before the class logits).
-            "head_dims": (512,),
-            "latent_dim": len(VARIANTS[DEFAULT_VARIANT]) + 1,
-            "batch_size": 32,
-            "train_steps": QUICK_STEPS,
-        }
-    )
-    options = (
+PLUGIN = dict(
+    kind="method",
+    name="cutpaste",
+    label="CutPaste",
+    description="CutPaste: normal vs pasted-patch views (for defects)",
+    defaults={
+        # The default variant's views and classes (``defaults_for`` derives them for the
+        # --cutpaste_variant given).
+        "aug_list": NORMAL_VIEW + ",+cutpaste,+scar",
+        "aug_list_for_test": "",
+        # The paper's projection-head-free classifier on pooled features plus a small MLP
+        # (its code uses one 512 layer before the class logits).
+        "head_dims": (512,),
+        "latent_dim": 3,
+        "batch_size": 32,
+        "train_steps": QUICK_STEPS,
+    },
+    options=[
         Option(
             "cutpaste_variant",
             DEFAULT_VARIANT,
             "CutPaste: binary (normal vs cutpaste), scar (normal vs scar) or 3way (normal, "
             "cutpaste, scar); sets the default --aug_list and --latent_dim.",
         ),
-    )
+    ],
+    impl="CutPaste",
+)
+
+
+def variant_aug_list(variant: str) -> str:
+    """The default ``--aug_list`` of a variant, e.g. ``jitter...,+cutpaste,+scar``."""
+    return NORMAL_VIEW + "".join(f",+{op}" for op in VARIANTS[variant])
+
+
+class CutPaste(Method):
+    """Which-view classification of normal vs CutPaste / scar views (``latent_dim`` classes)."""
 
     @classmethod
     def defaults_for(cls, given: Mapping[str, Any]) -> Mapping[str, Any]:

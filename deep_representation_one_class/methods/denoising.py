@@ -18,13 +18,29 @@ as the encoder.
 from __future__ import annotations
 
 import math
-from types import MappingProxyType
 
 import keras
 import tensorflow as tf
 from keras import layers
 
-from deep_representation_one_class.methods.base import METHODS, QUICK_STEPS, Method
+from deep_representation_one_class.methods.base import QUICK_STEPS, Method
+
+PLUGIN = dict(
+    kind="method",
+    name="denoising",
+    aliases=["dae"],
+    label="Denoising",
+    description="baseline: denoising autoencoder",
+    defaults={
+        "aug_list": "x",
+        "aug_list_for_test": "",
+        "head_dims": (),
+        "latent_dim": 0,
+        "batch_size": 64,
+        "train_steps": QUICK_STEPS,
+    },
+    impl="Denoising",
+)
 
 NOISE_STDDEV = 0.1  # Gaussian input noise, in units of the [0, 1] pixel range
 PIXEL_TOLERANCE = 0.1  # "accuracy": share of pixels decoded within this absolute error
@@ -64,22 +80,8 @@ def build_decoder(feature_map: keras.KerasTensor, stride: int, channels: int) ->
     return layers.Activation("sigmoid", dtype="float32", name="decoded")(x)
 
 
-@METHODS.register("denoising", "dae")
 class Denoising(Method):
     """Reconstructs the clean image from a noisy copy; the code is the pooled trunk output."""
-
-    name = "denoising"
-    label = "Denoising"
-    defaults = MappingProxyType(
-        {
-            "aug_list": "x",
-            "aug_list_for_test": "",
-            "head_dims": (),
-            "latent_dim": 0,
-            "batch_size": 64,
-            "train_steps": QUICK_STEPS,
-        }
-    )
 
     @classmethod
     def check_config(cls, config, num_views):

@@ -26,14 +26,13 @@ A 1-channel input is tiled to 3 channels.
 from __future__ import annotations
 
 import os
-from types import MappingProxyType
 
 import keras
 from keras import layers
 
 from deep_representation_one_class.datasets.cifar import is_online
 from deep_representation_one_class.errors import ConfigError
-from deep_representation_one_class.methods.base import METHODS, Method
+from deep_representation_one_class.methods.base import Method
 from deep_representation_one_class.models import efficientnet_lite as effnet
 from deep_representation_one_class.models.backbones import BACKBONES, ResizedRGB, input_size
 from deep_representation_one_class.registry import Option
@@ -65,8 +64,8 @@ LAYERS_OPTION = Option(
     "pretrained_layers",
     ("head",),
     "imagenet with efficientnet_lite0: layers whose global averages, each L2-normalised, are "
-    f"concatenated into the features; any of {', '.join(effnet.POOL_TAPS)} (s8/s16: strides 8 "
-    "and 16; b14, b15: the last blocks; head: the 1280-channel head).",
+    "concatenated into the features; any of s8, s16, b14, b15, head (s8/s16: strides 8 and 16; "
+    "b14, b15: the last blocks; head: the 1280-channel head).",
 )
 FLIP_OPTION = Option(
     "flip_average",
@@ -177,30 +176,40 @@ def frozen_outputs(features):
     }
 
 
-@METHODS.register("imagenet")
+PLUGIN = dict(
+    kind="method",
+    name="imagenet",
+    label="ImageNet features",
+    description="baseline: fixed ImageNet features (evaluation only)",
+    defaults={
+        "aug_list": "x",
+        "aug_list_for_test": "",
+        "head_dims": (),
+        "latent_dim": 0,
+        "batch_size": 64,
+        "train_steps": 0,
+        "num_epoch": 0,  # fixed features: evaluation only
+    },
+    fixed={"train_steps": 0, "num_epoch": 0},
+    options=[WEIGHTS_OPTION, SIZE_OPTION, LAYERS_OPTION, FLIP_OPTION],
+    impl="ImageNet",
+)
+
+
+def backbone_label(config) -> str:
+    """The table name of a frozen-feature run's backbone; runs from before --backbone (and any
+    backbone without pretrained weights) are the paper's ResNet-50 row."""
+    name = str(config.get("backbone") or "").strip().lower()
+    known = name in BACKBONES and BACKBONES.get(name).pretrained
+    return BACKBONES.get(name if known else "resnet50_imagenet").label
+
+
 class ImageNet(Method):
     """Evaluation-only: fixed ImageNet features (``--backbone``), no training objective."""
 
-    name = "imagenet"
-    label = "ImageNet features"
-    defaults = MappingProxyType(
-        {
-            "aug_list": "x",
-            "aug_list_for_test": "",
-            "head_dims": (),
-            "latent_dim": 0,
-            "batch_size": 64,
-            "train_steps": 0,
-            "num_epoch": 0,  # fixed features: evaluation only
-        }
-    )
-    fixed = MappingProxyType({"train_steps": 0, "num_epoch": 0})
-    options = (WEIGHTS_OPTION, SIZE_OPTION, LAYERS_OPTION, FLIP_OPTION)
-
     @classmethod
     def table_label(cls, config):
-        name = config.get("backbone") or "resnet50_imagenet"
-        return BACKBONES.get(name).label if name in BACKBONES else name
+        return backbone_label(config)
 
     @classmethod
     def defaults_for(cls, given):

@@ -24,19 +24,50 @@ on a from-scratch network the centre of random features means nothing.
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 import keras
 import tensorflow as tf
 
 from deep_representation_one_class.augment.grammar import PAPER_AUG
 from deep_representation_one_class.methods import losses
-from deep_representation_one_class.methods.base import METHODS, Method
+from deep_representation_one_class.methods.base import Method
 from deep_representation_one_class.models.backbones import BACKBONES
 from deep_representation_one_class.registry import Option
 from deep_representation_one_class.training import distribute
 
 CENTER_LAYER = "msc_center"
+
+PLUGIN = dict(
+    kind="method",
+    name="mean_shifted",
+    aliases=["msc"],
+    label="Mean-shifted contrastive",
+    description="fine-tunes pretrained features with the mean-shifted contrastive loss",
+    defaults={
+        "backbone": "efficientnet_lite0",
+        "aug_list": PAPER_AUG + ",+",
+        "aug_list_for_test": "",
+        "head_dims": (),
+        "latent_dim": 0,
+        "batch_size": 32,
+        "train_steps": 150,
+        "optim_type": "sgd",
+        "learning_rate": 1e-4,
+        "weight_decay": 5e-5,
+        "sched_type": "const",
+        # The pretrained networks compute in float32 (models/backbones.py).
+        "precision": "float32",
+    },
+    options=[
+        Option("msc_temperature", 0.25, "mean_shifted: temperature of the contrastive loss (> 0)."),
+        Option(
+            "msc_center_examples",
+            1024,
+            "mean_shifted: training examples whose unit features average into the fixed "
+            "centre (>= 1).",
+        ),
+    ],
+    impl="MeanShifted",
+)
 
 
 class CenterBuffer(keras.layers.Layer):
@@ -64,38 +95,8 @@ class CenterBuffer(keras.layers.Layer):
         return pools
 
 
-@METHODS.register("mean_shifted", "msc")
 class MeanShifted(Method):
     """Mean-shifted contrastive loss plus the angular compactness term (module docstring)."""
-
-    name = "mean_shifted"
-    label = "Mean-shifted contrastive"
-    defaults = MappingProxyType(
-        {
-            "backbone": "efficientnet_lite0",
-            "aug_list": PAPER_AUG + ",+",
-            "aug_list_for_test": "",
-            "head_dims": (),
-            "latent_dim": 0,
-            "batch_size": 32,
-            "train_steps": 150,
-            "optim_type": "sgd",
-            "learning_rate": 1e-4,
-            "weight_decay": 5e-5,
-            "sched_type": "const",
-            # The pretrained networks compute in float32 (models/backbones.py).
-            "precision": "float32",
-        }
-    )
-    options = (
-        Option("msc_temperature", 0.25, "mean_shifted: temperature of the contrastive loss (> 0)."),
-        Option(
-            "msc_center_examples",
-            1024,
-            "mean_shifted: training examples whose unit features average into the fixed "
-            "centre (>= 1).",
-        ),
-    )
 
     @classmethod
     def check_config(cls, config, num_views):

@@ -25,13 +25,11 @@ Nothing is trained (``train_steps`` is fixed at 0).
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 import keras
 
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.methods import imagenet
-from deep_representation_one_class.methods.base import METHODS, Method
+from deep_representation_one_class.methods.base import Method
 from deep_representation_one_class.methods.imagenet import (
     IMAGE_SIZE,
     SIZE_OPTION,
@@ -82,35 +80,34 @@ def build_patchcore_model(weights, channels: int = 3, size: int = 64) -> keras.M
     return keras.Model(inputs, frozen_outputs(feats), name="patchcore_resnet50")
 
 
-@METHODS.register("patchcore")
+PLUGIN = dict(
+    kind="method",
+    name="patchcore",
+    label="PatchCore-style",
+    description="baseline: frozen pretrained window features, coreset bank, 1-NN (patch tasks)",
+    defaults={
+        "aug_list": "x",
+        "aug_list_for_test": "",
+        "head_dims": (),
+        "latent_dim": 0,
+        "batch_size": 64,
+        "eval_batch_size": 128,
+        "train_steps": 0,
+        "num_epoch": 0,
+    },
+    # On --dataset=mvtec these win over the dataset's training defaults.
+    fixed={"train_steps": 0, "num_epoch": 0, "patch_coreset": 0.1, "classifiers": ("auc",)},
+    options=[WEIGHTS_OPTION, SIZE_OPTION],
+    impl="PatchCore",
+)
+
+
 class PatchCore(Method):
     """Evaluation-only: frozen pretrained mid-level window features, coreset bank, 1-NN."""
 
-    name = "patchcore"
-    label = "PatchCore-style"
-    defaults = MappingProxyType(
-        {
-            "aug_list": "x",
-            "aug_list_for_test": "",
-            "head_dims": (),
-            "latent_dim": 0,
-            "batch_size": 64,
-            "eval_batch_size": 128,
-            "train_steps": 0,
-            "num_epoch": 0,
-        }
-    )
-    # On --dataset=mvtec these win over the dataset's training defaults.
-    fixed = MappingProxyType(
-        {"train_steps": 0, "num_epoch": 0, "patch_coreset": 0.1, "classifiers": ("auc",)}
-    )
-    options = (WEIGHTS_OPTION, SIZE_OPTION)
-
     @classmethod
     def table_label(cls, config):
-        name = config.get("backbone") or "resnet50_imagenet"
-        label = BACKBONES.get(name).label if name in BACKBONES else name
-        return f"PatchCore-style ({label})"
+        return f"{cls.label} ({imagenet.backbone_label(config)})"
 
     @classmethod
     def defaults_for(cls, given):

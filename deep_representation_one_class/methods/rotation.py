@@ -7,34 +7,35 @@ also gives the ``logit``/``dscore`` anomaly scores at evaluation time.
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 import tensorflow as tf
 
 from deep_representation_one_class.augment.grammar import PAPER_AUG, ROTATIONS
 from deep_representation_one_class.methods import losses
-from deep_representation_one_class.methods.base import METHODS, QUICK_STEPS, Method
+from deep_representation_one_class.methods.base import QUICK_STEPS, Method
+
+PLUGIN = dict(
+    kind="method",
+    name="rotation",
+    aliases=["unsupembed"],  # the reference's name
+    label="Rotation prediction",
+    description="rotation prediction (the paper's second method)",
+    defaults={
+        "aug_list": PAPER_AUG + ROTATIONS,
+        "aug_list_for_test": "x" + ROTATIONS,
+        "head_dims": (512, 512),
+        "latent_dim": 4,
+        "batch_size": 32,
+        # 4 views per image: 750 steps of 32 x 4 put as many images through the network as
+        # contrastive's 750 steps of 2 x 64.
+        "train_steps": QUICK_STEPS,
+    },
+    extra_eval=("logit", "dscore"),
+    impl="Rotation",
+)
 
 
-@METHODS.register("rotation", "unsupembed")
 class Rotation(Method):
     """V-way "which view" classification with the ``logits`` head (latent_dim == V)."""
-
-    name = "rotation"
-    label = "Rotation prediction"
-    defaults = MappingProxyType(
-        {
-            "aug_list": PAPER_AUG + ROTATIONS,
-            "aug_list_for_test": "x" + ROTATIONS,
-            "head_dims": (512, 512),
-            "latent_dim": 4,
-            "batch_size": 32,
-            # 4 views per image: 750 steps of 32 x 4 put as many images through the network as
-            # contrastive's 750 steps of 2 x 64.
-            "train_steps": QUICK_STEPS,
-        }
-    )
-    extra_eval = ("logit", "dscore")
 
     @classmethod
     def check_config(cls, config, num_views):

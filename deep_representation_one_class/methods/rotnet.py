@@ -13,19 +13,30 @@ the aggregation labels these runs as RotNet.
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
-from deep_representation_one_class.methods.base import METHODS
+from deep_representation_one_class.augment.grammar import PAPER_AUG, ROTATIONS
+from deep_representation_one_class.methods.base import QUICK_STEPS
 from deep_representation_one_class.methods.rotation import Rotation
 
+PLUGIN = dict(
+    kind="method",
+    name="rotnet",
+    label="RotNet",
+    description="baseline: rotation prediction without the MLP head",
+    defaults={
+        "aug_list": PAPER_AUG + ROTATIONS,
+        "aug_list_for_test": "x" + ROTATIONS,
+        "head_dims": (),
+        "latent_dim": 4,
+        "batch_size": 32,
+        "train_steps": QUICK_STEPS,
+    },
+    extra_eval=("logit", "dscore"),
+    impl="RotNet",
+)
 
-@METHODS.register("rotnet")
+
 class RotNet(Rotation):
     """Rotation prediction whose logits layer is applied to ``pools`` (no MLP head)."""
-
-    name = "rotnet"
-    label = "RotNet"
-    defaults = MappingProxyType({**Rotation.defaults, "head_dims": ()})
 
     @classmethod
     def check_config(cls, config, num_views):

@@ -57,7 +57,10 @@ class Backbone:
     trainable: Callable[..., Any] | None = None
 
 
-BACKBONES: Registry[Backbone] = Registry("backbone")
+# The frozen Keras ResNet-50 is registered by the PatchCore-style method that builds it.
+BACKBONES: Registry[Backbone] = Registry(
+    "backbone", providers=("deep_representation_one_class.methods.patchcore",)
+)
 
 
 class ResizedRGB(layers.Layer):

@@ -4,7 +4,9 @@ A finished run folder holds ``summary.json`` (``{"metrics": {"pool.kde": 93.1, .
 {...every flag...}, "run": {...}}``, AUROC x 100); an unfinished one holds ``config.json`` but no
 summary. The reference layout (``<run>/stats/summary.json`` with flat metrics next to
 ``hparams.json``) is read too. Labels come from the config only: the representation (Table 7's
-row group), the dataset column and a canonical category; nothing here imports the trainer.
+row group, from the method's description or its ``table_label``), the dataset column (the
+dataset's description: its label and categories) and a canonical category; nothing here imports
+the trainer.
 """
 
 from __future__ import annotations
@@ -17,29 +19,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from deep_representation_one_class import catalog
 from deep_representation_one_class.errors import UserError
+from deep_representation_one_class.methods import METHODS
 from deep_representation_one_class.models.backbones import BACKBONES
 from deep_representation_one_class.reports import paper_results as paper
 from deep_representation_one_class.utils import run_folder as rf
 
-_METHOD_LABELS = {
-    "rotnet": "RotNet",
-    "denoising": "Denoising",
-    "rotation": "Rotation prediction",
-    "unsupembed": "Rotation prediction",  # the reference's name for rotation prediction
-}
-_NO_DISTAUG = ("", "1", "none")
-# --dataset value -> (column label, number of integer categories).
-_INDEXED_DATASETS = {
-    "cifar10ood": ("CIFAR-10", 10),
-    "cifar20ood": ("CIFAR-100 (20)", 20),
-    "cifar100ood": ("CIFAR-100 (100 fine)", 100),
-    "fmnistood": ("f-MNIST", 10),
-    "fashion_mnistood": ("f-MNIST", 10),
-    "dogvscatood": ("Cat-vs-Dog", 2),
-    "dvcood": ("Cat-vs-Dog", 2),
-    "fake": ("fake", 2),  # the trainer's synthetic smoke-test dataset
-}
 _ABSENT = object()
 
 
@@ -111,55 +97,69 @@ def config_get(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
     return default if value is _ABSENT else value
 
 
+def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A nested config (``{"data": {...}}``) as one flat dict, as ``config.json`` writes it."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and "name" not in value:
+            out.update({k: v for k, v in _flat(value).items() if k not in out})
+        else:
+            out[key] = config_get(config, key)
+    return out
+
+
 def representation_label(config: Mapping[str, Any]) -> str:
     """The paper's representation label (Table 7 row group) of a run config.
 
-    ``ResNet-18 (random)`` when ``num_epoch == 0`` (evaluating the random init), except for the
-    ImageNet baseline; ``Contrastive (DA)`` for contrastive runs with any distribution
-    augmentation other than ``''``/``'1'``/``'none'``; an unknown method keeps its own name.
+    Evaluation-only methods (ImageNet features, PatchCore) are named by their method (with the
+    backbone); otherwise ``ResNet-18 (random)`` when ``num_epoch == 0`` (the random init), a
+    fine-tuned pretrained backbone is appended, and the method's ``table_label`` names the rest
+    (e.g. ``Contrastive (DA)`` with distribution augmentation); an unknown method keeps its own
+    name.
     """
     method = str(config_get(config, "method", "")).strip().lower()
-    backbone = str(config_get(config, "backbone", "") or "").strip().lower()
-    if method == "imagenet":
-        # Runs from before --backbone (and --backbone=resnet50_imagenet) are the paper's row.
-        known = backbone in BACKBONES and BACKBONES.get(backbone).pretrained
-        return BACKBONES.get(backbone).label if known else "ResNet-50 (ImageNet)"
+    if method not in METHODS:
+        return method or "?"
+    cls = METHODS.get(method)
+    flat = _flat(config)
+    if cls.fixed.get("train_steps") == 0:
+        return cls.table_label(flat)
+    backbone = str(flat.get("backbone") or "").strip().lower()
     if backbone in BACKBONES and BACKBONES.get(backbone).pretrained:
-        base = representation_label({**dict(config), "backbone": ""})
+        base = representation_label({**flat, "backbone": ""})
         return f"{base}, fine-tuned {BACKBONES.get(backbone).label}"
     with contextlib.suppress(TypeError, ValueError):
-        if int(float(config_get(config, "num_epoch", -1))) == 0:
+        if int(float(flat.get("num_epoch", -1))) == 0:
             return "ResNet-18 (random)"
-    if method in _METHOD_LABELS:
-        return _METHOD_LABELS[method]
-    if method == "contrastive":
-        distaug = str(config_get(config, "distaug_type", "1")).strip().lower()
-        return "Contrastive" if distaug in _NO_DISTAUG else "Contrastive (DA)"
-    return method or "?"
+    return cls.table_label(flat)
 
 
 def dataset_spec(dataset: str, category: Any = "") -> tuple[DatasetSpec, str]:
     """Maps a ``--dataset``/``--category`` pair to its table column and canonical category.
 
+    The column is the dataset's description (``catalog.py``): its label and categories.
     Integer categories are canonicalized like the reference's ``int(float(c))`` ("3.0" -> "3").
-    CelebA's category is an attribute; only ``eyeglasses`` (any case, or empty) is the paper's
-    column, other attributes get a column of their own.
+    A dataset with ``table_categories`` (CelebA: the paper's column is Eyeglasses) gets one
+    column per category ("CelebA eyeglasses"; any case, empty = the first), so other attributes
+    get columns of their own.
 
     Returns:
         (DatasetSpec, canonical category string).
     """
     name = str(dataset).strip().lower()
     category = str(category).strip()
-    if name in _INDEXED_DATASETS:
-        label, count = _INDEXED_DATASETS[name]
+    entry = catalog.find("dataset", name)
+    if entry is None:
+        return DatasetSpec(name or "?", None), category
+    if entry.table_categories is not None:
+        known = {c.lower(): c for c in entry.table_categories}
+        category = known.get(category.lower(), category) or entry.table_categories[0]
+        return DatasetSpec(f"{entry.table_label} {category.lower()}", (category,)), category
+    cats = entry.categories
+    if cats is not None and all(c.isdigit() for c in cats):
         with contextlib.suppress(ValueError):
             category = str(int(float(category)))
-        return DatasetSpec(label, tuple(str(i) for i in range(count))), category
-    if name == "celeba":
-        if category.lower() in ("eyeglasses", ""):
-            return DatasetSpec("CelebA eyeglasses", ("Eyeglasses",)), "Eyeglasses"
-        return DatasetSpec(f"CelebA {category.lower()}", (category,)), category
-    return DatasetSpec(name or "?", None), category
+    return DatasetSpec(entry.table_label, cats), category
 
 
 def canonical_seed(value: Any) -> int | str | None:

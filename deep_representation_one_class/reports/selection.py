@@ -23,13 +23,15 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from deep_representation_one_class import catalog
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.utils import io as io_lib
 from deep_representation_one_class.utils import run_folder as rf
 
 __all__ = ["candidates", "main", "ranking", "render"]
 
-_SCORERS = ("gde", "kde", "auc")
+# The scorers of the patch task (its synthetic scores exist for these only), in catalog order.
+_SCORERS = catalog.scorers_for("patches")
 _FIELDS = ("recipe", "features", "synthetic", "image_auroc", "pixel_auroc", "pro", "train_s")
 
 

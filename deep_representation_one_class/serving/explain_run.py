@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from deep_representation_one_class import cli
+from deep_representation_one_class import catalog, cli
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.reports import plots
 from deep_representation_one_class.serving import detector as detector_lib
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--classifier",
         default="kde",
-        help="score to explain: kde, gde, kocsvm, auc, locsvm, or dscore/logit (rotation runs)",
+        help=f"score to explain: {catalog.summary('scorer')}, or dscore/logit (rotation runs)",
     )
     p.add_argument(
         "--method",

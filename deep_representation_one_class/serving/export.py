@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from deep_representation_one_class import cli
+from deep_representation_one_class import catalog, cli
 from deep_representation_one_class import config as config_lib
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
@@ -36,7 +36,8 @@ from deep_representation_one_class.training import build
 from deep_representation_one_class.training.run_dir import is_run_output
 
 EXPORT_INFO = saved_model_io.EXPORT_INFO
-DEFAULT_CLASSIFIERS = ("kde", "gde", "kocsvm")
+# The scorers whose descriptions mark them as export defaults (catalog.py).
+DEFAULT_CLASSIFIERS = catalog.default_scorers("export")
 
 
 class ExportError(UserError, ValueError):
@@ -243,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--classifiers",
         default=",".join(DEFAULT_CLASSIFIERS),
-        help="comma-separated scorers to include (kde, gde, kocsvm, auc = 1-NN, locsvm)",
+        help=f"comma-separated scorers to include (auc = 1-NN); valid: {catalog.summary('scorer')}",
     )
     p.add_argument(
         "--feature",

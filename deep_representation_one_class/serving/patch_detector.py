@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from deep_representation_one_class import catalog
 from deep_representation_one_class.datasets import images as images_lib
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
@@ -121,12 +122,13 @@ class PatchDetector:
             )
         except UserError as e:
             raise DetectorError(str(e)) from None
+        usable = catalog.scorers_for("patches")
         if classifiers is None:
-            names = [n for n in names if n in patch_dense.PATCH_SCORERS] or ["gde", "kde"]
-        bad = [n for n in names if n not in patch_dense.PATCH_SCORERS]
+            names = [n for n in names if n in usable] or list(catalog.default_scorers("patches"))
+        bad = [n for n in names if n not in usable]
         if bad or not names:
             raise DetectorError(
-                f"patch-level runs serve the scorers {', '.join(patch_dense.PATCH_SCORERS)}; "
+                f"patch-level runs serve the scorers {', '.join(usable)}; "
                 f"got {', '.join(bad) or 'none'}"
             )
         try:

@@ -22,7 +22,7 @@ import csv
 import os
 from collections.abc import Mapping, Sequence
 
-from deep_representation_one_class import cli
+from deep_representation_one_class import catalog, cli
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
 from deep_representation_one_class.serving.detector import Detector, DetectorError
 from deep_representation_one_class.serving.score_patches import run_patch_score
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--classifiers",
         default=None,
-        help="comma-separated classifiers (kde, gde, kocsvm, auc, locsvm); default: the run's",
+        help=f"comma-separated classifiers ({catalog.summary('scorer')}); default: the run's",
     )
     p.add_argument(
         "--threshold",

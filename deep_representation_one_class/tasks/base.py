@@ -1,9 +1,10 @@
 """The task interface: what differs between image-level and patch-level one-class problems.
 
-A task owns, for the datasets registered with it (``DatasetSpec.task``): the model's input
+A task owns, for the datasets that name it (their description's ``task``): the model's input
 shape, the training and test views, the evaluation at the end of a run and the files it writes,
 and its own options (``--patch_size`` ...). The runner never branches on a dataset's name; it
-asks the run's task.
+asks the run's task. A task is one file whose ``PLUGIN`` description (``catalog.py``) carries
+its name, options and serving flags; the class's attributes are set from it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from deep_representation_one_class import catalog
 from deep_representation_one_class.registry import Option, Registry
 
 if TYPE_CHECKING:
     from deep_representation_one_class.config import Config
     from deep_representation_one_class.datasets import OneClassData
 
-TASKS: Registry = Registry("task")
+TASKS: Registry = Registry("task", kind="task")
 
 # fn(image [H, W, C] uint8 or float, seed int [2]) -> tuple of [S, S, C] float32 views.
 ViewFn = Callable[[Any, Any], tuple]
@@ -64,6 +66,13 @@ class Task:
     servable: ClassVar[bool] = True
     #: whether ``--eval_every`` (evaluations during training) is supported
     periodic_eval: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        entry = catalog.entry_for_class(cls, "task")
+        if entry is not None:
+            cls.name, cls.options = entry.name, entry.options
+            cls.servable, cls.periodic_eval = entry.servable, entry.periodic_eval
 
     def __init__(self, config: Config):
         self.config = config

@@ -26,7 +26,7 @@ from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
 from deep_representation_one_class.tasks import baselines as baselines_lib
 from deep_representation_one_class.tasks import patch_synthetic
-from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
+from deep_representation_one_class.tasks.base import Evaluation, Task, Views
 from deep_representation_one_class.utils import run_folder as rf
 
 FEATURES = rf.FEATURES
@@ -151,12 +151,17 @@ def fit_and_score(config: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, fl
     return metrics
 
 
-@TASKS.register("image")
+PLUGIN = dict(
+    kind="task",
+    name="image",
+    description="one score per image from features of the whole (resized) image",
+    options=[baselines_lib.BASELINES_OPTION, patch_synthetic.SYNTHETIC_OPTION],
+    impl="ImageTask",
+)
+
+
 class ImageTask(Task):
     """One score per image from features of the whole (resized) image."""
-
-    name = "image"
-    options = (baselines_lib.BASELINES_OPTION, patch_synthetic.SYNTHETIC_OPTION)
 
     def prepare(self, data):
         """Holds out ``synthetic_holdout`` normal training images (the defect datasets)."""

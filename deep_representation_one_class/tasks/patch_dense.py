@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from deep_representation_one_class import catalog
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.evaluation import classifiers as classifiers_lib
 from deep_representation_one_class.evaluation import localization as loc_metrics
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "METRIC_KINDS",
-    "PATCH_SCORERS",
     "DenseScorer",
     "PatchEvalError",
     "aggregate",
@@ -48,8 +48,6 @@ __all__ = [
     "valid_windows",
 ]
 
-# Scorers that stay cheap with ~10^4 bank patches and ~10^5 test patches (linear in both).
-PATCH_SCORERS = ("gde", "kde", "auc")
 METRIC_KINDS = (
     "image_auroc",
     "pixel_auroc",
@@ -133,20 +131,26 @@ def aggregate(patch_scores: np.ndarray, agg: str, valid: np.ndarray | None = Non
 
 
 def patch_scorers(classifiers: tuple[str, ...]) -> tuple[str, ...]:
-    """The requested classifiers usable on patches, canonical and in order; gde+kde if none."""
+    """The requested classifiers usable on patches, canonical and in order; the catalog's patch
+    defaults if none.
+
+    The scorers that serve the patch task (``tasks`` in their description) stay cheap with
+    ~10^4 bank patches and ~10^5 test patches (linear in both)."""
+    usable = catalog.scorers_for("patches")
+    fallback = catalog.default_scorers("patches")
     chosen: list[str] = []
     for name in classifiers:
         key = scorers_lib.SCORERS.canonical(name)
-        if key in PATCH_SCORERS and key not in chosen:
+        if key in usable and key not in chosen:
             chosen.append(key)
     skipped = sorted({scorers_lib.SCORERS.canonical(c) for c in classifiers} - set(chosen))
     if skipped:
         logger.info(
             "Patch evaluation skips %s (cost quadratic in the patch bank); it runs %s.",
             ", ".join(skipped),
-            ", ".join(chosen) or "gde, kde",
+            ", ".join(chosen or fallback),
         )
-    return tuple(chosen) or ("gde", "kde")
+    return tuple(chosen) or fallback
 
 
 def sample_bank(

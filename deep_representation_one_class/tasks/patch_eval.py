@@ -53,7 +53,6 @@ from deep_representation_one_class.tasks import patch_synthetic as synthetic_lib
 from deep_representation_one_class.tasks.patch_dense import (
     CHUNK_PATCHES,
     METRIC_KINDS,
-    PATCH_SCORERS,
     DenseScorer,
     Embedder,
     PatchEvalError,
@@ -73,7 +72,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "FEATURES",
     "METRIC_KINDS",
-    "PATCH_SCORERS",
     "PatchEvalError",
     "_SimilarityScorer",
     "aggregate",

@@ -12,7 +12,7 @@ from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.registry import Option
 from deep_representation_one_class.tasks import patch_grid as patches_lib
 from deep_representation_one_class.tasks import patch_synthetic
-from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
+from deep_representation_one_class.tasks.base import Evaluation, Task, Views
 from deep_representation_one_class.tasks.baselines import BASELINES_OPTION
 from deep_representation_one_class.tasks.image import image_views
 from deep_representation_one_class.tasks.patch_eval import (
@@ -25,14 +25,13 @@ from deep_representation_one_class.utils import run_folder
 logger = logging.getLogger(__name__)
 
 
-@TASKS.register("patches")
-class PatchTask(Task):
-    """Train on random patches; score every test image densely; detect and localise."""
-
-    name = "patches"
-    servable = False
-    periodic_eval = False
-    options = (
+PLUGIN = dict(
+    kind="task",
+    name="patches",
+    description="train on random patches; score every test image densely; localise",
+    servable=False,
+    periodic_eval=False,
+    options=[
         Option("patch_size", 32, "Patch tasks: side of the training/scoring patches (>= 8)."),
         Option("patch_stride", 8, "Patch tasks: stride of the dense test patches (>= 1)."),
         Option(
@@ -51,7 +50,13 @@ class PatchTask(Task):
         ),
         patch_synthetic.SYNTHETIC_OPTION,
         BASELINES_OPTION,
-    )
+    ],
+    impl="PatchTask",
+)
+
+
+class PatchTask(Task):
+    """Train on random patches; score every test image densely; detect and localise."""
 
     @classmethod
     def check_config(cls, config) -> None:

@@ -13,8 +13,6 @@ The rotation classifier's scores are not fit-based and are plain functions (``ro
 
 from __future__ import annotations
 
-# Registration happens by importing the scorer modules.
-from deep_representation_one_class.evaluation.scorers import bank, gde, ocsvm  # noqa: F401
 from deep_representation_one_class.evaluation.scorers.bank import KdeScorer, NearestNeighborScorer
 from deep_representation_one_class.evaluation.scorers.base import (
     SCORERS,

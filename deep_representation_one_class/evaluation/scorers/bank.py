@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from deep_representation_one_class.evaluation.scorers.base import (
-    SCORERS,
     EvaluationInputError,
     Scorer,
     _check_positive_int,
@@ -18,6 +17,27 @@ from deep_representation_one_class.evaluation.scorers.base import (
     gamma_rule,
     l2_normalize,
 )
+
+PLUGIN = [
+    dict(
+        kind="scorer",
+        name="auc",  # the reference's metric name for it, not an AUROC
+        aliases=["nn_cosine"],
+        description="1-NN cosine distance",
+        tasks=["image", "patches"],
+        default_for=["train"],
+        impl="NearestNeighborScorer",
+    ),
+    dict(
+        kind="scorer",
+        name="kde",
+        description="Gaussian kernel density",
+        tasks=["image", "patches"],
+        # Second in the patch task's fallback, after GDE (the first one makes the maps).
+        default_for={"train": 0, "export": 0, "patches": 1},
+        impl="KdeScorer",
+    ),
+]
 
 
 class _BankScorer(Scorer):
@@ -68,7 +88,6 @@ class _BankScorer(Scorer):
             yield rows, test[rows] @ self._bank.T
 
 
-@SCORERS.register("auc", "nn_cosine")
 class NearestNeighborScorer(_BankScorer):
     """1-NN cosine distance: ``s(x) = 1 − max_j ⟨z̄(x), z̄(x_j)⟩`` (the reference's ``*.auc``;
     the key is the reference's metric name, not an AUROC).
@@ -78,8 +97,6 @@ class NearestNeighborScorer(_BankScorer):
 
     ``state()``: ``bank`` ``[N, D]``, the normalised training features.
     """
-
-    name = "auc"
 
     def _score(self, test: np.ndarray) -> np.ndarray:
         out = np.empty(test.shape[0], dtype=np.float64)
@@ -95,7 +112,6 @@ class NearestNeighborScorer(_BankScorer):
         return 1.0 - tf.reduce_max(tf.matmul(z, state["bank"], transpose_b=True), axis=1)
 
 
-@SCORERS.register("kde")
 class KdeScorer(_BankScorer):
     """Gaussian KDE on the unit sphere, scaled as in the reference.
 
@@ -109,7 +125,6 @@ class KdeScorer(_BankScorer):
     ``state()``: ``bank`` ``[N, D]`` (normalised train features) and ``gamma`` (scalar).
     """
 
-    name = "kde"
     tf_state = ("bank", "gamma")
 
     def __init__(self, chunk_size: int = 1024, gamma_factor: float = 10.0) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
+from deep_representation_one_class import catalog
 from deep_representation_one_class.errors import UserError
 from deep_representation_one_class.registry import Registry
 
@@ -132,7 +133,8 @@ def _subsample(x: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
 class Scorer:
     """Base class: validation, optional L2 normalisation, and the fitted state as plain arrays.
 
-    A scorer is one class in one file: registered in ``SCORERS``, it is fit by the run's
+    A scorer is one class in one file: described by the file's ``PLUGIN`` (``catalog.py``: its
+    name, aliases, the tasks it serves and the default lists it is in), it is fit by the run's
     evaluation, saved with the run (``evaluation.classifiers``), served by ``Detector`` and
     ``score``, thresholded, and exported into SavedModels through its ``tf_score``, with no
     other module to touch.
@@ -147,10 +149,16 @@ class Scorer:
     size and the scores are still bit-identical.
     """
 
-    name: str = "scorer"
+    name: str = "scorer"  # set from the file's description
     normalize: bool = True
     #: the state arrays ``tf_score`` reads (what an export stores); empty = not exportable
     tf_state: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        entry = catalog.entry_for_class(cls, "scorer")
+        if entry is not None:
+            cls.name = entry.name
 
     def __init__(self) -> None:
         self._dim: int | None = None
@@ -273,7 +281,7 @@ class Scorer:
         return f"{type(self).__name__}(name={self.name!r}, normalize={self.normalize})"
 
 
-SCORERS: Registry[type[Scorer]] = Registry("classifier")
+SCORERS: Registry[type[Scorer]] = Registry("classifier", kind="scorer")
 
 
 def _tf_normalize(feats: Any) -> Any:

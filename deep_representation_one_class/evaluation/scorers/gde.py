@@ -9,14 +9,21 @@ import numpy as np
 from scipy import linalg as sp_linalg
 
 from deep_representation_one_class.evaluation.scorers.base import (
-    SCORERS,
     EvaluationInputError,
     Scorer,
     _tf_normalize,
 )
 
+PLUGIN = dict(
+    kind="scorer",
+    name="gde",
+    description="Gaussian density (one full-covariance Gaussian)",
+    tasks=["image", "patches"],
+    default_for=["train", "export", "patches"],
+    impl="GdeScorer",
+)
 
-@SCORERS.register("gde")
+
 class GdeScorer(Scorer):
     """Gaussian density estimate (one full-covariance Gaussian): ``s = −log N(z̄; μ, Σ)``.
 
@@ -31,7 +38,6 @@ class GdeScorer(Scorer):
     ``½(D log 2π + log det Σ)``), so ``s = ½‖(z̄−μ)U‖² + log_norm``.
     """
 
-    name = "gde"
     tf_state = ("mean", "precision_cholesky", "log_norm")
 
     def __init__(self, reg_covar: float = 1e-6) -> None:

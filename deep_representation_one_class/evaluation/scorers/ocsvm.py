@@ -8,7 +8,6 @@ import numpy as np
 from sklearn.svm import OneClassSVM
 
 from deep_representation_one_class.evaluation.scorers.base import (
-    SCORERS,
     EvaluationInputError,
     Scorer,
     _check_positive_int,
@@ -21,6 +20,28 @@ from deep_representation_one_class.evaluation.scorers.base import (
 # Largest float64 Gram matrix (train x train) the OC-SVMs precompute: 2 GiB, i.e. up to ~16k
 # training samples. Bigger sets fall back to libsvm's own kernel evaluation.
 GRAM_MAX_BYTES = 2 * 1024**3
+
+# Image tasks only: the fit is quadratic in the training set (a patch bank is too big).
+PLUGIN = [
+    dict(
+        kind="scorer",
+        name="kocsvm",
+        aliases=["ocsvm_rbf"],
+        description="RBF one-class SVM",
+        tasks=["image"],
+        default_for=["train", "export"],
+        impl="RbfOcsvmScorer",
+    ),
+    dict(
+        kind="scorer",
+        name="locsvm",
+        aliases=["ocsvm_linear"],
+        description="linear one-class SVM on raw features",
+        tasks=["image"],
+        default_for=["train"],
+        impl="LinearOcsvmScorer",
+    ),
+]
 
 
 class _OcsvmScorer(Scorer):
@@ -90,7 +111,6 @@ class _OcsvmScorer(Scorer):
         return sv, np.asarray(svm.dual_coef_[0], dtype=np.float64), float(svm.offset_[0])
 
 
-@SCORERS.register("kocsvm", "ocsvm_rbf")
 class RbfOcsvmScorer(_OcsvmScorer):
     """RBF one-class SVM on normalised features, ``γ = gamma_rule(Z̄_tr)``, ``ν = 0.5``.
 
@@ -102,7 +122,6 @@ class RbfOcsvmScorer(_OcsvmScorer):
     ``gamma`` (scalar) and ``offset`` (scalar, sklearn's ``offset_``; not needed for the score).
     """
 
-    name = "kocsvm"
     tf_state = ("support_vectors", "dual_coef", "gamma")
 
     def __init__(
@@ -186,7 +205,6 @@ class RbfOcsvmScorer(_OcsvmScorer):
         return -tf.linalg.matvec(kernel, state["dual_coef"])
 
 
-@SCORERS.register("locsvm", "ocsvm_linear")
 class LinearOcsvmScorer(_OcsvmScorer):
     """Linear one-class SVM, ``ν = 0.5``, on UN-normalised features.
 
@@ -198,7 +216,6 @@ class LinearOcsvmScorer(_OcsvmScorer):
     ``offset`` only.
     """
 
-    name = "locsvm"
     normalize = False
     tf_state = ("coef",)
 
