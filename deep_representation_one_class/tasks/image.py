@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
 from deep_representation_one_class.tasks import baselines as baselines_lib
-from deep_representation_one_class.tasks import patch_synthetic
+from deep_representation_one_class.tasks import patch_cache, patch_synthetic
+from deep_representation_one_class.tasks import scratch as scratch_lib
 from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
 from deep_representation_one_class.utils import io
 
@@ -148,7 +150,20 @@ class ImageTask(Task):
     """One score per image from features of the whole (resized) image."""
 
     name = "image"
-    options = (baselines_lib.BASELINES_OPTION, patch_synthetic.SYNTHETIC_OPTION)
+    options = (
+        baselines_lib.BASELINES_OPTION,
+        patch_synthetic.SYNTHETIC_OPTION,
+        scratch_lib.SCRATCH_STEPS_OPTION,
+    )
+    # The paper's headline recipe (contrastive + rotation distribution augmentation), at the
+    # dataset's own from-scratch size (32 px for folder).
+    scratch_recipe = MappingProxyType(
+        {"method": "contrastive", "distaug_type": "rot", "own_size": True}
+    )
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        scratch_lib.check(config)
 
     def prepare(self, data):
         """Holds out ``synthetic_holdout`` normal training images (the defect datasets)."""
@@ -215,4 +230,18 @@ class ImageTask(Task):
                 )
             )
             timings["baselines"] = time.time() - t0
-        return Evaluation(metrics, timings, scores, files)
+        records = {}
+        if self.config.baselines and run_dir is not None and scratch_lib.applies(self.config):
+            t0 = time.time()
+            # A finished from-scratch baseline is kept in eval_cache/ until the run is complete.
+            cache = patch_cache.PhaseCache(
+                run_dir, patch_cache.fingerprint(model, self.config, data)
+            )
+            done = scratch_lib.image_baseline(
+                self.config, data, lambda a: fit_and_score(self.config, a), cache
+            )
+            metrics.update(done["metrics"])
+            records[scratch_lib.NAME] = done["record"]
+            timings[scratch_lib.NAME] = time.time() - t0
+            cache.clear()
+        return Evaluation(metrics, timings, scores, files, records)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+from types import MappingProxyType
 
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.registry import Option
 from deep_representation_one_class.tasks import patch_grid as patches_lib
 from deep_representation_one_class.tasks import patch_synthetic
+from deep_representation_one_class.tasks import scratch as scratch_lib
 from deep_representation_one_class.tasks.base import TASKS, Evaluation, Task, Views
 from deep_representation_one_class.tasks.baselines import BASELINES_OPTION
 from deep_representation_one_class.tasks.image import image_views
@@ -52,7 +54,11 @@ class PatchTask(Task):
         ),
         patch_synthetic.SYNTHETIC_OPTION,
         BASELINES_OPTION,
+        scratch_lib.SCRATCH_STEPS_OPTION,
     )
+    # Contrastive learning on random patches, the dataset's from-scratch defaults otherwise
+    # (for mvtec: chosen by the synthetic-anomaly validation, results/defect_selection.md).
+    scratch_recipe = MappingProxyType({"method": "contrastive"})
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -78,6 +84,7 @@ class PatchTask(Task):
             parse_agg(config.patch_agg)
         except PatchEvalError as e:
             raise ValueError(str(e)) from None
+        scratch_lib.check(config)
 
     def prepare(self, data):
         """Holds out ``synthetic_holdout`` seeded normal training images for the synthetic
@@ -96,11 +103,12 @@ class PatchTask(Task):
 
     def evaluate(self, model, data, *, with_logits, run_dir=None, writer=None, step=0):
         del with_logits  # rotation classifiers are not scored per patch
+        records: dict = {}
         metrics, arrays, timings = evaluate_patches(
-            model, data, self.config, run_dir, writer, step, self.model_input_shape()
+            model, data, self.config, run_dir, writer, step, self.model_input_shape(), records
         )
         files = []
         if run_dir is not None:
             io.write_npz(os.path.join(run_dir, "embeddings.npz"), **arrays)
             files.append("embeddings.npz")
-        return Evaluation(metrics, timings, {}, files)
+        return Evaluation(metrics, timings, {}, files, records)

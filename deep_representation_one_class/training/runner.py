@@ -267,6 +267,7 @@ def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, s
             "classifier_fit": "classifiers.json",
             "runtime": hardware.runtime_record(),
         },
+        **evaluation.records,
     }
     io.write_json(os.path.join(cfg.model_dir, run_dir.SUMMARY), summary)
     if cfg.report:
