@@ -103,13 +103,15 @@ def evaluate_run(
     emb_path = os.path.join(run_path, image_task.EMBEDDINGS)
     lock = run_dir.Lock(run_path)
     lock.acquire()
+    records: dict = {}
     try:
         if patches:
             data = build.load_data(cfg)
             data_record.check_data_record(run_path, data)
             preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
             model = _restored_model(cfg, run_path)
-            metrics = task.evaluate(model, data, with_logits=False, run_dir=run_path).metrics
+            evaluation = task.evaluate(model, data, with_logits=False, run_dir=run_path)
+            metrics, records = evaluation.metrics, evaluation.records
         elif reextract:
             arrays = _reextract(cfg, run_path, task)
             io.write_npz(emb_path, **arrays)
@@ -130,6 +132,7 @@ def evaluate_run(
             old = summary.get("metrics", {})
             metrics.update({k: v for k, v in old.items() if k.startswith("baseline_")})
         summary["metrics"] = metrics
+        summary.update(records)  # e.g. the from-scratch baseline trained again
         summary["config"] = cfg.to_dict()
         if precision:
             summary["eval_precision"] = cfg.precision  # resolved ("auto" -> what ran)
