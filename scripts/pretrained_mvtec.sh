@@ -70,8 +70,13 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "**", "summary.json"), re
         f"sha256 {b.get('weights', {}).get('sha256', '')[:12]}..., {b.get('precision')}), "
         f"{cpu:.1f} CPU-min, {wall:.1f} wall-min"
         + (
-            f"; of which the from-scratch baseline ({scratch['method']}, distribution "
-            f"augmentation {scratch['distaug_type']}, {scratch['train_steps']} steps of "
+            f"; of which the from-scratch baseline ({scratch['method']}, "
+            + (
+                "no distribution augmentation"
+                if str(scratch["distaug_type"]) in ("", "1", "none")
+                else f"distribution augmentation {scratch['distaug_type']}"
+            )
+            + f", {scratch['train_steps']} steps of "
             f"{scratch['batch_size']}, {scratch['net_type']} width {scratch['net_width']:g}, "
             f"{scratch['precision']}) {scratch['cpu_seconds'] / 60:.1f} CPU-min "
             f"(training {scratch['train_cpu_seconds'] / 60:.1f}), "
