@@ -18,6 +18,7 @@ from deep_representation_one_class import resolve
 from deep_representation_one_class.reports import aggregate, mvtec_table
 from deep_representation_one_class.tasks import patch_cache, patch_eval, scratch
 from deep_representation_one_class.training import loop, runner
+from deep_representation_one_class.training import scratch as scratch_training
 
 # Tiny everywhere: the run's network (the untrained and from-scratch baselines use it).
 TINY = dict(net_type="resnet10", net_width=0.0625, cache_dir="", strategy="default")
@@ -90,12 +91,12 @@ def _summary(cfg) -> dict:
 def test_scratch_config_is_the_tasks_recipe_with_the_runs_data_and_network(tmp_path):
     cfg = _folder_config(tmp_path / "photos", tmp_path / "run")
     assert cfg.method == "imagenet" and scratch.applies(cfg)
-    s = scratch.scratch_config(cfg)
+    s = scratch_training.scratch_config(cfg)
     assert (s.method, s.distaug_type, s.train_steps) == ("contrastive", "rot", 3)
     assert s.input_shape == (32, 32, 3) and (s.net_type, s.net_width) == ("resnet10", 0.0625)
     assert s.classifiers == cfg.classifiers and s.seed == cfg.seed
     assert not s.baselines and s.options["scratch_steps"] == 0
-    m = scratch.scratch_config(_mvtec_config(tmp_path / "mvtec", tmp_path / "run2"))
+    m = scratch_training.scratch_config(_mvtec_config(tmp_path / "mvtec", tmp_path / "run2"))
     assert (m.method, m.input_shape, m.patch_size) == ("contrastive", (SIZE, SIZE, 3), 16)
     # Only pretrained runs get it, and only with the baselines and a positive budget.
     own = _folder_config(tmp_path, tmp_path / "r", method="contrastive", pretrained_size=None)
@@ -193,13 +194,13 @@ def _only_scratch_fails(real, fail):
 def test_a_finished_scratch_baseline_is_not_recomputed(tmp_path, monkeypatch):
     cfg = _mvtec_config(make_mvtec_tree(tmp_path / "mvtec", "tile"), tmp_path / "run")
     calls = []
-    real = scratch.train
+    real = scratch_training.train
 
     def counted(*a, **kw):
         calls.append(1)
         return real(*a, **kw)
 
-    monkeypatch.setattr(scratch, "train", counted)
+    monkeypatch.setattr(scratch_training, "train", counted)
     with monkeypatch.context() as m:
 
         def cut(*a, **kw):

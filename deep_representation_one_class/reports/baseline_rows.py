@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["BASELINES", "is_baseline", "label", "row_prefixes"]
+__all__ = ["BASELINES", "is_baseline", "label", "row_prefixes", "scorer_rows"]
 
 # (metric prefix, row label, whether a feature name follows the prefix), in table order.
 BASELINES = (
@@ -54,3 +54,14 @@ def row_prefixes(keys: Iterable[str], feature: str | None = None) -> list[tuple[
 def label(name: str, scorer: str = "") -> str:
     """A baseline row's label: ``from scratch [baseline]``, ``from scratch: auc [baseline]``."""
     return f"{name}: {scorer} [baseline]" if scorer else f"{name} [baseline]"
+
+
+def scorer_rows(keys: Iterable[str]) -> list[tuple[str, str]]:
+    """``(label, metric base)`` of every baseline row per scorer, e.g. ``("from scratch: auc
+    [baseline]", "baseline_scratch.pool.auc")``; the row's cells are ``<base>.<kind>``."""
+    keys = list(keys)
+    out = []
+    for name, prefix in row_prefixes(keys):
+        scorers = {k[len(prefix) + 1 :].split(".")[0] for k in keys if k.startswith(prefix + ".")}
+        out += [(label(name, c), f"{prefix}.{c}") for c in sorted(scorers)]
+    return out

@@ -99,6 +99,11 @@ class Task:
         run_dir: str | None = None,
         writer: Any = None,
         step: int = 0,
+        scratch_trainer: Any = None,
     ) -> Evaluation:
-        """Evaluates ``model`` on ``data``; with ``run_dir``, writes the run's result files."""
+        """Evaluates ``model`` on ``data``; with ``run_dir``, writes the run's result files.
+
+        ``scratch_trainer`` (``training.scratch.train``; None: no from-scratch baseline) trains
+        the from-scratch recipe of a pretrained run with ``--baselines`` (``scratch.py``).
+        """
         raise NotImplementedError

@@ -163,7 +163,7 @@ class ImageTask(Task):
 
     @classmethod
     def check_config(cls, config) -> None:
-        scratch_lib.check(config)
+        scratch_lib.check_steps(config)
 
     def prepare(self, data):
         """Holds out ``synthetic_holdout`` normal training images (the defect datasets)."""
@@ -193,7 +193,9 @@ class ImageTask(Task):
             arrays["test_view_logits"] = test["view_logits"]
         return arrays
 
-    def evaluate(self, model, data, *, with_logits, run_dir=None, writer=None, step=0):
+    def evaluate(
+        self, model, data, *, with_logits, run_dir=None, writer=None, step=0, scratch_trainer=None
+    ):
         del writer, step  # the runner logs the metrics
         timings: dict[str, float] = {}
         t0 = time.time()
@@ -231,14 +233,18 @@ class ImageTask(Task):
             )
             timings["baselines"] = time.time() - t0
         records = {}
-        if self.config.baselines and run_dir is not None and scratch_lib.applies(self.config):
+        cfg = self.config
+        if cfg.baselines and run_dir and scratch_trainer and scratch_lib.applies(cfg):
             t0 = time.time()
             # A finished from-scratch baseline is kept in eval_cache/ until the run is complete.
-            cache = patch_cache.PhaseCache(
-                run_dir, patch_cache.fingerprint(model, self.config, data)
-            )
+            cache = patch_cache.PhaseCache(run_dir, patch_cache.fingerprint(model, cfg, data))
             done = scratch_lib.image_baseline(
-                self.config, data, lambda a: fit_and_score(self.config, a), cache
+                cfg,
+                data,
+                lambda a: fit_and_score(cfg, a),
+                cache,
+                scratch_trainer,
+                lambda c: image_views(c).test,
             )
             metrics.update(done["metrics"])
             records[scratch_lib.NAME] = done["record"]

@@ -172,14 +172,14 @@ def _baseline(name: str, model_shape, data, cfg, clfs, synth, model=None) -> dic
     return metrics
 
 
-def _scratch_baseline(model_shape, data, cfg, clfs, synth, cache) -> dict[str, Any]:
+def _scratch_baseline(data, cfg, clfs, synth, cache, trainer) -> dict[str, Any]:
     """``{"metrics", "record"}`` of the from-scratch baseline: the recipe trained on the run's
     training images (resuming from its checkpoints in the phase cache), then ``_baseline``."""
     done = cache.load_metrics(scratch_lib.NAME)
     if done is None:
         t0, cpu0 = time.time(), time.process_time()
-        trained = scratch_lib.train(cfg, data.train_x, scratch_lib.work_dir(cache))
-        metrics = _baseline("scratch", model_shape, data, cfg, clfs, synth, trained.model)
+        trained = trainer(cfg, data.train_x, scratch_lib.work_dir(cache))
+        metrics = _baseline("scratch", None, data, cfg, clfs, synth, trained.model)
         done = {"metrics": metrics, "record": scratch_lib.finish_record(trained.record, t0, cpu0)}
         cache.save_metrics(scratch_lib.NAME, done)
     return done
@@ -217,6 +217,7 @@ def evaluate_patches(
     step: int | None = None,
     model_shape: tuple[int, int, int] | None = None,
     records: dict[str, Any] | None = None,
+    scratch_trainer: scratch_lib.ScratchTrainer | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, float]]:
     """Scores every test image densely and measures detection and localisation.
 
@@ -235,6 +236,8 @@ def evaluate_patches(
       model_shape: the model input (P, P, C) of the untrained baseline (None: no baselines).
       records: receives the from-scratch baseline's ``summary.json`` record
         (``baseline_scratch``: recipe, steps, seconds) when it ran.
+      scratch_trainer: trains the from-scratch recipe (``training.scratch.train``; None: no
+        from-scratch baseline).
 
     Returns:
       (metrics, arrays, timings): metrics as in the module docstring (percent); arrays for
@@ -357,9 +360,9 @@ def evaluate_patches(
                     done = _baseline(name, model_shape, data, cfg, clfs, synth)
                     cache.save_metrics(f"baseline_{name}", done)
                 metrics.update(done)
-        if scratch_lib.applies(cfg):
+        if scratch_trainer is not None and scratch_lib.applies(cfg):
             with progress.phase("Baseline: from scratch", timings, scratch_lib.NAME, logger):
-                done = _scratch_baseline(model_shape, data, cfg, clfs, synth, cache)
+                done = _scratch_baseline(data, cfg, clfs, synth, cache, scratch_trainer)
             metrics.update(done["metrics"])
             if records is not None:
                 records[scratch_lib.NAME] = done["record"]

@@ -84,7 +84,7 @@ class PatchTask(Task):
             parse_agg(config.patch_agg)
         except PatchEvalError as e:
             raise ValueError(str(e)) from None
-        scratch_lib.check(config)
+        scratch_lib.check_steps(config)
 
     def prepare(self, data):
         """Holds out ``synthetic_holdout`` seeded normal training images for the synthetic
@@ -101,11 +101,21 @@ class PatchTask(Task):
         train_views = grammar.parse(self.config.aug_list)
         return image._replace(train=patches_lib.patch_view_fn(train_views, self.config))
 
-    def evaluate(self, model, data, *, with_logits, run_dir=None, writer=None, step=0):
+    def evaluate(
+        self, model, data, *, with_logits, run_dir=None, writer=None, step=0, scratch_trainer=None
+    ):
         del with_logits  # rotation classifiers are not scored per patch
         records: dict = {}
         metrics, arrays, timings = evaluate_patches(
-            model, data, self.config, run_dir, writer, step, self.model_input_shape(), records
+            model,
+            data,
+            self.config,
+            run_dir,
+            writer,
+            step,
+            self.model_input_shape(),
+            records,
+            scratch_trainer,
         )
         files = []
         if run_dir is not None:

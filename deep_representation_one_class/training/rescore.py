@@ -29,7 +29,7 @@ from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.reports import report
 from deep_representation_one_class.tasks import image as image_task
-from deep_representation_one_class.training import build, data_record, run_dir
+from deep_representation_one_class.training import build, data_record, run_dir, scratch
 from deep_representation_one_class.utils import io
 
 _EMBEDDING_KEYS = ("cls_pool", "cls_embed", "test_pool", "test_embed", "test_y")
@@ -110,7 +110,9 @@ def evaluate_run(
             data_record.check_data_record(run_path, data)
             preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
             model = _restored_model(cfg, run_path)
-            evaluation = task.evaluate(model, data, with_logits=False, run_dir=run_path)
+            evaluation = task.evaluate(
+                model, data, with_logits=False, run_dir=run_path, scratch_trainer=scratch.train
+            )
             metrics, records = evaluation.metrics, evaluation.records
         elif reextract:
             arrays = _reextract(cfg, run_path, task)

@@ -37,7 +37,14 @@ from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import RunError
 from deep_representation_one_class.models import backbones
 from deep_representation_one_class.reports import hparams, report
-from deep_representation_one_class.training import build, data_record, distribute, loop, run_dir
+from deep_representation_one_class.training import (
+    build,
+    data_record,
+    distribute,
+    loop,
+    run_dir,
+    scratch,
+)
 from deep_representation_one_class.utils import hardware, io
 
 __all__ = ["RunResult", "run"]
@@ -79,6 +86,8 @@ def run(cfg: Config) -> RunResult:
     # whether the run is already complete.
     state = run_dir.inspect(cfg) if chief else None
     complete = state is not None and state.complete
+    if not complete:
+        scratch.check(cfg)  # the from-scratch baseline's recipe works with these settings
     if any_worker(complete) and not chief:
         return RunResult({}, cfg.model_dir, 0, "already_complete")
     if complete:
@@ -237,7 +246,13 @@ def _train_and_evaluate(cfg, strategy, chief, any_worker, data, train_x, plan, s
 
     t_eval, cpu_eval = time.time(), time.process_time()
     evaluation = task.evaluate(
-        model, data, with_logits=with_logits, run_dir=cfg.model_dir, writer=writer, step=global_step
+        model,
+        data,
+        with_logits=with_logits,
+        run_dir=cfg.model_dir,
+        writer=writer,
+        step=global_step,
+        scratch_trainer=scratch.train,
     )
     eval_seconds = time.time() - t_eval
     eval_cpu = time.process_time() - cpu_eval
