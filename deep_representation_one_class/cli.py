@@ -148,6 +148,8 @@ def _row_label(row: str) -> str:
         base = "raw pixels [baseline]"
     elif base.startswith("baseline_random."):
         base = f"untrained {base.removeprefix('baseline_random.')} [baseline]"
+    elif base.startswith("baseline_scratch."):
+        base = f"from-scratch {base.removeprefix('baseline_scratch.')} [baseline]"
     return f"{base} [synthetic]" if synthetic else base
 
 
@@ -171,9 +173,10 @@ def _table(metrics: dict[str, float], title: str) -> list[str]:
 def format_table(metrics: dict[str, float]) -> str:
     """Renders metrics as feature x classifier AUROC tables (``auc`` is 1-NN).
 
-    Patch runs add a pixel-AUROC table; rows marked [baseline] are the raw-pixel and untrained
-    network baselines and rows marked [synthetic] the AUROC on synthetic anomalies of held-out
-    normal images (docs/defects.md, "Synthetic-anomaly validation").
+    Patch runs add a pixel-AUROC table; rows marked [baseline] are the raw-pixel, untrained
+    network and (pretrained runs) from-scratch baselines and rows marked [synthetic] the AUROC
+    on synthetic anomalies of held-out normal images (docs/defects.md, "Synthetic-anomaly
+    validation").
     """
     plain = {
         k: v

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # MVTec AD with the bare --dataset=mvtec defaults (PatchCore-style frozen ImageNet
 # EfficientNet-Lite0 window features, offline): one run per category, then the per-category
-# image AUROC / pixel AUROC / PRO table (1-NN, the default scorer) and the CPU minutes per run.
+# image AUROC / pixel AUROC / PRO table (1-NN, the default scorer), each run's rows next to its
+# baselines (raw pixels, untrained network, the from-scratch recipe trained --scratch_steps
+# steps) and the CPU minutes per run.
 #
 # Usage:
 #   scripts/pretrained_mvtec.sh --root=DIR [--categories="bottle"] [--out=runs/pretrained_mvtec]
@@ -45,28 +47,70 @@ for category in ${categories//,/ }; do
 done
 "${python_cmd[@]}" -m deep_representation_one_class.reports.mvtec_table "$out" --key pool.auc \
   --out "$results" || status=$?
-# CPU minutes per run (train + evaluation, this process's CPU time over all threads), appended
-# to the table with the machine it ran on.
+# Per run: the run's row next to its baselines (image AUROC, pixel AUROC, PRO, synthetic-anomaly
+# AUROC), and the CPU minutes (train + evaluation, this process's CPU time over all threads; the
+# from-scratch baseline's share separately), appended to the table with the machine it ran on.
 "${python_cmd[@]}" - "$out" "$results.md" <<'PY' || status=$?
 import glob, json, os, platform, sys
+
+from deep_representation_one_class.reports.baseline_rows import label, row_prefixes
+
+KEY = "pool.auc"
 lines = []
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "**", "summary.json"), recursive=True)):
     s = json.load(open(path))
-    r, b = s["run"], s.get("backbone", {})
+    r, b, m = s["run"], s.get("backbone", {}), s.get("metrics", {})
     cpu = (r.get("train_cpu_seconds", 0) + r.get("eval_cpu_seconds", 0)) / 60
     wall = (r.get("train_seconds", 0) + r.get("eval_seconds", 0)) / 60
+    name = os.path.relpath(os.path.dirname(path), sys.argv[1])
+    scratch = s.get("baseline_scratch")
     lines.append(
-        f"- {os.path.relpath(os.path.dirname(path), sys.argv[1])}: backbone {b.get('name')} "
+        f"- {name}: backbone {b.get('name')} "
         f"({b.get('weights', {}).get('package')} {b.get('weights', {}).get('version')}, "
         f"sha256 {b.get('weights', {}).get('sha256', '')[:12]}..., {b.get('precision')}), "
         f"{cpu:.1f} CPU-min, {wall:.1f} wall-min"
+        + (
+            f"; of which the from-scratch baseline ({scratch['method']}, "
+            + (
+                "no distribution augmentation"
+                if str(scratch["distaug_type"]) in ("", "1", "none")
+                else f"distribution augmentation {scratch['distaug_type']}"
+            )
+            + f", {scratch['train_steps']} steps of "
+            f"{scratch['batch_size']}, {scratch['net_type']} width {scratch['net_width']:g}, "
+            f"{scratch['precision']}) {scratch['cpu_seconds'] / 60:.1f} CPU-min "
+            f"(training {scratch['train_cpu_seconds'] / 60:.1f}), "
+            f"{scratch['seconds'] / 60:.1f} wall-min"
+            if scratch
+            else ""
+        )
     )
+    feature, _, scorer = KEY.rpartition(".")
+    rows = [(f"{s['config']['method']} ({KEY})", KEY)]
+    for n, p in row_prefixes(m, feature):
+        if p.startswith("baseline_scratch") and scratch:
+            n = f"{n}, {scratch['method']} {scratch['train_steps']} steps"
+        rows.append((label(n), f"{p}.{scorer}"))
+
+    def cell(key):
+        v = m.get(key)
+        return "–" if v is None else f"{v:.1f}"
+
+    lines += ["", f"| {name} | image AUROC | pixel AUROC | PRO | synthetic |"]
+    lines.append("|---|---|---|---|---|")
+    for row, key in rows:
+        cells = [cell(key + k) for k in (".image_auroc", ".pixel_auroc", ".pro")]
+        lines.append(f"| {row} | {' | '.join(cells)} | {cell('synthetic.' + key)} |")
+    lines.append("")
 flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
 isa = [f for f in ("avx2", "avx512f", "avx512_bf16") if f" {f}" in flags]
 load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 note = (
     "\n## Runs\n\nBare `--dataset=mvtec` defaults (PatchCore-style, frozen ImageNet "
-    "EfficientNet-Lite0, 1-NN on a 10% coreset of 10,000 training windows). Command: "
+    "EfficientNet-Lite0, 1-NN on a 10% coreset of 10,000 training windows), with the "
+    "baselines scored by the same 1-NN protocol on a 4,000-window bank at stride 16: raw "
+    "pixels, the untrained network and the from-scratch recipe (contrastive learning on random "
+    "32-px patches, `--scratch_steps` steps; docs/pretrained.md). Command: "
     "`scripts/pretrained_mvtec.sh --root=DIR`. Machine: "
     f"{os.cpu_count()} CPUs ({', '.join(isa) or 'no AVX2'}), {platform.machine()}; load "
     f"average {load:.1f} when the table was written (wall minutes depend on it, CPU minutes "

@@ -3,7 +3,9 @@
 Walks a folder for ``summary.json`` files (``run_records``), maps metric keys to the paper's
 classifier columns (``pool.locsvm`` -> OC-SVM linear, ``pool.kocsvm`` -> OC-SVM kernel,
 ``pool.kde`` -> KDE, ``pool.gde`` -> GDE, ``pool.auc`` -> 1-NN, ``dscore.auc`` -> Rotation
-classifier; ``--feature embed`` reads ``embed.*`` instead), averages seeds per (representation,
+classifier; ``--feature embed`` reads ``embed.*`` instead; the baselines a run measured,
+``baseline_pixels.*``, ``baseline_random.pool.*`` and ``baseline_scratch.pool.*``, are rows of
+their own: ``<representation> · from scratch [baseline]`` ...), averages seeds per (representation,
 classifier, dataset, class) with the sample SD, averages classes per dataset (SD = mean of the
 per-class SDs, as the paper's per-class tables do), and computes the paper's 43-task weighted
 Mean when all 43 tasks are present. Missing and unfinished runs are reported, never dropped.
@@ -28,6 +30,8 @@ from typing import Any
 
 from deep_representation_one_class import cli
 from deep_representation_one_class.reports import paper_results as paper
+from deep_representation_one_class.reports.baseline_rows import label as baseline_label
+from deep_representation_one_class.reports.baseline_rows import row_prefixes
 from deep_representation_one_class.reports.run_records import (
     AggregateError,
     Run,
@@ -163,6 +167,18 @@ def find_missing(
     return missing
 
 
+def _cells(run: Run, metric_map: Mapping[str, str], feature: str):
+    """``(representation, metric, classifier)`` of a run's cells: its own, then those of the
+    baselines it measured (``--baselines``), each a representation of its own, e.g.
+    ``EfficientNet-Lite0 (ImageNet) · from scratch [baseline]``."""
+    for metric, classifier in metric_map.items():
+        yield run.representation, metric, classifier
+    for name, prefix in row_prefixes(run.metrics, feature):
+        rep = f"{run.representation} · {baseline_label(name)}"
+        for suffix, classifier in CLASSIFIER_BY_SUFFIX.items():
+            yield rep, f"{prefix}.{suffix}", classifier
+
+
 def aggregate(
     runs: Sequence[Run],
     unfinished: Sequence[Unfinished] = (),
@@ -194,15 +210,15 @@ def aggregate(
     rows: list[Row] = []
     values: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for run in runs:
-        for metric, classifier in metric_map.items():
+        for rep, metric, classifier in _cells(run, metric_map, feature):
             value = run.metrics.get(metric)
             if value is None:
                 continue
             if not math.isfinite(value):
                 warnings.append(f"{run.path}: {metric} = {value}; left out")
                 continue
-            rows.append(Row(run.representation, classifier, metric, run, value))
-            values[(run.representation, classifier, run.dataset.label, run.category)].append(value)
+            rows.append(Row(rep, classifier, metric, run, value))
+            values[(rep, classifier, run.dataset.label, run.category)].append(value)
     per_category = {key: seed_stat(v) for key, v in values.items()}
     by_dataset: dict[tuple[str, str, str], list[Stat]] = defaultdict(list)
     for (rep, clf, label, _), stat in per_category.items():

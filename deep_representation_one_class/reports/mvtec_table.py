@@ -1,12 +1,13 @@
 """Per-category MVTec AD table (image/pixel AUROC, AUPR, F1-max, AU-PRO) with the mean.
 
 Walks a folder for ``summary.json`` files of ``--dataset=mvtec`` runs, groups them by
-representation (method, plus distribution augmentation) and category, averages seeds (mean and
-sample SD when there are several) and writes one Markdown table per representation, with the mean
-over the categories present, the categories missing from the 15 and the paper's 15-category
-means for orientation, then the image AUROC of each defect type. A CSV with one row per
-(representation, category) goes next to it. Runs evaluated before AUPR/F1-max existed show "–"
-there (``evaluate --model_dir=RUN --reextract`` recomputes them).
+representation (method, plus distribution augmentation; the baselines a run measured, raw
+pixels, untrained network and from scratch, as representations of their own) and category,
+averages seeds (mean and sample SD when there are several) and writes one Markdown table per
+representation, with the mean over the categories present, the categories missing from the 15
+and the paper's 15-category means for orientation, then the image AUROC of each defect type.
+A CSV with one row per (representation, category) goes next to it. Runs evaluated before
+AUPR/F1-max existed show "–" there (``evaluate --model_dir=RUN --reextract`` recomputes them).
 
 CLI: ``python -m deep_representation_one_class.reports.mvtec_table RUNS_DIR [--key pool.gde]
 [--out results/mvtec]``.
@@ -27,6 +28,8 @@ from collections.abc import Sequence
 
 from deep_representation_one_class.datasets.mvtec import CATEGORIES
 from deep_representation_one_class.errors import UserError
+from deep_representation_one_class.reports.baseline_rows import label as baseline_label
+from deep_representation_one_class.reports.baseline_rows import row_prefixes
 from deep_representation_one_class.utils import run_folder as rf
 from deep_representation_one_class.utils.io import atomic_path
 
@@ -93,11 +96,19 @@ def collect(runs_dir: str, key: str = "pool.gde") -> dict[str, dict[str, list[di
         if config.get("dataset") != "mvtec" or not summary.get("run", {}).get("complete"):
             continue
         metrics = summary.get("metrics", {})
+        rep, category = _representation(config), str(config.get("category"))
         row = {kind: metrics.get(key + suffix) for kind, suffix in KINDS}
         row["seed"] = config.get("seed")
         prefix = key + _PER_TYPE
         row["types"] = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
-        table[_representation(config)][str(config.get("category"))].append(row)
+        table[rep][category].append(row)
+        # The baselines the run measured, each a representation of its own, same scorer.
+        feature, _, scorer = key.rpartition(".")
+        for name, base in row_prefixes(metrics, feature):
+            cells = {kind: metrics.get(f"{base}.{scorer}{suffix}") for kind, suffix in KINDS}
+            if cells["image"] is not None:
+                label = f"{rep} · {baseline_label(name)}"
+                table[label][category].append({**cells, "seed": config.get("seed"), "types": {}})
     return table
 
 

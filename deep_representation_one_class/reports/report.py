@@ -35,6 +35,7 @@ from PIL import Image
 
 from deep_representation_one_class import cli, resolve
 from deep_representation_one_class.errors import UserError
+from deep_representation_one_class.reports import baseline_rows as rows_lib
 from deep_representation_one_class.reports import html_page as H
 from deep_representation_one_class.reports import maps, plots, publish, sweep_report
 from deep_representation_one_class.reports.run_artifacts import (
@@ -97,10 +98,15 @@ def _load_test_data(run: RunArtifacts, data: Any) -> tuple[Any, str]:
 def _auroc_table(run: RunArtifacts) -> str:
     if run.patch:
         return _patch_tables(run.metrics)
-    flat = {k: v for k, v in run.metrics.items() if k.count(".") == 1}
+    metrics = run.metrics
+    flat = {k: v for k, v in metrics.items() if k.count(".") == 1 and not rows_lib.is_baseline(k)}
     feats = sorted({k.split(".")[0] for k in flat}, key=lambda f: (f not in ("pool", "embed"), f))
     clfs = sorted({k.split(".")[1] for k in flat})
     rows = [[f, *(_fmt(flat.get(f"{f}.{c}")) for c in clfs)] for f in feats]
+    rows += [  # the baselines (raw pixels, untrained network, from scratch) under the run's own
+        [rows_lib.label(n), *(_fmt(metrics.get(f"{p}.{c}")) for c in clfs)]
+        for n, p in rows_lib.row_prefixes(metrics)
+    ]
     note = "auc = 1-NN cosine distance (the reference's name); dscore/logit = rotation classifier"
     return H.table(["AUROC x100", *clfs], rows, best=_best_cells(rows)) + H.paragraph(note, True)
 
@@ -119,9 +125,11 @@ _PATCH_KINDS = (
 
 def _patch_tables(metrics: dict[str, float]) -> str:
     """Detection/localisation per (feature, classifier), then the image AUROC per defect type."""
-    keys = sorted({k.rsplit(".", 1)[0] for k in metrics if k.count(".") == 2})
-    kinds = [(m, h) for m, h in _PATCH_KINDS if any(f"{k}.{m}" in metrics for k in keys)]
-    rows = [[k, *(_fmt(metrics.get(f"{k}.{m}")) for m, _ in kinds)] for k in keys]
+    own = [k for k in metrics if not k.startswith("synthetic.") and not rows_lib.is_baseline(k)]
+    keys = [(k, k) for k in sorted({k.rsplit(".", 1)[0] for k in own if k.count(".") == 2})]
+    keys += rows_lib.scorer_rows(metrics)  # the baselines, one row per scorer
+    kinds = [(m, h) for m, h in _PATCH_KINDS if any(f"{k}.{m}" in metrics for _, k in keys)]
+    rows = [[name, *(_fmt(metrics.get(f"{k}.{m}")) for m, _ in kinds)] for name, k in keys]
     header = ["feature.classifier", *(h for _, h in kinds)]
     html = H.table(header, rows, best=_best_cells(rows))
     note = (

@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -48,12 +49,15 @@ class Evaluation:
       timings: seconds (and rates) of the evaluation's parts.
       scores: metric key -> ``[T]`` per-test-image anomaly scores.
       files: the files written into the run folder.
+      records: further ``summary.json`` sections (``baseline_scratch``: the from-scratch
+        baseline's recipe, steps and seconds).
     """
 
     metrics: dict[str, float]
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     files: list[str] = dataclasses.field(default_factory=list)
+    records: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Task:
@@ -66,6 +70,10 @@ class Task:
     servable: ClassVar[bool] = True
     #: whether ``--eval_every`` (evaluations during training) is supported
     periodic_eval: ClassVar[bool] = True
+    #: the from-scratch self-supervised recipe a pretrained run is compared with
+    #: (``scratch.py``): ``method`` and the settings that differ from what the dataset resolves
+    #: it to; ``own_size``: train at the dataset's default input size when that is smaller
+    scratch_recipe: ClassVar[Mapping[str, Any]] = MappingProxyType({"method": "contrastive"})
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -117,6 +125,11 @@ class Task:
         run_dir: str | None = None,
         writer: Any = None,
         step: int = 0,
+        scratch_trainer: Any = None,
     ) -> Evaluation:
-        """Evaluates ``model`` on ``data``; with ``run_dir``, writes the run's result files."""
+        """Evaluates ``model`` on ``data``; with ``run_dir``, writes the run's result files.
+
+        ``scratch_trainer`` (``training.scratch.train``; None: no from-scratch baseline) trains
+        the from-scratch recipe of a pretrained run with ``--baselines`` (``scratch.py``).
+        """
         raise NotImplementedError

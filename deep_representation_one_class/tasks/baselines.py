@@ -18,6 +18,9 @@ Image-level runs (``folder`` datasets) get the same two rows from whole images
 (``image_baselines``): ``PIXEL_SIDE_IMAGE`` x ``PIXEL_SIDE_IMAGE`` area-downsampled pixels, and
 the untrained network's ``pool`` features of the test view, fit with the run's classifiers on
 the same rows.
+
+Pretrained runs add a third row, the from-scratch recipe trained ``--scratch_steps`` steps and
+scored the same way (``scratch.py``): ``baseline_scratch.pool.<scorer>[.<kind>]``.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ from deep_representation_one_class.evaluation import metrics as metrics_lib
 from deep_representation_one_class.evaluation import scorers as scorers_lib
 from deep_representation_one_class.evaluation import thresholds as thresholds_lib
 from deep_representation_one_class.tasks import baselines as baselines_lib
-from deep_representation_one_class.tasks import patch_synthetic
+from deep_representation_one_class.tasks import patch_cache, patch_synthetic
+from deep_representation_one_class.tasks import scratch as scratch_lib
 from deep_representation_one_class.tasks.base import Evaluation, Task, Views
 from deep_representation_one_class.utils import run_folder as rf
 
@@ -163,6 +165,16 @@ PLUGIN = dict(
 class ImageTask(Task):
     """One score per image from features of the whole (resized) image."""
 
+    # The paper's headline recipe (contrastive + rotation distribution augmentation), at the
+    # dataset's own from-scratch size (32 px for folder).
+    scratch_recipe = MappingProxyType(
+        {"method": "contrastive", "distaug_type": "rot", "own_size": True}
+    )
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        scratch_lib.check_steps(config)
+
     def prepare(self, data):
         """Holds out ``synthetic_holdout`` normal training images (the defect datasets)."""
         return patch_synthetic.hold_out_data(data, self.config.synthetic_holdout, self.config.seed)
@@ -187,7 +199,9 @@ class ImageTask(Task):
             arrays[rf.TEST_VIEW_LOGITS] = test["view_logits"]
         return arrays
 
-    def evaluate(self, model, data, *, with_logits, run_dir=None, writer=None, step=0):
+    def evaluate(
+        self, model, data, *, with_logits, run_dir=None, writer=None, step=0, scratch_trainer=None
+    ):
         del writer, step  # the runner logs the metrics
         timings: dict[str, float] = {}
         t0 = time.time()
@@ -225,4 +239,22 @@ class ImageTask(Task):
                 )
             )
             timings["baselines"] = time.time() - t0
-        return Evaluation(metrics, timings, scores, files)
+        records = {}
+        cfg = self.config
+        if cfg.baselines and run_dir and scratch_trainer and scratch_lib.applies(cfg):
+            t0 = time.time()
+            # A finished from-scratch baseline is kept in eval_cache/ until the run is complete.
+            cache = patch_cache.PhaseCache(run_dir, patch_cache.fingerprint(model, cfg, data))
+            done = scratch_lib.image_baseline(
+                cfg,
+                data,
+                lambda a: fit_and_score(cfg, a),
+                cache,
+                scratch_trainer,
+                lambda c: image_views(c).test,
+            )
+            metrics.update(done["metrics"])
+            records[scratch_lib.NAME] = done["record"]
+            timings[scratch_lib.NAME] = time.time() - t0
+            cache.clear()
+        return Evaluation(metrics, timings, scores, files, records)

@@ -28,7 +28,9 @@ follow the Patch-SVDD-style protocol the spec recalls):
    AUROC over the headline kinds) and per kind ``synthetic.<feature>.<scorer>.<kind>``.
 9. Baselines (``baselines.py``, ``--baselines``): raw pixels and the untrained network
    through the same protocol: ``baseline_pixels.<scorer>[.<kind>]``,
-   ``baseline_random.pool.<scorer>[.<kind>]`` and their ``synthetic.`` scores.
+   ``baseline_random.pool.<scorer>[.<kind>]`` and their ``synthetic.`` scores; pretrained runs
+   also the from-scratch recipe trained ``--scratch_steps`` steps (``scratch.py``):
+   ``baseline_scratch.pool.<scorer>[.<kind>]``.
 
 Metric keys: ``<feature>.<scorer>.image_auroc``, ``.pixel_auroc``, ``.pro`` (AU-PRO up to FPR 0.3,
 normalised by 0.3), ``.image_aupr``, ``.image_f1_max``, ``.pixel_aupr``, ``.pixel_f1_max`` and
@@ -50,6 +52,7 @@ from deep_representation_one_class.tasks import baselines as baselines_lib
 from deep_representation_one_class.tasks import patch_cache, patch_serving
 from deep_representation_one_class.tasks import patch_grid as patches_lib
 from deep_representation_one_class.tasks import patch_synthetic as synthetic_lib
+from deep_representation_one_class.tasks import scratch as scratch_lib
 from deep_representation_one_class.tasks.patch_dense import (
     CHUNK_PATCHES,
     METRIC_KINDS,
@@ -120,23 +123,29 @@ def _synthetic_metrics(scorer: DenseScorer, synth, cfg, prefix: str, per_kind: b
 
 def _label(prefix: str) -> str:
     """`` (raw pixels)`` etc. for progress lines of the baselines; "" for the run's own."""
-    return {"baseline_": " (raw pixels)", "baseline_random.": " (untrained network)"}.get(
-        prefix, ""
-    )
+    return {
+        "baseline_": " (raw pixels)",
+        "baseline_random.": " (untrained network)",
+        f"{scratch_lib.NAME}.": " (from scratch)",
+    }.get(prefix, "")
 
 
-def _baseline(name: str, model_shape, data, cfg, clfs, synth) -> dict[str, float]:
-    """Metrics of one baseline (``pixels``: raw pixels, ``random``: the untrained network),
-    through the run's protocol at a bounded cost (smaller bank, stride >= half a patch)."""
+def _baseline(name: str, model_shape, data, cfg, clfs, synth, model=None) -> dict[str, float]:
+    """Metrics of one baseline (``pixels``: raw pixels, ``random``: the untrained network,
+    ``scratch``: ``model``, the from-scratch recipe), through the run's protocol at a bounded
+    cost (smaller bank, stride >= half a patch)."""
     size = int(cfg.patch_size)
     stride = baselines_lib.baseline_stride(size, cfg.patch_stride)
     bank = min(int(cfg.patch_bank), baselines_lib.BASELINE_BANK)
+    channels = data.test_x.shape[-1]
     if name == "pixels":
         # The pixel embedder's one feature is named "pixels": keys baseline_pixels.<scorer>.
         prefix, embed = "baseline_", baselines_lib.pixel_embedder(size)
+    elif name == "scratch":
+        prefix = f"{scratch_lib.NAME}."
+        embed = Embedder(model, size, channels, cfg.eval_batch_size, ("pool",))
     else:
         untrained = baselines_lib.random_model(cfg, model_shape)
-        channels = data.test_x.shape[-1]
         prefix = "baseline_random."
         embed = Embedder(untrained, size, channels, cfg.eval_batch_size, ("pool",))
     label = _label(prefix)
@@ -160,6 +169,19 @@ def _baseline(name: str, model_shape, data, cfg, clfs, synth) -> dict[str, float
     if synth is not None:
         metrics.update(_synthetic_metrics(scorer, synth, cfg, prefix, per_kind=False))
     return metrics
+
+
+def _scratch_baseline(data, cfg, clfs, synth, cache, trainer) -> dict[str, Any]:
+    """``{"metrics", "record"}`` of the from-scratch baseline: the recipe trained on the run's
+    training images (resuming from its checkpoints in the phase cache), then ``_baseline``."""
+    done = cache.load_metrics(scratch_lib.NAME)
+    if done is None:
+        t0, cpu0 = time.time(), time.process_time()
+        trained = trainer(cfg, data.train_x, scratch_lib.work_dir(cache))
+        metrics = _baseline("scratch", None, data, cfg, clfs, synth, trained.model)
+        done = {"metrics": metrics, "record": scratch_lib.finish_record(trained.record, t0, cpu0)}
+        cache.save_metrics(scratch_lib.NAME, done)
+    return done
 
 
 def synthetic_sources(synth) -> np.ndarray:
@@ -193,6 +215,8 @@ def evaluate_patches(
     writer=None,
     step: int | None = None,
     model_shape: tuple[int, int, int] | None = None,
+    records: dict[str, Any] | None = None,
+    scratch_trainer: scratch_lib.ScratchTrainer | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, float]]:
     """Scores every test image densely and measures detection and localisation.
 
@@ -209,6 +233,10 @@ def evaluate_patches(
       writer: a ``tf.summary`` writer for a few panels (None: no TensorBoard images).
       step: the TensorBoard step of those images (default: the writer's current step or 0).
       model_shape: the model input (P, P, C) of the untrained baseline (None: no baselines).
+      records: receives the from-scratch baseline's ``summary.json`` record
+        (``baseline_scratch``: recipe, steps, seconds) when it ran.
+      scratch_trainer: trains the from-scratch recipe (``training.scratch.train``; None: no
+        from-scratch baseline).
 
     Returns:
       (metrics, arrays, timings): metrics as in the module docstring (percent); arrays for
@@ -331,6 +359,12 @@ def evaluate_patches(
                     done = _baseline(name, model_shape, data, cfg, clfs, synth)
                     cache.save_metrics(f"baseline_{name}", done)
                 metrics.update(done)
+        if scratch_trainer is not None and scratch_lib.applies(cfg):
+            with progress.phase("Baseline: from scratch", timings, scratch_lib.NAME, logger):
+                done = _scratch_baseline(data, cfg, clfs, synth, cache, scratch_trainer)
+            metrics.update(done["metrics"])
+            if records is not None:
+                records[scratch_lib.NAME] = done["record"]
 
     # Panels of the main scorer.
     f, c = primary

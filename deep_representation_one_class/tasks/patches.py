@@ -7,11 +7,13 @@ evaluation protocol is in ``patch_eval.py``.
 from __future__ import annotations
 
 import logging
+from types import MappingProxyType
 
 from deep_representation_one_class.augment import grammar
 from deep_representation_one_class.registry import Option
 from deep_representation_one_class.tasks import patch_grid as patches_lib
 from deep_representation_one_class.tasks import patch_synthetic
+from deep_representation_one_class.tasks import scratch as scratch_lib
 from deep_representation_one_class.tasks.base import Evaluation, Task, Views
 from deep_representation_one_class.tasks.baselines import BASELINES_OPTION
 from deep_representation_one_class.tasks.image import image_views
@@ -50,6 +52,7 @@ PLUGIN = dict(
         ),
         patch_synthetic.SYNTHETIC_OPTION,
         BASELINES_OPTION,
+        scratch_lib.SCRATCH_STEPS_OPTION,
     ],
     impl="PatchTask",
 )
@@ -57,6 +60,10 @@ PLUGIN = dict(
 
 class PatchTask(Task):
     """Train on random patches; score every test image densely; detect and localise."""
+
+    # Contrastive learning on random patches, the dataset's from-scratch defaults otherwise
+    # (for mvtec: chosen by the synthetic-anomaly validation, results/defect_selection.md).
+    scratch_recipe = MappingProxyType({"method": "contrastive"})
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -82,6 +89,7 @@ class PatchTask(Task):
             parse_agg(config.patch_agg)
         except PatchEvalError as e:
             raise ValueError(str(e)) from None
+        scratch_lib.check_steps(config)
 
     def prepare(self, data):
         """Holds out ``synthetic_holdout`` seeded normal training images for the synthetic
@@ -98,10 +106,21 @@ class PatchTask(Task):
         train_views = grammar.parse(self.config.aug_list)
         return image._replace(train=patches_lib.patch_view_fn(train_views, self.config))
 
-    def evaluate(self, model, data, *, with_logits, run_dir=None, writer=None, step=0):
+    def evaluate(
+        self, model, data, *, with_logits, run_dir=None, writer=None, step=0, scratch_trainer=None
+    ):
         del with_logits  # rotation classifiers are not scored per patch
+        records: dict = {}
         metrics, arrays, timings = evaluate_patches(
-            model, data, self.config, run_dir, writer, step, self.model_input_shape()
+            model,
+            data,
+            self.config,
+            run_dir,
+            writer,
+            step,
+            self.model_input_shape(),
+            records,
+            scratch_trainer,
         )
         # The image scores of every classifier, under the score keys (``pool.gde``).
         scores = {key: arrays[k] for k in arrays if (key := run_folder.parse_image_score_key(k))}
@@ -109,4 +128,4 @@ class PatchTask(Task):
         if run_dir is not None:
             files.append(run_folder.write_embeddings(run_dir, arrays))
             files.append(run_folder.write_scores(run_dir, scores))
-        return Evaluation(metrics, timings, scores, files)
+        return Evaluation(metrics, timings, scores, files, records)

@@ -28,7 +28,7 @@ from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.reports import report
 from deep_representation_one_class.tasks import image as image_task
-from deep_representation_one_class.training import build, checkpoints, data_record, run_dir
+from deep_representation_one_class.training import build, checkpoints, data_record, run_dir, scratch
 from deep_representation_one_class.utils import io
 from deep_representation_one_class.utils import run_folder as rf
 
@@ -102,6 +102,7 @@ def evaluate_run(
     lock = run_dir.Lock(run_path)
     lock.acquire()
     raw = io.read_json(cfg_path, expect=dict)
+    records: dict = {}
     try:
         if changed:
             # config.json first, summary.json last: a process killed in between leaves the two
@@ -113,7 +114,10 @@ def evaluate_run(
             data_record.check_data_record(run_path, data)
             preprocessing.write(run_path, preprocessing.from_config(cfg, data.scale))
             model = _restored_model(cfg, run_path, task)
-            metrics = task.evaluate(model, data, with_logits=False, run_dir=run_path).metrics
+            evaluation = task.evaluate(
+                model, data, with_logits=False, run_dir=run_path, scratch_trainer=scratch.train
+            )
+            metrics, records = evaluation.metrics, evaluation.records
         elif reextract:
             arrays = _reextract(cfg, run_path, task)
             rf.write_embeddings(run_path, arrays)
@@ -129,6 +133,7 @@ def evaluate_run(
             old = summary.get("metrics", {})
             metrics.update({k: v for k, v in old.items() if k.startswith("baseline_")})
         summary["metrics"] = metrics
+        summary.update(records)  # e.g. the from-scratch baseline trained again
         summary["config"] = cfg.to_dict()
         if reextract:
             # Without --reextract the saved features keep the precision already recorded.

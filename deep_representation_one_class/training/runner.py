@@ -38,7 +38,14 @@ from deep_representation_one_class.datasets import preprocessing
 from deep_representation_one_class.errors import RunError
 from deep_representation_one_class.models import backbones
 from deep_representation_one_class.reports import hparams, report
-from deep_representation_one_class.training import build, data_record, distribute, loop, run_dir
+from deep_representation_one_class.training import (
+    build,
+    data_record,
+    distribute,
+    loop,
+    run_dir,
+    scratch,
+)
 from deep_representation_one_class.training.checkpoints import Checkpoints
 from deep_representation_one_class.utils import hardware, run_folder
 
@@ -84,6 +91,8 @@ def run(cfg: Config) -> RunResult:
     # whether the run is already complete.
     state = run_dir.inspect(cfg) if chief else None
     complete = state is not None and state.complete
+    if not complete:
+        scratch.check(cfg)  # the from-scratch baseline's recipe works with these settings
     if any_worker(complete) and not chief:
         return RunResult({}, cfg.model_dir, 0, "already_complete")
     if complete:
@@ -251,6 +260,7 @@ def _train_and_evaluate(cfg, task, strategy, chief, any_worker, data, train_x, p
         run_dir=cfg.model_dir,
         writer=writer,
         step=global_step,
+        scratch_trainer=scratch.train,
     )
     eval_seconds = time.time() - t_eval
     eval_cpu = time.process_time() - cpu_eval
@@ -282,6 +292,7 @@ def _train_and_evaluate(cfg, task, strategy, chief, any_worker, data, train_x, p
             "classifier_fit": run_folder.CLASSIFIERS_META,
             "runtime": hardware.runtime_record(),
         },
+        **evaluation.records,
     }
     run_folder.write_summary(cfg.model_dir, summary)
     if cfg.report:
