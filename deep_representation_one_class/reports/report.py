@@ -14,9 +14,7 @@ Test images are not stored with a run; the report takes them from the training p
 runner passes its data) or loads the run's data again (``training.build.load_data``), and
 keeps only small thumbnails of the images it shows (at most ``_THUMB`` pixels a side, 4 k of
 them, plus 2 x ``_PANELS`` map panels). Without the data the page says so and shows the rest.
-
-CLI: ``python -m deep_representation_one_class.report --model_dir=RUN_OR_SWEEP [--k=8]``.
-"""
+CLI: ``python -m deep_representation_one_class.report --model_dir=RUN_OR_SWEEP [--k=8]``."""
 
 from __future__ import annotations
 
