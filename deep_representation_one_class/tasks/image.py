@@ -157,7 +157,11 @@ PLUGIN = dict(
     kind="task",
     name="image",
     description="one score per image from features of the whole (resized) image",
-    options=[baselines_lib.BASELINES_OPTION, patch_synthetic.SYNTHETIC_OPTION],
+    options=[
+        baselines_lib.BASELINES_OPTION,
+        patch_synthetic.SYNTHETIC_OPTION,
+        scratch_lib.SCRATCH_STEPS_OPTION,
+    ],
     impl="ImageTask",
 )
 

@@ -45,6 +45,7 @@ from deep_representation_one_class import datasets
 from deep_representation_one_class.evaluation import features as features_lib
 from deep_representation_one_class.models.backbones import BACKBONES
 from deep_representation_one_class.registry import Option
+from deep_representation_one_class.utils import run_folder as rf
 
 __all__ = [
     "NAME",
@@ -168,7 +169,7 @@ def image_baseline(
     def pool(images):
         return features_lib.extract(trained.model, resized(images, shape), test_fn, batch)["pool"]
 
-    arrays = {"cls_pool": pool(data.cls_x), "test_pool": pool(data.test_x), "test_y": data.test_y}
+    arrays = rf.feature_arrays({"pool": pool(data.cls_x)}, {"pool": pool(data.test_x)}, data.test_y)
     metrics = {f"{NAME}.{k}": v for k, v in fit_and_score(arrays).items()}
     done = {"metrics": metrics, "record": finish_record(trained.record, t0, cpu0)}
     cache.save_metrics(NAME, done)

@@ -30,7 +30,8 @@ import tensorflow as tf
 from deep_representation_one_class import datasets, resolve
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.tasks import scratch as scratch_lib
-from deep_representation_one_class.training import build, distribute, loop, run_dir
+from deep_representation_one_class.training import build, distribute, loop
+from deep_representation_one_class.training.checkpoints import Checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +124,11 @@ def train(cfg: Any, train_x: np.ndarray, work_dir: str | None) -> scratch_lib.Sc
     )
     plan = build.step_plan(scfg, len(images))
     trainer = loop.Trainer(scfg, distribute.make_strategy("default"), views.num_train, plan)
-    ckpt = tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer, step=trainer.step)
     # The folder is named after the recipe's settings: a changed recipe starts afresh.
     temporary = tempfile.mkdtemp(prefix="droc_scratch_") if work_dir is None else None
     digest = hashlib.sha256(scfg.to_json().encode()).hexdigest()[:12]
     folder = os.path.join(work_dir, digest) if work_dir else temporary
-    checkpoints = run_dir.Checkpoints(ckpt, trainer.model, folder, chief=True)
+    checkpoints = Checkpoints(trainer.model, folder, True, trainer.optimizer, trainer.step)
     start = step = 0
     try:
         if checkpoints.restore_latest():
