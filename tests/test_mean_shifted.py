@@ -13,19 +13,6 @@ from conftest import tiny_config
 from deep_representation_one_class import resolve
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.methods import mean_shifted
-from deep_representation_one_class.models import efficientnet_lite as effnet
-
-
-@pytest.fixture(scope="module")
-def lite0_cache(tmp_path_factory):
-    """The converted weights, once for the module, in a temporary cache."""
-    try:
-        effnet.source_file()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(effnet.CACHE_ENV, str(tmp_path_factory.mktemp("weights")))
-        yield
 
 
 def _np_nt_xent(s1, s2, tau):

@@ -20,17 +20,6 @@ from deep_representation_one_class.models import efficientnet_lite as effnet
 LAYERS = ("s16", "b15", "head")
 
 
-@pytest.fixture(scope="module")
-def lite0_cache(tmp_path_factory):
-    try:
-        effnet.source_file()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(effnet.CACHE_ENV, str(tmp_path_factory.mktemp("weights")))
-        yield
-
-
 def _model(**options):
     cfg = resolve.validate(resolve.build(method="imagenet", dataset="fake", **options))
     return imagenet.ImageNet(cfg).build_model(None)
