@@ -168,6 +168,6 @@ echo "sweep wall time: $(($(date +%s) - start)) s"
 (cd "$repo_root" && "${aggregate[@]}") || status=$?
 for method in "${methods[@]}"; do
   "${python_cmd[@]}" "$repo_root/scripts/preset_summary.py" "$out" "$method" "$dataset" \
-    || status=$?
+    --out "${results}_minutes_${method}.md" || status=$?
 done
 exit "$status"

@@ -530,3 +530,45 @@ def test_eval_precision_cost_measures_both_precisions_of_one_checkpoint(tmp_path
         # pool.gde, pool.kde, pool.auc measured; pool.kocsvm was not among the classifiers.
         assert all(0 <= float(c) <= 100 for c in cells[4:7]) and cells[7] == "–", row
     assert sorted(os.listdir(cfg.model_dir)) == before
+
+
+def test_preset_summary_writes_wall_and_cpu_minutes(tmp_path):
+    for cat, cpu in (("0", 120.0), ("1", 240.0)):
+        run_dir = tmp_path / "runs" / "imagenet" / "cifar10ood" / f"c{cat}" / "s0"
+        run_dir.mkdir(parents=True)
+        summary = {
+            "config": {"category": cat},
+            "metrics": {"pool.gde": 90.0 + int(cat)},
+            "run": {
+                "train_seconds": 6.0,
+                "eval_seconds": 594.0,
+                "train_cpu_seconds": 0.0,
+                "eval_cpu_seconds": cpu,
+            },
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "minutes.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "scripts", "preset_summary.py"),
+            str(tmp_path / "runs"),
+            "imagenet",
+            "cifar10ood",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.read_text().splitlines()
+        if line.strip() and line.split()[0] in ("0", "1", "mean")
+    }
+    # class, wall minutes, CPU minutes, pool.gde
+    assert rows["0"][1:4] == ["10.0", "2.0", "90.00"]
+    assert rows["1"][1:4] == ["10.0", "4.0", "91.00"]
+    assert rows["mean"][1:4] == ["10.0", "3.0", "90.50"]
