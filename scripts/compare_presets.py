@@ -27,17 +27,23 @@ def _rows(path: str) -> list[dict[str, str]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--column", action="append", required=True, help="CSV|representation|clf")
+    p.add_argument(
+        "--column", action="append", required=True, help="CSV|representation|clf[|column title]"
+    )
     p.add_argument("--out", required=True, help="Markdown file to write")
     p.add_argument("--note", default="", help="a paragraph under the title")
     args = p.parse_args()
     columns, paper, names, paper_from = [], {}, {}, ""
     for spec in args.column:
         parts = spec.split("|")
-        if len(parts) != 3 or not os.path.isfile(parts[0]):
-            print(f"compare_presets.py: bad --column {spec!r} (CSV|representation|classifier)")
+        if len(parts) not in (3, 4) or not os.path.isfile(parts[0]):
+            print(
+                f"compare_presets.py: bad --column {spec!r} (CSV|representation|classifier"
+                "[|column title])"
+            )
             return 2
-        path, rep, clf = parts
+        path, rep, clf = parts[:3]
+        title = parts[3] if len(parts) == 4 else f"{rep} / {clf}"
         values = {}
         for r in _rows(path):
             if r["representation"] == rep and r["classifier"] == clf:
@@ -49,7 +55,7 @@ def main() -> int:
         if not values:
             print(f"compare_presets.py: no rows for {rep} / {clf} in {path}")
             return 2
-        columns.append((f"{rep} / {clf}", values))
+        columns.append((title, values))
     common = sorted(set.intersection(*(set(v) for _, v in columns)), key=int)
     header = ["class", *(name for name, _ in columns), f"paper ({paper_from or 'none'})"]
     lines = [
