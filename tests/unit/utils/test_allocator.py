@@ -180,10 +180,9 @@ def test_entry_points_choose_the_allocator_before_anything_imports_tensorflow(pa
 
 # ----------------------------------------------------------------------------- records
 def test_config_json_records_the_runtime(tmp_path):
-    from conftest import tiny_config
-
     from deep_representation_one_class import config as config_lib
     from deep_representation_one_class.training import runner
+    from unit.training.test_runner import tiny_config
 
     cfg = tiny_config(tmp_path, train_steps=2)
     runner.run(cfg)
