@@ -1,5 +1,5 @@
-"""Helpers of the bad-input matrix for the defects cases (tests/test_bad_input_defects.py,
-tests/test_bad_input_outputs.py): in-process commands, one-error-line checks, snapshots, tiny
+"""Helpers of the bad-input matrix for the defects cases (tests/e2e/test_bad_input_defects.py,
+tests/e2e/test_bad_input_outputs.py): in-process commands, one-error-line checks, snapshots, tiny
 image folders and run copies."""
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ TINY = [
     "--eval_batch_size=64",
     "--classifiers=auc,kde",
     "--precision=float32",
-    "--noreport",  # tests/test_report.py covers report.html
+    "--noreport",  # tests/unit/reports/test_report.py covers report.html
 ]
 
 

@@ -69,7 +69,8 @@ def tiny_config(method: str = "contrastive", **overrides):
         head_dims=(16, 8),
         batch_size=8,
         num_epoch=1,
-        report=False,  # tests/test_report.py covers the report; the other tests skip its seconds
+        # tests/unit/reports/test_report.py covers the report; the other tests skip its seconds
+        report=False,
         precision="float32",  # the same arithmetic on every machine (contrastive's is "auto")
     )
     fields.update(overrides)

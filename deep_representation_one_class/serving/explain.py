@@ -313,7 +313,7 @@ class Explainer:
         data (ResNet-18 width 0.25: untrained, and 2 epochs of contrastive or rotation; GDE and
         KDE), the default found a white quadrant 30-32 times out of 32 and a quadrant cut from
         an outlier 14-31 times (chance: 8); the classic map 1-14 times in 11 of the 12 cases
-        (tests/test_explain.py checks the untrained GDE case).
+        (tests/unit/serving/test_explain.py checks the untrained GDE case).
 
         For the rotation score, the map of each rotated view is rotated back before the views
         are summed (the views must be pure rotations, as in ``x,+rotate90,+rotate180,…``).
