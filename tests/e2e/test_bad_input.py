@@ -274,6 +274,7 @@ def test_batch_larger_than_the_data_cycles_the_images(trained_run):
 
 
 # ----------------------------------------------------------------------------- real processes
+@pytest.mark.slow  # a dozen real command processes, about 25 s
 def test_real_processes_exit_codes(malicious_cifar, fake_run, tmp_path):
     root, marker = malicious_cifar
     file_path = tmp_path / "a_file"

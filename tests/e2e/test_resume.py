@@ -90,6 +90,7 @@ def test_bad_shards_are_refused(ten_images):
 
 
 # ----------------------------------------------------------------------------- SIGKILL + resume
+@pytest.mark.slow  # two real training processes, about 30 s
 def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted_run(tmp_path):
     # 3 epochs x 8 steps; checkpoints every 3 steps only, so every checkpoint before the
     # end is in the middle of an epoch.

@@ -15,6 +15,7 @@ import signal
 import _reliability as rel
 import conftest
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from deep_representation_one_class import cli
@@ -25,6 +26,7 @@ from deep_representation_one_class.training import runner
 RUN = ["--num_epoch=4", "--ckpt_steps=2", "--ckpt_epoch=0"]  # 32 steps
 
 
+@pytest.mark.slow  # four real training processes, about 30 s
 def test_sigterm_and_sigint_checkpoint_exit_and_the_rerun_finishes(tmp_path):
     dirs = {sig: str(tmp_path / sig.name) for sig in (signal.SIGTERM, signal.SIGINT)}
     procs = {sig: rel.start(*RUN, f"--model_dir={d}") for sig, d in dirs.items()}
