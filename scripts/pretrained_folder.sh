@@ -57,7 +57,7 @@ status=0
   "--category=$category" "--model_dir=$out/runs/imagenet/folder/c$category/s0" \
   ${extra[@]+"${extra[@]}"} || status=$?
 note="A folder of photos, bare \`--dataset=folder\` defaults (frozen ImageNet EfficientNet-Lite0 \
-at 224 px, all classifiers), with the raw-pixel, untrained-network and from-scratch baseline \
+at 224 px, layers s16+b14+b15+head, all classifiers), with the raw-pixel, untrained-network and from-scratch baseline \
 rows (docs/pretrained.md). Data: CIFAR-10 JPEG q75 copy when --root is ../shared/data/cifar10-jpeg; \
 $per_class training images of the category, $test_per_class test images of every class. \
 Command: \`scripts/pretrained_folder.sh --root=DIR --category=$category\`."
