@@ -18,6 +18,10 @@ import os
 import statistics
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from deep_representation_one_class.utils.cpuinfo import cpu_flags
+
 # auc: 1-NN; baseline_*: raw pixels and the untrained network (--baselines), where scored.
 KEYS = (
     "pool.kde",
@@ -73,7 +77,7 @@ def main() -> int:
     )
     print("\n".join(lines))
     if args.out:
-        flags = sorted(_cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_tile"})
+        flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_tile"})
         text = (
             f"# Minutes per run: {args.method} on {args.dataset}\n\n"
             f"`python scripts/preset_summary.py {os.path.basename(args.runs_dir.rstrip('/'))} "
@@ -89,16 +93,6 @@ def main() -> int:
         os.replace(tmp, args.out)
     return 0
 
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 if __name__ == "__main__":

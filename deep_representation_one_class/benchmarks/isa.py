@@ -22,6 +22,7 @@ import tempfile
 from typing import Any
 
 from deep_representation_one_class.errors import UserError
+from deep_representation_one_class.utils import cpuinfo as cpuinfo_lib
 from deep_representation_one_class.utils import hardware
 
 __all__ = ["ISAS", "child_options", "cpu_flags", "describe", "needs_child", "run_in_child"]
@@ -32,15 +33,7 @@ _FLAG_PREFIXES = ("avx", "amx", "fma", "f16c")
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
     """The vector-instruction flags of the CPU (avx*, amx*, fma, f16c), sorted."""
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    return sorted({x for x in flags if x.startswith(_FLAG_PREFIXES)})
-    except OSError:
-        pass
-    return []
+    return sorted(x for x in cpuinfo_lib.cpu_flags(cpuinfo) if x.startswith(_FLAG_PREFIXES))
 
 
 def _best_native(flags: list[str]) -> str:

@@ -42,6 +42,7 @@ from deep_representation_one_class.serving import convert, runtimes
 from deep_representation_one_class.serving import export as export_lib
 from deep_representation_one_class.serving.detector import Detector
 from deep_representation_one_class.training import build
+from deep_representation_one_class.utils import cpuinfo as cpuinfo_lib
 from deep_representation_one_class.utils import io
 from deep_representation_one_class.utils import run_folder as rf
 
@@ -58,15 +59,8 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "fma")
 
 def cpu_flags() -> list[str]:
     """The SIMD flags of ``/proc/cpuinfo`` that decide which kernels run."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [flag for flag in CPU_FLAGS if flag in have]
-    except OSError:
-        pass
-    return []
+    have = cpuinfo_lib.cpu_flags()
+    return [flag for flag in CPU_FLAGS if flag in have]
 
 
 def _windows(fn: Callable[[], None], windows: int, calls: int) -> list[float]:

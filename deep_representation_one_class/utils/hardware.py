@@ -19,6 +19,7 @@ import os
 import tensorflow as tf
 
 from deep_representation_one_class.utils import allocator
+from deep_representation_one_class.utils import cpuinfo as cpuinfo_lib
 
 _CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # oneDNN ISA caps without native bfloat16 (case-insensitive); other values (AVX512_CORE_BF16,
@@ -44,14 +45,7 @@ def onednn_isa_cap(env=None) -> str | None:
 def _cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo", env=None) -> bool:
     if onednn_isa_cap(env) in _ISA_CAPS_WITHOUT_BF16:
         return False
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags") and any(flag in line.split() for flag in _CPU_FLAGS):
-                    return True
-    except OSError:
-        pass
-    return False
+    return any(flag in cpuinfo_lib.cpu_flags(cpuinfo) for flag in _CPU_FLAGS)
 
 
 def _gpu_has_bf16() -> bool:
