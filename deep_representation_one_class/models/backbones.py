@@ -152,17 +152,16 @@ def _image_layers(config) -> tuple[str, ...]:
 
 def _effnet_frozen(config, channels: int, size: int, level: str) -> keras.Model:
     net = effnet.pretrained_efficientnet_lite0()
-    if level == "image":
-        names = _image_layers(config)
-        if names == ("head",):
-            trunk = keras.Model(net.input, net.get_layer("avg_pool").output, name="lite0_pooled")
-        else:
-            taps = [net.get_layer(effnet.POOL_TAPS[n]).output for n in names]
-            trunk = keras.Model(net.input, taps, name="lite0_" + "_".join(names))
-    else:
+    names = _image_layers(config) if level == "image" else ()
+    if level != "image":
         # Only up to the stride-16 tap: the later blocks and the head are never computed.
         taps = [net.get_layer(name).output for name in effnet.MID_LAYERS]
         trunk = keras.Model(net.input, taps, name="lite0_mid")
+    elif names == ("head",):
+        trunk = keras.Model(net.input, net.get_layer("avg_pool").output, name="lite0_pooled")
+    else:
+        taps = [net.get_layer(effnet.POOL_TAPS[n]).output for n in names]
+        trunk = keras.Model(net.input, taps, name="lite0_" + "_".join(names))
     trunk.trainable = False
     inputs = keras.Input(shape=(None, None, channels), name="images")
     x = SignedUnitPreprocess(size, name="lite0_preprocess")(inputs)
@@ -170,15 +169,14 @@ def _effnet_frozen(config, channels: int, size: int, level: str) -> keras.Model:
     if mirror:
         x = WithMirror(name="with_mirror")(x)
     out = trunk(x, training=False)
-    if level == "image":
-        if _image_layers(config) == ("head",):
-            feats = out
-        else:
-            feats = MultiLayerPool(name="layer_pool")(out if isinstance(out, list) else [out])
-        if mirror:
-            feats = FlipAverage(name="flip_average")(feats)
-    else:
+    if level != "image":
         feats = LocalAggregate(name="local_aggregate")(out)
+    elif names == ("head",):
+        feats = out
+    else:
+        feats = MultiLayerPool(name="layer_pool")(out if isinstance(out, list) else [out])
+    if mirror:
+        feats = FlipAverage(name="flip_average")(feats)
     return keras.Model(inputs, feats, name=f"efficientnet_lite0_{level}")
 
 
