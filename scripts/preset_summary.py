@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from deep_representation_one_class.utils.cpuinfo import cpu_flags
+from deep_representation_one_class.utils.cpuinfo import machine_line
 
 # auc: 1-NN; baseline_*: raw pixels and the untrained network (--baselines), where scored.
 KEYS = (
@@ -77,13 +77,12 @@ def main() -> int:
     )
     print("\n".join(lines))
     if args.out:
-        flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_tile"})
         text = (
             f"# Minutes per run: {args.method} on {args.dataset}\n\n"
             f"`python scripts/preset_summary.py {os.path.basename(args.runs_dir.rstrip('/'))} "
             f"{args.method} {args.dataset}`; wall minutes (training + evaluation) depend on the "
-            "machine's load, CPU minutes are the runs' own CPU time over all threads. CPU: "
-            f"{os.cpu_count()} cores ({', '.join(flags) or 'no AVX2'}).\n\n```\n"
+            "machine's load, CPU minutes are the runs' own CPU time over all threads. Machine: "
+            f"{machine_line()}.\n\n```\n"
             + "\n".join(lines)
             + "\n```\n"
         )

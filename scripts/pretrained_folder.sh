@@ -66,7 +66,9 @@ Command: \`scripts/pretrained_folder.sh --root=DIR --category=$category\`."
 # CPU minutes of the run and of its from-scratch row (this process's CPU time over all threads),
 # appended with the machine it ran on.
 "${python_cmd[@]}" - "$out/runs" "$results.md" <<'PY' || status=$?
-import glob, json, os, platform, sys
+import glob, json, os, sys
+
+from deep_representation_one_class.utils.cpuinfo import machine_line
 
 lines = []
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "**", "summary.json"), recursive=True)):
@@ -89,12 +91,8 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "**", "summary.json"), re
             f"{scratch['cpu_seconds'] / 60:.1f} CPU-min, {scratch['seconds'] / 60:.1f} wall-min"
         )
     lines.append(line)
-flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-isa = [f for f in ("avx2", "avx512f", "avx512_bf16") if f" {f}" in flags]
-load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 text = (
-    f"\n## Cost\n\nMachine: {os.cpu_count()} CPUs ({', '.join(isa) or 'no AVX2'}), "
-    f"{platform.machine()}; load average {load:.1f} when the table was written (wall minutes "
+    f"\n## Cost\n\nMachine: {machine_line()} when the table was written (wall minutes "
     "depend on it, CPU minutes much less).\n\n" + "\n".join(lines) + "\n"
 )
 print(text)

@@ -51,7 +51,9 @@ done
 # AUROC), and the CPU minutes (train + evaluation, this process's CPU time over all threads; the
 # from-scratch baseline's share separately), appended to the table with the machine it ran on.
 "${python_cmd[@]}" - "$out" "$results.md" <<'PY' || status=$?
-import glob, json, os, platform, sys
+import glob, json, os, sys
+
+from deep_representation_one_class.utils.cpuinfo import machine_line
 
 from deep_representation_one_class.reports.baseline_rows import label, row_prefixes
 
@@ -102,19 +104,16 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "**", "summary.json"), re
         cells = [cell(key + k) for k in (".image_auroc", ".pixel_auroc", ".pro")]
         lines.append(f"| {row} | {' | '.join(cells)} | {cell('synthetic.' + key)} |")
     lines.append("")
-flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-isa = [f for f in ("avx2", "avx512f", "avx512_bf16") if f" {f}" in flags]
-load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 note = (
     "\n## Runs\n\nBare `--dataset=mvtec` defaults (PatchCore-style, frozen ImageNet "
     "EfficientNet-Lite0, 1-NN on a 10% coreset of 10,000 training windows), with the "
     "baselines scored by the same 1-NN protocol on a 4,000-window bank at stride 16: raw "
     "pixels, the untrained network and the from-scratch recipe (contrastive learning on random "
     "32-px patches, `--scratch_steps` steps; docs/pretrained.md). Command: "
-    "`scripts/pretrained_mvtec.sh --root=DIR`. Machine: "
-    f"{os.cpu_count()} CPUs ({', '.join(isa) or 'no AVX2'}), {platform.machine()}; load "
-    f"average {load:.1f} when the table was written (wall minutes depend on it, CPU minutes "
-    "much less).\n\n" + "\n".join(lines) + "\n"
+    f"`scripts/pretrained_mvtec.sh --root=DIR`. Machine: {machine_line()} when the table "
+    "was written (wall minutes depend on it, CPU minutes much less).\n\n"
+    + "\n".join(lines)
+    + "\n"
 )
 print(note)
 with open(sys.argv[2], "a") as f:
