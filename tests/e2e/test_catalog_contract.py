@@ -316,6 +316,7 @@ def _cli(env, *args, timeout=600):
     return out.stdout
 
 
+@pytest.mark.slow  # five command processes, about 35 s
 def test_plugins_in_one_file_each_reach_every_command(plugin_env, tmp_path):
     helptext = _cli(plugin_env, "train_and_eval_loop.py", "--help")
     for word in ("--toy_margin", "toy_method", "toymethod", "toy_data", "toy_center"):

@@ -326,6 +326,7 @@ def test_cpu_preset_dry_run(tmp_path):
     assert "results/cpu_preset_fmnist" in lines[-1]
 
 
+@pytest.mark.slow  # the preset through the sweep, about 12 s
 def test_cpu_preset_runs_and_aggregates(fake_python, tmp_path):
     env, calls = fake_python
     results = tmp_path / "res" / "preset"
@@ -499,6 +500,7 @@ def test_select_recipes_dry_run_and_table(fake_python, tmp_path):
     assert proc.returncode != 0 and "not an --is_validation run" in proc.stderr
 
 
+@pytest.mark.slow  # a run and the script, about 11 s
 def test_eval_precision_cost_measures_both_precisions_of_one_checkpoint(tmp_path):
     """scripts/eval_precision_cost.py on a tiny mixed-bfloat16 run: a row per precision with
     its timings and the run's AUROCs, the table written atomically, the run folder untouched."""

@@ -104,6 +104,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert not os.path.exists(os.path.join(cfg.model_dir, "summary.json"))
 
 
+@pytest.mark.slow  # a real training process, about 11 s
 def test_diverging_run_exits_nonzero_without_traceback(tmp_path):
     # A learning rate of 1e30 makes the weights non-finite after the first update; with a
     # checkpoint due after every step, the save itself must refuse them.

@@ -423,6 +423,7 @@ def test_isa_record_names_an_emulation(monkeypatch):
     assert isa.describe()["name"] == "avx2" and not isa.needs_child("avx2")  # a real AVX2 CPU
 
 
+@pytest.mark.slow  # a child process, about 13 s
 def test_avx2_case_runs_capped_in_a_child(tmp_path):
     out = tmp_path / "bench.jsonl"
     (record,) = bench.main(

@@ -209,6 +209,7 @@ def test_valid_windows_aggregate_and_pixel_metrics_ignore_padding():
     assert got["pixel_auroc"] == pytest.approx(crop["pixel_auroc"])
 
 
+@pytest.mark.slow  # two runs, about 18 s
 @pytest.mark.parametrize("with_masks", [True, False])
 def test_mixed_size_user_category_defects_are_found(tmp_path, with_masks):
     root = make_mixed_tree(tmp_path / "data", masks=with_masks)

@@ -351,6 +351,7 @@ def _photo_folder(root) -> None:
             Image.fromarray(photo(odd)).save(folder / f"{i:03d}.png")
 
 
+@pytest.mark.slow  # a whole run in a network namespace, about 20 s
 def test_bare_folder_command_uses_the_pretrained_backbone_offline(tmp_path):
     """``train_and_eval_loop.py --dataset=folder --root=DIR --category=NAME`` with no other flag
     but a short from-scratch row (``--scratch_steps``): frozen EfficientNet-Lite0 features from
