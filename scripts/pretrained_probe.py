@@ -42,8 +42,8 @@ from deep_representation_one_class.evaluation.scorers.gde import GdeScorer  # no
 from deep_representation_one_class.models import efficientnet_lite as effnet  # noqa: E402
 
 LAYERS = {
-    "s8": f"block{effnet.STRIDE8_BLOCK}_add",
-    "s16": f"block{effnet.STRIDE16_BLOCK}_add",
+    "s8": effnet.POOL_TAPS["s8"],
+    "s16": effnet.POOL_TAPS["s16"],
     "b14": "block14_add",
     "b15": "block15_project_bn",
     "head": "head_bn_relu6",

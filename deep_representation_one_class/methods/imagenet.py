@@ -63,14 +63,14 @@ SIZE_OPTION = Option(
 LAYERS_OPTION = Option(
     "pretrained_layers",
     ("head",),
-    "imagenet with efficientnet_lite0: layers whose global averages, each L2-normalised, are "
+    "imagenet with efficientnet_lite*: layers whose global averages, each L2-normalised, are "
     "concatenated into the features; any of s8, s16, b14, b15, head (s8/s16: strides 8 and 16; "
     "b14, b15: the last blocks; head: the 1280-channel head).",
 )
 FLIP_OPTION = Option(
     "flip_average",
     False,
-    "imagenet with efficientnet_lite0: average each image's features with its left-right "
+    "imagenet with efficientnet_lite*: average each image's features with its left-right "
     "mirror image's (2x the extraction time; only for data where a mirrored image is normal).",
 )
 
@@ -233,12 +233,12 @@ class ImageNet(Method):
                 f"--pretrained_layers={','.join(layers_)}: give distinct names among "
                 f"{', '.join(effnet.POOL_TAPS)}"
             )
-        if config.backbone != "efficientnet_lite0" and (
+        if not BACKBONES.get(config.backbone).layered and (
             layers_ != ("head",) or config.flip_average
         ):
             raise ValueError(
-                "--pretrained_layers and --flip_average apply to --backbone=efficientnet_lite0 "
-                f"only, not {config.backbone}"
+                "--pretrained_layers and --flip_average apply to the EfficientNet-Lite "
+                f"backbones only (efficientnet_lite0, ...), not {config.backbone}"
             )
         if config.num_epoch != 0 or config.train_steps != 0:
             raise ValueError(

