@@ -165,7 +165,8 @@ class Config:
         "efficientnet_lite0 (ImageNet weights from a pip package, offline; frozen for "
         "imagenet/patchcore, fine-tuned by the training methods), efficientnet_lite2 (larger, "
         "offline, frozen methods only), efficientnet_lite0+lite2 (both, concatenated; imagenet "
-        "only) or resnet50_imagenet (Keras's download; frozen methods only). Default: efficientnet_lite0 for imagenet/patchcore "
+        "only) or resnet50_imagenet (Keras's download; frozen methods only). Default: "
+        "efficientnet_lite0 for imagenet/patchcore "
         "(docs/pretrained.md).",
     )
     net_type: str = _field(

