@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A folder of photos with the bare --dataset=folder defaults (frozen ImageNet EfficientNet-Lite0
+# A folder of photos with the bare --dataset=folder defaults (frozen ImageNet EfficientNet-Lite2
 # at 224 px, offline), timed: a small folder made from a {train,test}/<class>/ image folder
 # (scripts/make_folder_subset.py: --per_class training and --test_per_class test images of every
 # class, by symbolic links), one bare run on --category (the other test classes are the
@@ -56,7 +56,7 @@ status=0
 "${python_cmd[@]}" "$repo_root/train_and_eval_loop.py" --dataset=folder "--root=$data" \
   "--category=$category" "--model_dir=$out/runs/imagenet/folder/c$category/s0" \
   ${extra[@]+"${extra[@]}"} || status=$?
-note="A folder of photos, bare \`--dataset=folder\` defaults (frozen ImageNet EfficientNet-Lite0 \
+note="A folder of photos, bare \`--dataset=folder\` defaults (frozen ImageNet EfficientNet-Lite2 \
 at 224 px, layers s16+b14+b15+head, all classifiers), with the raw-pixel, untrained-network and from-scratch baseline \
 rows (docs/pretrained.md). Data: CIFAR-10 JPEG q75 copy when --root is ../shared/data/cifar10-jpeg; \
 $per_class training images of the category, $test_per_class test images of every class. \

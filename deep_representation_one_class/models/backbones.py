@@ -62,6 +62,8 @@ class Backbone:
     trainable: Callable[..., Any] | None = None
     # Whether --pretrained_layers and --flip_average apply (the EfficientNet-Lite entries).
     layered: bool = False
+    # The side images under SMALL_INPUT px (CIFAR's 32) are fed at (see input_size).
+    small_size: int = 128
 
 
 # The frozen Keras ResNet-50 is registered by the PatchCore-style method that builds it.
@@ -271,7 +273,12 @@ BACKBONES.add(
         name="efficientnet_lite2",
         label="EfficientNet-Lite2 (ImageNet)",
         pretrained=True,
-        image_size=effnet.VARIANTS["lite2"].image_size,
+        # Fed at 224 px, below its training side of 260, also for small images: on CIFAR-10
+        # validation splits it gained 0.9 from 128 to 224 px where Lite0 gained 0.2 at most
+        # (results/selection/pretrained_probe_backbones_224.md), and 260 px would cost a third
+        # more again.
+        image_size=224,
+        small_size=224,
         check=lambda config: _effnet_check(config, ("lite2",)),
         frozen=lambda config, channels, size, level: _effnet_frozen(
             config, channels, size, level, "lite2"
@@ -293,16 +300,16 @@ BACKBONES.add(
         layered=True,
     ),
 )
-# Inputs below SMALL_INPUT px are fed at SMALL_SIZE rather than at the backbone's own side:
-# 4x upsampled CIFAR images (32 -> 128 px) kept most of the ImageNet features' accuracy at a
-# third of the CPU time of 224 px (docs/pretrained.md).
-SMALL_INPUT, SMALL_SIZE = 64, 128
+# Inputs below SMALL_INPUT px are fed at the backbone's ``small_size`` (128 unless it says
+# otherwise) rather than at its own side: for Lite0, 4x upsampled CIFAR images (32 -> 128 px)
+# kept the ImageNet features' accuracy at a third of the CPU time of 224 px (docs/pretrained.md).
+SMALL_INPUT = 64
 
 
 def input_size(backbone: str, side: int) -> int:
     """The side images of ``side`` px are resized to before the pretrained ``backbone``."""
-    native = BACKBONES.get(backbone).image_size or 224
-    return SMALL_SIZE if int(side) < SMALL_INPUT else native
+    spec = BACKBONES.get(backbone)
+    return spec.small_size if int(side) < SMALL_INPUT else (spec.image_size or 224)
 
 
 def lite0_trunk(inputs, side: int):

@@ -223,5 +223,7 @@ def test_cli_defaults_of_the_baselines():
     assert (cfg.method, cfg.aug_list, cfg.head_dims) == ("denoising", "x", ())
     with pytest.raises(config_lib.ConfigError, match="needs --imagenet_weights"):
         _cli_config(method="imagenet", backbone="resnet50_imagenet")
-    cfg = _cli_config(method="imagenet")  # offline: the packaged EfficientNet-Lite0
+    cfg = _cli_config(method="imagenet")  # offline: the packaged EfficientNet-Lite2, 224 px
+    assert (cfg.backbone, cfg.pretrained_size) == ("efficientnet_lite2", 224)
+    cfg = _cli_config(method="imagenet", backbone="efficientnet_lite0")  # small images: 128 px
     assert (cfg.backbone, cfg.pretrained_size) == ("efficientnet_lite0", 128)

@@ -22,6 +22,7 @@ LAYERS = ("s16", "b15", "head")
 
 
 def _model(**options):
+    options.setdefault("backbone", "efficientnet_lite0")
     cfg = resolve.validate(resolve.build(method="imagenet", dataset="fake", **options))
     return imagenet.ImageNet(cfg).build_model(None)
 
@@ -35,7 +36,9 @@ def test_the_features_are_normalised_layer_averages_of_the_network(lite0_cache):
     got = _model(pretrained_layers=LAYERS)(x)["pools"].numpy()
     net = effnet.pretrained_efficientnet_lite0()
     probe = keras.Model(net.input, [net.get_layer(effnet.POOL_TAPS[n]).output for n in LAYERS])
-    side = resolve.validate(resolve.build(method="imagenet", dataset="fake")).pretrained_size
+    side = resolve.validate(
+        resolve.build(method="imagenet", dataset="fake", backbone="efficientnet_lite0")
+    ).pretrained_size
     resized = keras.ops.image.resize(x, (side, side), interpolation="bilinear")
     parts = []
     for m in probe(np.asarray(resized) * 2.0 - 1.0, training=False):
@@ -60,7 +63,9 @@ def test_the_default_is_the_pooled_head_as_before(lite0_cache):
     x = _images()
     net = effnet.pretrained_efficientnet_lite0()
     model = _model()
-    side = resolve.validate(resolve.build(method="imagenet", dataset="fake")).pretrained_size
+    side = resolve.validate(
+        resolve.build(method="imagenet", dataset="fake", backbone="efficientnet_lite0")
+    ).pretrained_size
     resized = np.asarray(keras.ops.image.resize(x, (side, side), interpolation="bilinear"))
     want = net(resized * 2.0 - 1.0, training=False)["pooled"].numpy()
     np.testing.assert_allclose(model(x)["pools"].numpy(), want, rtol=1e-4, atol=1e-5)
@@ -90,7 +95,7 @@ def test_lite2_and_the_pair_give_the_same_layers_of_their_networks(lite0_cache):
     except FileNotFoundError as e:
         pytest.skip(str(e))
     x = _images()
-    opts = dict(pretrained_layers=LAYERS, flip_average=True)
+    opts = dict(pretrained_layers=LAYERS, flip_average=True, pretrained_size=96)
     lite0 = _model(**opts)(x)["pools"].numpy()
     lite2 = _model(backbone="efficientnet_lite2", **opts)(x)["pools"].numpy()
     pair = _model(backbone="efficientnet_lite0+lite2", **opts)(x)["pools"].numpy()

