@@ -94,13 +94,7 @@ def aucs(s16, tops, tr, te, labels) -> tuple[float, float]:
 
 
 def run_plan(net, maps, s16, y, c, optimizer: str, lr: float, epochs: int) -> list[tuple]:
-    rng = np.random.default_rng(100 + c)  # pretrained_probe.evaluate's split of class c
-    inl = rng.permutation(np.flatnonzero(y == c))
-    n_train = (9 * len(inl)) // 10
-    tr, val_in = inl[:n_train], inl[n_train:]
-    val_out = np.flatnonzero(y != c)
-    te = np.concatenate([val_in, val_out])
-    labels = np.concatenate([np.zeros(len(val_in)), np.ones(len(val_out))])
+    tr, te, labels = probe.split(y, c, 0)
     top = top_of(net)
     tops = pooled(top, maps)
     center = tf.constant(tops[-1][tr].mean(axis=0), tf.float32)

@@ -125,17 +125,22 @@ def combo(feats, names, flip: bool) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def split(y: np.ndarray, c: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class ``c``'s validation split of the drawn images: (training inliers: 90% of the class;
+    validation images: the other 10% and every other class; their labels, 1 = outlier)."""
+    rng = np.random.default_rng(seed + 100 + c)
+    inl = rng.permutation(np.flatnonzero(y == c))
+    n_train = (9 * len(inl)) // 10
+    val_in, val_out = inl[n_train:], np.flatnonzero(y != c)
+    label = np.concatenate([np.zeros(len(val_in)), np.ones(len(val_out))])
+    return inl[:n_train], np.concatenate([val_in, val_out]), label
+
+
 def evaluate(feats: list[dict], y, seed: int, combos, scorers) -> list[dict]:
     """``feats``: one feature dict per network; a combination concatenates all of them."""
     rows = []
     for c in range(10):
-        rng = np.random.default_rng(seed + 100 + c)
-        inl = rng.permutation(np.flatnonzero(y == c))
-        n_train = (9 * len(inl)) // 10
-        tr, val_in = inl[:n_train], inl[n_train:]
-        val_out = np.flatnonzero(y != c)
-        test = np.concatenate([val_in, val_out])
-        label = np.concatenate([np.zeros(len(val_in)), np.ones(len(val_out))])
+        tr, test, label = split(y, c, seed)
         for cname in combos:
             names = COMBOS[cname]
             for flip in (False, True):
