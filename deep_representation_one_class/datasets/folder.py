@@ -45,13 +45,13 @@ PLUGIN = dict(
     preprocessing={"resize_policy": True},
     # Your own images: frozen ImageNet features (EfficientNet-Lite2, offline: the imagenet
     # method's default backbone, above Lite0 on validation) beat every from-scratch recipe on
-    # real photos within a 10-minute CPU budget (docs/pretrained.md); fed at 224 px. GDE first
-    # (the served classifier): it scored highest on validation (results/selection/pretrained_cifar10.md). Features from four
-    # layers (stride 16 to the head) rather than the head alone: higher on 8 of 10 CIFAR-10
-    # validation splits at 224 px and on the mean (results/selection/pretrained_probe_224.md);
-    # mid-level features are what defect detectors on pretrained networks use. No mirror
-    # averaging: on a user's parts a mirrored image may be the anomaly.
-    # --method=contrastive etc. train from scratch.
+    # real photos within a 10-minute CPU budget (docs/pretrained.md); fed at 224 px. GDE
+    # first (the served classifier): it scored highest on validation
+    # (results/selection/pretrained_cifar10.md). Features from four layers (stride 16 to the
+    # head) rather than the head alone: higher on 8 of 10 CIFAR-10 validation splits at 224 px
+    # and on the mean (results/selection/pretrained_probe_224.md); mid-level features are what
+    # defect detectors on pretrained networks use. No mirror averaging: on a user's parts a
+    # mirrored image may be the anomaly. --method=contrastive etc. train from scratch.
     method="imagenet",
     method_defaults={
         "imagenet": {
