@@ -166,7 +166,7 @@ class Config:
         "imagenet/patchcore, fine-tuned by the training methods), efficientnet_lite2 (larger, "
         "offline, frozen methods only), efficientnet_lite0+lite2 (both, concatenated; imagenet "
         "only) or resnet50_imagenet (Keras's download; frozen methods only). Default: "
-        "efficientnet_lite0 for imagenet/patchcore "
+        "efficientnet_lite2 for imagenet, efficientnet_lite0 for patchcore "
         "(docs/pretrained.md).",
     )
     net_type: str = _field(
