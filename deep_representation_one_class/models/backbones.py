@@ -23,6 +23,7 @@ its weights expect, and where its weights come from (recorded in ``summary.json`
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -279,11 +280,9 @@ BACKBONES.add(
         # more again.
         image_size=224,
         small_size=224,
-        check=lambda config: _effnet_check(config, ("lite2",)),
-        frozen=lambda config, channels, size, level: _effnet_frozen(
-            config, channels, size, level, "lite2"
-        ),
-        source=lambda config: _effnet_source(config, "lite2"),
+        check=functools.partial(_effnet_check, variants=("lite2",)),
+        frozen=functools.partial(_effnet_frozen, variant="lite2"),
+        source=functools.partial(_effnet_source, variant="lite2"),
         layered=True,
     ),
 )

@@ -104,23 +104,6 @@ WEIGHTS_SHA256 = VARIANTS["lite0"].sha256
 CACHE_ENV = "DROC_WEIGHTS_CACHE"
 # Padding the shipped weights fit (chosen by the BatchNorm-statistics check, see module doc).
 DEFAULT_PADDING = "same"
-# Block outputs (0-based block index) at strides 8 and 16 of Lite0, and its last block.
-STRIDE8_BLOCK, STRIDE16_BLOCK = 4, 10
-MID_LAYERS = (f"block{STRIDE8_BLOCK}_add", f"block{STRIDE16_BLOCK}_add")
-# Layers whose global averages image-level features can combine (``--pretrained_layers``):
-# the stride-8 and stride-16 taps above, blocks 14 (stride 32, 192 channels) and 15 (the last
-# block, 320 channels, before the head) and the 1280-channel head. In Lite2 the same names
-# mean the same places: the last blocks at strides 8 and 16, the last block but one, the last
-# block and the head (``pool_taps``).
-POOL_TAPS = {
-    "s8": MID_LAYERS[0],
-    "s16": MID_LAYERS[1],
-    "b14": "block14_add",
-    "b15": "block15_project_bn",
-    "head": "head_bn_relu6",
-}
-
-
 def _variant(variant: str) -> Variant:
     if variant not in VARIANTS:
         raise ValueError(f"unknown EfficientNet-Lite variant {variant!r} ({', '.join(VARIANTS)})")
@@ -133,10 +116,9 @@ def install_hint(variant: str = "lite0") -> str:
 
 def pool_taps(variant: str = "lite0") -> dict[str, str]:
     """``--pretrained_layers`` name -> layer name in ``variant`` (see ``POOL_TAPS``)."""
-    ends = {}
-    for i, (_e, _k, _s, _cin, cout) in enumerate(block_table(variant)):
-        ends[cout] = i  # the last block of each stage
-    last = len(block_table(variant)) - 1
+    table = block_table(variant)
+    ends = {row[-1]: i for i, row in enumerate(table)}  # output channels -> the stage's last block
+    last = len(table) - 1
     stage_out = [stage[3] for stage in _variant(variant).stages]
     return {
         "s8": f"block{ends[stage_out[2]]}_add",
@@ -161,6 +143,15 @@ def block_table(variant: str = "lite0") -> list[tuple[int, int, int, int, int]]:
             rows.append((expand, kernel, stride if r == 0 else 1, cin, cout))
             cin = cout
     return rows
+
+
+# Layers whose global averages image-level features can combine (``--pretrained_layers``), in
+# Lite0: s8/s16 are blocks 4 and 10 (the last blocks at strides 8 and 16, PatchCore's maps too),
+# b14 the last block but one (stride 32, 192 channels), b15 the last block (320 channels, before
+# the head) and head the 1280-channel head. In Lite2 the same names mean the same places
+# (``pool_taps("lite2")``: blocks 6, 14, 19 and 20).
+POOL_TAPS = pool_taps("lite0")
+MID_LAYERS = mid_layers("lite0")
 
 
 def _conv(x, filters, kernel, stride, name, padding, depthwise=False):

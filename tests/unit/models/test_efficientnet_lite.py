@@ -290,7 +290,13 @@ def test_lite2_has_the_shipped_state_dicts_shapes_and_converts(tmp_path):
         "b15": "block20_project_bn",
         "head": "head_bn_relu6",
     }
-    assert effnet.pool_taps("lite0") == effnet.POOL_TAPS
+    assert effnet.POOL_TAPS == {
+        "s8": "block4_add",
+        "s16": "block10_add",
+        "b14": "block14_add",
+        "b15": "block15_project_bn",
+        "head": "head_bn_relu6",
+    }
     out = model(np.zeros((1, 64, 64, 3), np.float32))
     assert out["stride8"].shape[1:] == (8, 8, 48) and out["stride16"].shape[1:] == (4, 4, 120)
     # A Lite0 state dict does not fit Lite2 (refused by name and shape, not converted).
