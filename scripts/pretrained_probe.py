@@ -15,12 +15,18 @@ concatenates them. Scorers: the library's GDE and k-nearest-neighbour cosine dis
 the k nearest, k = 1, 2, 5). ``--backbones`` compares networks: ``lite0``, ``lite2`` (in Lite2 the
 layer names mean the same places: the last blocks at strides 8 and 16, the last block but one,
 the last block, the head) and ``lite0+lite2`` (both networks' features concatenated).
+``--ensembles`` scores with several networks and input sides at once, such as
+``lite2@224+lite2@128+lite0@224``: one GDE per member (on the first ``--combos`` entry), each
+member's scores standardised by the mean and SD of its own training inliers' scores, then summed.
 
     python scripts/pretrained_probe.py --cifar_root=data/cifar10-jpeg-pickles \
         --sides=128,224 --out=runs/probe --table=results/selection/pretrained_probe.md
     python scripts/pretrained_probe.py --cifar_root=data/cifar10-jpeg-pickles --sides=128 \
         --backbones=lite0,lite2,lite0+lite2 --combos=head,s16+b14+b15+head --scorers=gde \
         --table=results/selection/pretrained_probe_backbones.md
+    python scripts/pretrained_probe.py --cifar_root=data/cifar10-jpeg-pickles --backbones= \
+        --ensembles=lite2@224+lite2@128,lite2@224+lite2@128+lite0@224 \
+        --combos=s16+b14+b15+head --table=results/selection/pretrained_probe_ensembles.md
 """
 
 from __future__ import annotations
@@ -164,6 +170,37 @@ def evaluate(feats: list[dict], y, seed: int, combos, scorers) -> list[dict]:
     return rows
 
 
+def parse_ensemble(spec: str) -> list[tuple[str, int]]:
+    """``lite2@224+lite0@128`` -> [("lite2", 224), ("lite0", 128)]; exits on a malformed member."""
+    members = []
+    for member in spec.split("+"):
+        variant, _, side = member.partition("@")
+        if variant not in effnet.VARIANTS or not side.isdigit():
+            raise SystemExit(f"--ensembles: {member!r} is not VARIANT@SIDE, such as lite2@224")
+        members.append((variant, int(side)))
+    return members
+
+
+def ensemble_rows(x, y, spec: str, args, timing) -> list[dict]:
+    """Rows of one ensemble ``spec`` (``variant@side`` members joined by ``+``)."""
+    members = [features(x, side, variant, args, timing) for variant, side in parse_ensemble(spec)]
+    cname = args.combos.split(",")[0]
+    rows = []
+    for c in range(10):
+        tr, test, label = split(y, c, args.seed)
+        for flip in (False, True):
+            total = np.zeros(len(test))
+            for feats in members:
+                z = combo(feats, COMBOS[cname], flip)
+                gde = GdeScorer().fit(z[tr])
+                fit = gde.score(z[tr])
+                total += (gde.score(z[test]) - fit.mean()) / fit.std()
+            auc = 100.0 * roc_auc_score(label, total)
+            rows.append(dict(cls=c, layers=cname, flip=flip, scorer="gde sum", auc=auc))
+            rows[-1].update(side="each", backbone=spec)
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cifar_root", required=True)
@@ -177,7 +214,10 @@ def main() -> int:
     p.add_argument(
         "--backbones", default="lite0", help="lite0, lite2 and pairs such as lite0+lite2"
     )
+    p.add_argument("--ensembles", default="", help="such as lite2@224+lite2@128,lite2@224")
     args = p.parse_args()
+    for spec in filter(None, args.ensembles.split(",")):
+        parse_ensemble(spec)  # every spec checked before the first extraction
     x, y = load_train(args.cifar_root)
     idx = draw(y, args.per_class, args.seed)
     x, y = x[idx], y[idx]
@@ -185,7 +225,7 @@ def main() -> int:
     all_rows, timing = [], {}
     for side in [int(s) for s in args.sides.split(",")]:
         cache = {}
-        for backbone in args.backbones.split(","):
+        for backbone in filter(None, args.backbones.split(",")):
             parts = backbone.split("+")
             for variant in parts:
                 if variant not in cache:
@@ -193,8 +233,10 @@ def main() -> int:
             combos = args.combos.split(",")
             feats = [cache[v] for v in parts]
             for row in evaluate(feats, y, args.seed, combos, args.scorers.split(",")):
-                row["side"], row["backbone"] = side, backbone
+                row["side"], row["backbone"] = str(side), backbone
                 all_rows.append(row)
+    for spec in filter(None, args.ensembles.split(",")):
+        all_rows.extend(ensemble_rows(x, y, spec, args, timing))
     summarize(all_rows, args, timing)
     return 0
 
@@ -204,11 +246,14 @@ def features(x, side: int, variant: str, args, timing) -> dict[str, np.ndarray]:
     tag = "" if variant == "lite0" else f"{variant}_"  # Lite0's files predate --backbones
     path = os.path.join(args.out, f"feats_{tag}{side}_{args.per_class}_{args.seed}.npz")
     if os.path.exists(path):
-        return dict(np.load(path))
+        feats = dict(np.load(path))
+        if "seconds" in feats:  # (wall, CPU) of the extraction that wrote the cache
+            timing[(variant, side)] = tuple(feats.pop("seconds"))
+        return feats
     t0, c0 = time.time(), time.process_time()
     feats = extract(x, side, variant)
     timing[(variant, side)] = (time.time() - t0, time.process_time() - c0)
-    np.savez(path + ".tmp.npz", **feats)
+    np.savez(path + ".tmp.npz", seconds=np.asarray(timing[(variant, side)]), **feats)
     os.replace(path + ".tmp.npz", path)
     print(
         f"{variant} at {side} px: {len(x)} images x 2 (flip) in "
@@ -235,8 +280,11 @@ def summarize(rows, args, timing) -> None:
         "inliers, the other classes' drawn images as validation outliers. Command: "
         f"`python scripts/pretrained_probe.py --cifar_root=data/cifar10-jpeg-pickles "
         f"--sides={args.sides} --per_class={args.per_class} --combos={args.combos} "
-        f"--scorers={args.scorers} --backbones={args.backbones}` (CIFAR-10, JPEG q75 copy). "
-        "A pair (lite0+lite2) concatenates both networks' features.",
+        f"--scorers={args.scorers} --backbones={args.backbones}"
+        + (f" --ensembles={args.ensembles}" if args.ensembles else "")
+        + "` (CIFAR-10, JPEG q75 copy). A pair (lite0+lite2) concatenates both networks' "
+        "features; an ensemble (`+` of `network@side`) sums its members' GDE scores, each "
+        "standardised by its training inliers' scores (side `each`).",
         *(
             f"Extracting the {10 * args.per_class:,} drawn images and their mirror images with "
             f"{variant} took {cpu:.0f} CPU-seconds at {side} px (float32)."
