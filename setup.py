@@ -1,4 +1,4 @@
-"""Shim so that `python setup.py develop` and old pip versions work; metadata is in pyproject.toml."""
+"""Shim so that `python setup.py develop` and old pip versions work; metadata: pyproject.toml."""
 
 from setuptools import setup
 
